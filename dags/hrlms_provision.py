@@ -1,0 +1,78 @@
+"""hrlms_provision — HR snapshot → raw_hris → quality gate → dbt → plan → SCIM LMS, for one logical date.
+
+Thin on purpose: every task calls a stage in hrlms.pipeline (tested there). Nothing heavy is imported
+at parse time. XCom carries ids and counts only.
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+
+def _run() -> tuple[str, pendulum.Date]:
+    ctx = get_current_context()
+    when = ctx.get("logical_date") or ctx["dag_run"].run_after
+    return ctx["run_id"], pendulum.instance(when).date()
+
+
+@dag(
+    dag_id="hrlms_provision",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["hrlms", "provisioning"],
+    params={"dry_run": Param(False, type="boolean", description="Compute the plan, apply nothing.")},
+    doc_md=__doc__,
+)
+def hrlms_provision():
+    @task
+    def ingest() -> dict:
+        from hrlms import pipeline
+
+        return pipeline.ingest(*_run())
+
+    @task
+    def staging(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        pipeline.stage_models(*_run(), snapshots)
+        return snapshots
+
+    @task
+    def gate(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        pipeline.gate(*_run(), snapshots)
+        return snapshots
+
+    @task
+    def transform(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        pipeline.transform(*_run(), snapshots)
+        return snapshots
+
+    @task
+    def plan(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        return pipeline.plan(*_run(), snapshots)
+
+    @task
+    def apply(planned: dict, params: dict | None = None) -> dict:
+        from hrlms import pipeline
+
+        return pipeline.apply(*_run(), planned["plan_id"], dry_run=bool((params or {}).get("dry_run")))
+
+    @task(trigger_rule="all_done")
+    def report() -> str:
+        """Runs even when a stage failed: a rejected snapshot gets a report too."""
+        from hrlms import pipeline
+
+        return pipeline.report(*_run())
+
+    apply(plan(transform(gate(staging(ingest()))))) >> report()
+
+
+hrlms_provision()

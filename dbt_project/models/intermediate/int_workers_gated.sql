@@ -1,0 +1,22 @@
+-- The workers of this run's snapshot that passed the quality gate: quarantined lines and exact
+-- duplicate copies removed.
+with workers as (
+    select * from {{ ref('stg_hris__workers') }}
+    where snapshot_id = {{ var('snapshot_id') }}
+),
+
+quarantined as (
+    select distinct line_no
+    from {{ source('dq', 'quarantine') }}
+    where snapshot_id = {{ var('snapshot_id') }} and entity = 'workers'
+),
+
+gated as (
+    select workers.*
+    from workers
+    where
+        workers.copy_no = 1
+        and not exists (select 1 from quarantined where quarantined.line_no = workers.line_no)
+)
+
+select * from gated

@@ -1,0 +1,1 @@
+"""hrlms: HR to LMS sync platform (Airflow plugins package)."""

@@ -1,0 +1,164 @@
+"""The provisioning pipeline, one function per stage. DAG tasks are thin wrappers around these.
+
+Every stage is idempotent and takes only ids/dates (what XCom carries); state lives in the warehouse.
+Each stage records its wall time and counts in `audit.stage_runs` for the run summary and report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import contextmanager
+from datetime import date
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from hrlms.settings import Settings
+from hrlms.warehouse import db
+
+log = logging.getLogger("hrlms.pipeline")
+
+
+@contextmanager
+def _stage(run_key: str, logical_date: date, stage: str, detail: dict[str, Any]):
+    started = time.time()
+    with db.connect() as conn:
+        db.bootstrap(conn)
+        yield conn
+        seconds = round(time.time() - started, 3)
+        with conn.transaction():
+            conn.execute(
+                """insert into audit.stage_runs (run_key, logical_date, stage, started_at, seconds, detail)
+                   values (%s, %s, %s, to_timestamp(%s), %s, %s)
+                   on conflict (run_key, stage) do update set started_at = excluded.started_at,
+                       seconds = excluded.seconds, detail = excluded.detail""",
+                (run_key, logical_date, stage, started, seconds, Jsonb(detail)))
+    log.info("stage %s done in %.2fs: %s", stage, seconds, json.dumps(detail, default=str))
+
+
+def ingest(run_key: str, logical_date: date) -> dict[str, Any]:
+    """Land the HR snapshot(s) for the logical date in raw_hris. Returns snapshot ids and row counts."""
+    from hrlms.sources.mapping import load_mapping
+
+    settings = Settings.from_env()
+    mapping = load_mapping(settings.mapping)
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "ingest", detail) as conn:
+        for entity in ("workers", "org_units"):
+            if entity not in mapping.entities:
+                continue
+            em = mapping.entity(entity)
+            if settings.source == "http":
+                from hrlms.sources.http import http_source_from_env, ingest_http
+
+                res = ingest_http(conn, em, mapping.name, http_source_from_env(), logical_date)
+            else:
+                from hrlms.sources.files import ingest_file, landing_path
+
+                res = ingest_file(conn, em, mapping.name, landing_path(settings.landing_dir, em, logical_date),
+                                  logical_date)
+            detail[entity] = {"snapshot_id": res.snapshot_id, "rows": res.rows, "source": res.source_uri,
+                              "already_loaded": res.already_loaded}
+    return {e: v["snapshot_id"] for e, v in detail.items()} | {"rows": detail["workers"]["rows"]}
+
+
+def stage_models(run_key: str, logical_date: date, snapshots: dict[str, int]) -> None:
+    """Create/refresh the staging views the gate reads (typed rows of every snapshot)."""
+    from hrlms.transform import dbt
+
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "staging", detail):
+        res = dbt.run_dbt(["run", "--select", "staging"], snapshot_id=snapshots["workers"],
+                          org_snapshot_id=snapshots.get("org_units", -1), logical_date=logical_date)
+        if not res.success:
+            raise dbt.DbtError("dbt staging failed: " + "; ".join(res.failures))
+        detail.update(res.counts)
+
+
+def gate(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, Any]:
+    """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise."""
+    from hrlms.quality.gate import run_gate
+
+    settings = Settings.from_env()
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "gate", detail) as conn:
+        for entity in ("workers", "org_units"):
+            if entity not in snapshots:
+                continue
+            try:
+                res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
+                               max_quarantine_share=settings.max_quarantine_share)
+            except Exception as exc:
+                detail[entity] = {"rejected": str(exc)}
+                raise
+            detail[entity] = {"rows": res.rows, "quarantined": res.quarantined_rows, "reasons": res.reasons,
+                              "data_docs": res.data_docs}
+    return {"quarantined": detail["workers"]["quarantined"]}
+
+
+def transform(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, int]:
+    """dbt build: intermediate + marts (+ tests) for this snapshot and logical date."""
+    from hrlms.transform import dbt
+
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "transform", detail):
+        res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
+                        logical_date=logical_date)
+        detail.update(res.counts)
+    return res.counts
+
+
+def plan(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, Any]:
+    from hrlms.sync.plan import make_plan
+
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "plan", detail) as conn:
+        p = make_plan(conn, logical_date=logical_date, snapshot_id=snapshots["workers"])
+        detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts})
+    return {"plan_id": p.plan_id, "ops": p.total}
+
+
+def apply(run_key: str, logical_date: date, plan_id: int, *, dry_run: bool = False) -> dict[str, Any]:
+    from hrlms.sync.apply import apply_plan
+    from hrlms.sync.scim import ScimClient, lms_config_from_env
+
+    settings = Settings.from_env()
+    detail: dict[str, Any] = {"plan_id": plan_id, "dry_run": dry_run}
+    with _stage(run_key, logical_date, "apply", detail) as conn:
+        if dry_run:
+            return detail
+        with ScimClient(lms_config_from_env(), pool_size=settings.lms_concurrency) as client:
+            res = apply_plan(conn, plan_id, client, batch_size=settings.lms_batch_size,
+                             concurrency=settings.lms_concurrency)
+        detail.update({"applied": dict(res.applied), "writes": res.writes, "escrow": res.escrow,
+                       "dead_letter": res.dead_letter})
+    return {"plan_id": plan_id, "writes": res.writes, "escrow": res.escrow, "dead_letter": res.dead_letter}
+
+
+def report(run_key: str, logical_date: date) -> str:
+    """Write the run report (JSON + HTML) next to the Data Docs; returns its path."""
+    from hrlms.report import write_run_report
+
+    settings = Settings.from_env()
+    with db.connect() as conn:
+        db.bootstrap(conn)
+        row = conn.execute("select detail ->> 'plan_id' from audit.stage_runs where run_key = %s and stage = 'plan'",
+                           (run_key,)).fetchone()
+        plan_id = int(row[0]) if row and row[0] else None
+        path = write_run_report(conn, settings.reports_dir, run_key, logical_date, plan_id)
+    return str(path)
+
+
+def run_all(run_key: str, logical_date: date, *, dry_run: bool = False) -> dict[str, Any]:
+    """The whole pipeline without Airflow (used by tests of the package; the DAG calls the stages)."""
+    snaps = ingest(run_key, logical_date)
+    stage_models(run_key, logical_date, snaps)
+    gate(run_key, logical_date, snaps)
+    transform(run_key, logical_date, snaps)
+    p = plan(run_key, logical_date, snaps)
+    a = apply(run_key, logical_date, p["plan_id"], dry_run=dry_run)
+    return {"snapshots": snaps, "plan": p, "apply": a, "report": report(run_key, logical_date)}
+
+
+__all__ = ["ingest", "stage_models", "gate", "transform", "plan", "apply", "report", "run_all"]

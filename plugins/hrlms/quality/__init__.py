@@ -1,0 +1,1 @@
+"""The quality gate: Great Expectations suites, checkpoint runner, quarantine, Data Docs."""

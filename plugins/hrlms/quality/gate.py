@@ -1,0 +1,231 @@
+"""The quality gate on one snapshot: batch checks stop the run, row checks quarantine rows.
+
+Runs GX Core checkpoints against the typed staging rows of the snapshot (pushed down to Postgres),
+writes the outcome to `dq.gate_runs` / `dq.quarantine` in one transaction, and rebuilds the Data Docs
+(the report HR reads). GX is imported here, inside the task, never at DAG parse time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from hrlms.quality.suites import SUITES
+from hrlms.sources.mapping import KEY_FIELD
+from hrlms.warehouse.db import sqlalchemy_url
+
+log = logging.getLogger(__name__)
+GX_ROOT = Path(__file__).resolve().parents[3] / "expectations"
+DATASOURCE = "warehouse"
+URL_VAR = "HRLMS_GX_WAREHOUSE_URL"   # the file context stores "${HRLMS_GX_WAREHOUSE_URL}", never the URL
+
+
+class GateFailed(RuntimeError):
+    """A batch-level defect: nothing downstream may run for this snapshot."""
+
+
+@dataclass
+class GateResult:
+    snapshot_id: int
+    entity: str
+    rows: int
+    quarantined_rows: int
+    reasons: dict[str, int] = field(default_factory=dict)
+    batch_failures: list[str] = field(default_factory=list)
+    data_docs: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.batch_failures
+
+
+def _snapshot(conn: psycopg.Connection, snapshot_id: int) -> dict[str, Any]:
+    row = conn.execute(
+        "select entity, source_uri, source_columns, row_count from raw_hris.snapshots where snapshot_id = %s",
+        (snapshot_id,)).fetchone()
+    if not row:
+        raise GateFailed(f"snapshot {snapshot_id} does not exist")
+    return {"entity": row[0], "source": row[1], "columns": row[2], "rows": row[3]}
+
+
+def previous_row_count(conn: psycopg.Connection, entity: str, snapshot_id: int) -> int | None:
+    """Rows of the last snapshot before this one that passed its gate (the baseline for the drop check)."""
+    row = conn.execute(
+        """select s.row_count from raw_hris.snapshots s
+           join dq.gate_runs g on g.snapshot_id = s.snapshot_id and g.suite = %s and g.success
+           where s.entity = %s and s.snapshot_id < %s order by s.snapshot_id desc limit 1""",
+        (f"{entity}_batch", entity, snapshot_id)).fetchone()
+    return row[0] if row else None
+
+
+def _create_gate_views(conn: psycopg.Connection, snapshot_id: int) -> None:
+    lit = sql.Literal(snapshot_id)
+    conn.execute(sql.SQL("create or replace view dq.gate_workers as select * from staging.stg_hris__workers "
+                         "where snapshot_id = {}").format(lit))
+    conn.execute(sql.SQL("create or replace view dq.gate_workers_distinct as select * from dq.gate_workers "
+                         "where copy_no = 1").format())
+    conn.execute(sql.SQL("create or replace view dq.gate_org_units as select * from staging.stg_hris__org_units "
+                         "where snapshot_id = {}").format(lit))
+
+
+def get_context():
+    """The committed GX file context under expectations/, synchronised with quality/suites.py."""
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+
+    os.environ[URL_VAR] = sqlalchemy_url()
+    ctx = gx.get_context(mode="file", project_root_dir=str(GX_ROOT))
+    try:
+        ds = ctx.data_sources.get(DATASOURCE)
+    except (KeyError, ValueError, LookupError):
+        ds = ctx.data_sources.add_postgres(DATASOURCE, connection_string="${" + URL_VAR + "}")
+    for suite_name, (_entity, _kind, builder, view) in SUITES.items():
+        try:
+            asset = ds.get_asset(view)
+        except LookupError:
+            asset = ds.add_table_asset(view, table_name=view, schema_name="dq")
+        try:
+            batch_def = asset.get_batch_definition("snapshot")
+        except (KeyError, ValueError, LookupError):
+            batch_def = asset.add_batch_definition_whole_table("snapshot")
+        suite = _sync_suite(ctx, suite_name, builder())
+        try:
+            ctx.validation_definitions.get(suite_name)
+        except Exception:
+            ctx.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch_def, suite=suite))
+    return ctx
+
+
+def _comparable(expectations: list) -> list[dict]:
+    out = []
+    for e in expectations:
+        cfg = e.configuration.to_json_dict() if hasattr(e, "configuration") else e.to_json_dict()
+        cfg.pop("id", None)
+        out.append(cfg)
+    return out
+
+
+def _sync_suite(ctx, name: str, expectations: list):
+    import great_expectations as gx
+
+    try:
+        suite = ctx.suites.get(name)
+    except Exception:
+        suite = None
+    if suite is not None and _comparable(suite.expectations) == _comparable(expectations):
+        return suite
+    if suite is None:
+        suite = ctx.suites.add(gx.ExpectationSuite(name=name))
+    for e in list(suite.expectations):
+        suite.delete_expectation(e)
+    for e in expectations:
+        suite.add_expectation(e)
+    suite.save()
+    return suite
+
+
+def _run_suite(ctx, suite_name: str, params: dict, run_name: str, key: str):
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    vd = ctx.validation_definitions.get(suite_name)
+    return vd.run(
+        expectation_parameters=params,
+        run_id=RunIdentifier(run_name=run_name),
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["line_no", key],
+                       "partial_unexpected_count": 10_000_000, "return_unexpected_index_query": False},
+    )
+
+
+def _describe(meta: dict, res: Any, snap: dict) -> str:
+    r = res.result or {}
+    rule, reason = meta.get("rule", "?"), meta.get("reason", "")
+    if rule == "row_count":
+        return f"{snap['source']}: {reason} (rows: {r.get('observed_value')})"
+    col = meta.get("field") or ""
+    src_col = snap["columns"].get(col, col)
+    lines = [d.get("line_no") for d in (r.get("unexpected_index_list") or [])][:10]
+    values = (r.get("partial_unexpected_list") or [])[:3]
+    return (f"{snap['source']}: line(s) {', '.join(map(str, lines))}, field {src_col} ({col}): {reason}"
+            f" — {r.get('unexpected_count')} row(s), e.g. {values}")
+
+
+def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: float = 0.2,
+             max_quarantine_share: float = 0.2) -> GateResult:
+    snap = _snapshot(conn, snapshot_id)
+    entity = snap["entity"]
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.gate'))")
+        _create_gate_views(conn, snapshot_id)
+    prev = previous_row_count(conn, entity, snapshot_id)
+    min_rows = max(1, math.ceil(prev * (1 - max_drop_share))) if prev else 1
+
+    ctx = get_context()
+    run_name = f"{entity}-snapshot-{snapshot_id}"
+    result = GateResult(snapshot_id, entity, snap["rows"], 0)
+    gate_rows: list[tuple] = []
+    quarantine: dict[tuple[int, str], tuple] = {}
+    for suite_name, (suite_entity, kind, _builder, _view) in SUITES.items():
+        if suite_entity != entity:
+            continue
+        vr = _run_suite(ctx, suite_name, {"min_rows": min_rows}, run_name, KEY_FIELD[entity])
+        failures = []
+        for res in vr.results:
+            if res.success:
+                continue
+            meta = res.expectation_config.meta or {}
+            if res.exception_info and res.exception_info.get("raised_exception"):
+                result.batch_failures.append(f"check {meta.get('rule')} could not run: "
+                                             f"{res.exception_info.get('exception_message')}")
+                continue
+            failures.append({"rule": meta.get("rule"), "unexpected_count": (res.result or {}).get("unexpected_count")})
+            if kind == "batch":
+                result.batch_failures.append(_describe(meta, res, snap))
+                continue
+            rule, fld = meta.get("rule", "unknown"), meta.get("field", "")
+            for item in (res.result or {}).get("unexpected_index_list") or []:
+                line_no = item.get("line_no")
+                column = fld or next((k for k in item if k not in ("line_no", KEY_FIELD[entity])), "")
+                value = item.get(column, item.get(res.expectation_config.kwargs.get("column", ""), None))
+                if rule == "unparseable_date":
+                    column, value = str(value), None
+                quarantine[(line_no, rule)] = (snapshot_id, entity, line_no, rule, item.get(KEY_FIELD[entity]),
+                                               column or None, None if value is None else str(value),
+                                               meta.get("reason", rule))
+        gate_rows.append((snapshot_id, suite_name, bool(vr.success) if kind == "batch" else True,
+                          json.dumps(vr.statistics, default=str), json.dumps(failures, default=str)))
+
+    if entity == "workers" and not result.batch_failures:
+        q_lines = {k[0] for k in quarantine}
+        if snap["rows"] and len(q_lines) > max_quarantine_share * snap["rows"]:
+            result.batch_failures.append(
+                f"{snap['source']}: {len(q_lines)} of {snap['rows']} rows failed row checks "
+                f"(limit {max_quarantine_share:.0%}): is the mapping right for this file?")
+            gate_rows = [(s, n, False if n == "workers_batch" else ok, st, f) for s, n, ok, st, f in gate_rows]
+
+    with conn.transaction():
+        conn.execute("delete from dq.quarantine where snapshot_id = %s", (snapshot_id,))
+        conn.execute("delete from dq.gate_runs where snapshot_id = %s", (snapshot_id,))
+        with conn.cursor() as cur:
+            cur.executemany("insert into dq.gate_runs (snapshot_id, suite, success, statistics, failures) "
+                            "values (%s, %s, %s, %s, %s)", gate_rows)
+            if quarantine:
+                with cur.copy("copy dq.quarantine (snapshot_id, entity, line_no, rule, record_key, field, value, reason)"
+                              " from stdin") as cp:
+                    for row in quarantine.values():
+                        cp.write_row(row)
+    result.quarantined_rows = len({k[0] for k in quarantine})
+    for _line, rule in quarantine:
+        result.reasons[rule] = result.reasons.get(rule, 0) + 1
+    ctx.build_data_docs()
+    result.data_docs = str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")
+    if result.batch_failures:
+        raise GateFailed("snapshot rejected by the quality gate:\n  " + "\n  ".join(result.batch_failures))
+    return result

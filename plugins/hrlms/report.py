@@ -1,0 +1,100 @@
+"""The per-run report: what was loaded, quarantined (and why), planned and applied — JSON + HTML.
+
+Values from HR are escaped in the HTML (shown inert); no secrets are ever read here.
+"""
+from __future__ import annotations
+
+import html
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from hrlms.quality.gate import GX_ROOT
+
+
+def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id: int | None) -> dict[str, Any]:
+    stages = [
+        {"stage": s, "seconds": float(sec), "detail": d}
+        for s, sec, d in conn.execute(
+            "select stage, seconds, detail from audit.stage_runs where run_key = %s order by started_at",
+            (run_key,))
+    ]
+    snapshot_id = None
+    for s in stages:
+        if s["stage"] == "ingest":
+            snapshot_id = (s["detail"].get("workers") or {}).get("snapshot_id")
+    quarantine = []
+    if snapshot_id is not None:
+        quarantine = [
+            {"line": ln, "rule": r, "record": k, "field": f, "value": v, "reason": why}
+            for ln, r, k, f, v, why in conn.execute(
+                """select line_no, rule, record_key, field, value, reason from dq.quarantine
+                   where snapshot_id = %s order by line_no, rule""", (snapshot_id,))
+        ]
+    plan: dict[str, Any] = {}
+    if plan_id is not None:
+        row = conn.execute("select status, counts from sync.plans where plan_id = %s", (plan_id,)).fetchone()
+        plan = {"plan_id": plan_id, "status": row[0], "counts": row[1]} if row else {"plan_id": plan_id}
+        plan["outcomes"] = dict(conn.execute(
+            "select status, count(*) from sync.ops where plan_id = %s group by status", (plan_id,)).fetchall())
+        plan["samples"] = [
+            {"op_type": t, "person_id": p, "changed": c, "status": st}
+            for t, p, c, st in conn.execute(
+                """select op_type, person_id, changed_fields, status from (
+                       select *, row_number() over (partition by op_type order by op_id) rn
+                       from sync.ops where plan_id = %s) s where rn <= 5 order by op_type, op_id""", (plan_id,))
+        ]
+        plan["problems"] = [
+            {"op_type": t, "person_id": p, "status": st, "http_status": hs, "error": e}
+            for t, p, st, hs, e in conn.execute(
+                """select op_type, person_id, status, http_status, last_error from sync.ops
+                   where plan_id = %s and status in ('escrow', 'dead_letter') order by op_id limit 200""",
+                (plan_id,))
+        ]
+    return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages,
+            "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan,
+            "data_docs": str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")}
+
+
+def _table(rows: list[dict], cols: list[str]) -> str:
+    if not rows:
+        return "<p><em>none</em></p>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render_html(data: dict[str, Any]) -> str:
+    plan = data.get("plan") or {}
+    counts = (plan.get("counts") or {}).get("ops", {})
+    stage_rows = [{"stage": s["stage"], "seconds": f"{s['seconds']:.2f}"} for s in data["stages"]]
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>hrlms run {html.escape(data['run_key'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
+</head><body>
+<h1>hrlms run — logical date {html.escape(data['logical_date'])}</h1>
+<p>Run <code>{html.escape(data['run_key'])}</code>, workers snapshot {data['snapshot_id']}.
+Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape(data['data_docs'])}">{html.escape(data['data_docs'])}</a></p>
+<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds'])}
+<h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
+{_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason'])}
+<h2>Plan {plan.get('plan_id', '')} ({html.escape(str(plan.get('status', '')))})</h2>
+{_table([{'op_type': k, 'count': v} for k, v in counts.items()], ['op_type', 'count'])}
+<h3>Changed attributes</h3>{_table([{'attribute': k, 'count': v} for k, v in (plan.get('counts') or {}).get('attributes', {}).items()], ['attribute', 'count'])}
+<h3>Sample operations</h3>{_table(plan.get('samples', []), ['op_type', 'person_id', 'changed', 'status'])}
+<h3>Escrow and dead letters</h3>{_table(plan.get('problems', []), ['op_type', 'person_id', 'status', 'http_status', 'error'])}
+</body></html>"""
+
+
+def write_run_report(conn: psycopg.Connection, reports_dir: Path, run_key: str, logical_date: date,
+                     plan_id: int | None) -> Path:
+    data = collect(conn, run_key, logical_date, plan_id)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_key)
+    base = reports_dir / f"run_{logical_date.isoformat()}_{safe}"
+    base.with_suffix(".json").write_text(json.dumps(data, indent=2, default=str))
+    base.with_suffix(".html").write_text(render_html(data))
+    return base.with_suffix(".html")

@@ -1,0 +1,45 @@
+"""Run-time settings from the environment (tunables) — secrets never live here, only in connections."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MAPPING = Path(__file__).resolve().parent / "mappings" / "synthetic_hr.yaml"
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    mapping: Path
+    source: str                 # file | http
+    landing_dir: Path
+    reports_dir: Path
+    max_drop_share: float       # batch check: fewer rows than the previous snapshot by more than this
+    max_quarantine_share: float  # batch check: more rows failing row checks than this
+    lms_concurrency: int
+    lms_batch_size: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        source = os.environ.get("HRLMS_SOURCE", "file").lower()
+        if source not in ("file", "http"):
+            raise ValueError(f"HRLMS_SOURCE must be 'file' or 'http', not {source!r}")
+        return cls(
+            mapping=Path(os.environ.get("HRLMS_MAPPING") or DEFAULT_MAPPING),
+            source=source,
+            landing_dir=Path(os.environ.get("HRLMS_LANDING_DIR") or REPO_ROOT / ".local" / "landing"),
+            reports_dir=Path(os.environ.get("HRLMS_REPORTS_DIR") or REPO_ROOT / ".local" / "reports"),
+            max_drop_share=_float("HRLMS_MAX_DROP_SHARE", 0.2),
+            max_quarantine_share=_float("HRLMS_MAX_QUARANTINE_SHARE", 0.2),
+            lms_concurrency=int(_float("HRLMS_LMS_CONCURRENCY", 4)),
+            lms_batch_size=int(_float("HRLMS_LMS_BATCH_SIZE", 500)),
+        )

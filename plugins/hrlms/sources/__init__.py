@@ -1,0 +1,1 @@
+"""HR (and later LMS) readers: YAML mappings, landing-folder files, paginated HTTP APIs."""

@@ -1,0 +1,199 @@
+"""A small SCIM 2.0 client for the operations hrlms sends (RFC 7644), payloads built with scim2-models.
+
+Why not a generic client: we need exact control of what is retried. GET/PATCH are idempotent and are
+retried by urllib3 (with backoff, honouring Retry-After on 429/503); POST is not retried blindly —
+a lost response could mean the user exists, so the caller looks it up by externalId first.
+The bearer token comes from the `hrlms_lms` connection / env and is never logged.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from scim2_models import Context, Email, EnterpriseUser, Name, PatchOp, PatchOperation, User
+from urllib3.util.retry import Retry
+
+LMS_CONN_ID = "hrlms_lms"
+SCIM_JSON = "application/scim+json"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+ScimUser = User[EnterpriseUser]
+
+# desired-state column -> SCIM attribute path (for PATCH of changed attributes only)
+ATTRIBUTE_PATHS = {
+    "user_name": "userName",
+    "given_name": "name.givenName",
+    "family_name": "name.familyName",
+    "display_name": "displayName",
+    "email": "emails",
+    "title": "title",
+    "employee_number": f"{ENTERPRISE}:employeeNumber",
+    "department": f"{ENTERPRISE}:department",
+    "is_active": "active",
+}
+USER_ATTRIBUTES = tuple(k for k in ATTRIBUTE_PATHS if k != "is_active")
+
+
+class ScimError(Exception):
+    def __init__(self, status: int | None, message: str):
+        self.status = status
+        super().__init__(f"SCIM {status}: {message}" if status else f"SCIM: {message}")
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying later (escrow): network trouble, 429, 5xx. 4xx otherwise is permanent."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class Conflict(ScimError):
+    pass
+
+
+@dataclass(frozen=True)
+class LmsConfig:
+    base_url: str
+    token: str
+    timeout: tuple[float, float] = (5.0, 30.0)
+    verify_tls: bool = True
+
+    def __repr__(self) -> str:  # never show the token
+        return f"LmsConfig(base_url={self.base_url!r}, token=***)"
+
+
+def lms_config_from_env() -> LmsConfig:
+    """`HRLMS_LMS_URL` + `HRLMS_LMS_TOKEN`, else the Airflow connection `hrlms_lms` (host, password)."""
+    verify = os.environ.get("HRLMS_LMS_VERIFY_TLS", "true").lower() not in ("0", "false", "no")
+    url = os.environ.get("HRLMS_LMS_URL")
+    if url:
+        return LmsConfig(url.rstrip("/"), os.environ.get("HRLMS_LMS_TOKEN", ""), verify_tls=verify)
+    from airflow.sdk import Connection
+
+    conn = Connection.get(LMS_CONN_ID)
+    host = conn.host or ""
+    if "://" not in host:
+        host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
+    return LmsConfig(host.rstrip("/"), conn.password or "", verify_tls=verify)
+
+
+def user_resource(desired: dict[str, Any]) -> dict[str, Any]:
+    """Desired-state row -> SCIM User (core + enterprise) creation payload, validated by scim2-models."""
+    user = ScimUser(
+        external_id=desired["person_id"],
+        user_name=desired["user_name"],
+        name=Name(given_name=desired.get("given_name"), family_name=desired.get("family_name"),
+                  formatted=desired.get("display_name")),
+        display_name=desired.get("display_name"),
+        emails=[Email(value=desired["email"], type="work", primary=True)] if desired.get("email") else None,
+        active=bool(desired.get("is_active", True)),
+        title=desired.get("title"),
+    )
+    user[EnterpriseUser] = EnterpriseUser(employee_number=desired.get("employee_number"),
+                                          department=desired.get("department"))
+    return user.model_dump(scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+
+
+def patch_body(desired: dict[str, Any], fields: list[str]) -> dict[str, Any]:
+    """PATCH replacing only `fields` (removing the attribute when the desired value is empty)."""
+    ops = []
+    for f in fields:
+        path, value = ATTRIBUTE_PATHS[f], desired.get(f)
+        if f == "email" and value:
+            value = [{"value": value, "type": "work", "primary": True}]
+        if f == "is_active":
+            value = bool(value)
+        if value is None:
+            ops.append(PatchOperation[ScimUser](op="remove", path=path))
+        else:
+            ops.append(PatchOperation[ScimUser](op="replace", path=path, value=value))
+        if f == "display_name":
+            ops.append(PatchOperation[ScimUser](op="replace" if value else "remove", path="name.formatted",
+                                                value=value))
+    return PatchOp[ScimUser](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+class ScimClient:
+    def __init__(self, config: LmsConfig, pool_size: int = 8):
+        self.config = config
+        self.session = requests.Session()
+        retry = Retry(total=4, connect=4, read=2, status=4, backoff_factor=0.5, backoff_jitter=0.3,
+                      status_forcelist=(429, 502, 503, 504), allowed_methods=("GET", "PATCH", "PUT"),
+                      respect_retry_after_header=True, raise_on_status=False)
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"Authorization": f"Bearer {config.token}", "Accept": SCIM_JSON,
+                                     "Content-Type": SCIM_JSON})
+        self.session.verify = config.verify_tls
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> ScimClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw) -> requests.Response:
+        try:
+            return self.session.request(method, self.config.base_url + path, timeout=self.config.timeout, **kw)
+        except requests.RequestException as exc:
+            raise ScimError(None, f"{method} {path}: {type(exc).__name__}") from None
+
+    @staticmethod
+    def _error(resp: requests.Response, what: str) -> ScimError:
+        try:
+            detail = resp.json().get("detail") or resp.text[:200]
+        except ValueError:
+            detail = resp.text[:200]
+        cls = Conflict if resp.status_code == 409 else ScimError
+        return cls(resp.status_code, f"{what}: {detail}")
+
+    def service_provider_config(self) -> dict[str, Any]:
+        resp = self._request("GET", "/ServiceProviderConfig")
+        if resp.status_code != 200:
+            raise self._error(resp, "GET /ServiceProviderConfig")
+        return resp.json()
+
+    def find_user(self, *, external_id: str | None = None, user_name: str | None = None) -> dict | None:
+        attr, value = ("externalId", external_id) if external_id else ("userName", user_name)
+        value = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        resp = self._request("GET", "/Users", params={"filter": f'{attr} eq "{value}"', "count": 2})
+        if resp.status_code != 200:
+            raise self._error(resp, f"GET /Users?filter={attr}")
+        found = resp.json().get("Resources") or []
+        return found[0] if found else None
+
+    def create_user(self, payload: dict[str, Any]) -> dict[str, Any]:
+        resp = self._request("POST", "/Users", json=payload)
+        if resp.status_code == 201:
+            return resp.json()
+        raise self._error(resp, "POST /Users")
+
+    def patch_user(self, lms_id: str, body: dict[str, Any]) -> None:
+        resp = self._request("PATCH", f"/Users/{lms_id}", json=body)
+        if resp.status_code not in (200, 204):
+            raise self._error(resp, f"PATCH /Users/{lms_id}")
+
+    def get_user(self, lms_id: str) -> dict[str, Any] | None:
+        resp = self._request("GET", f"/Users/{lms_id}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._error(resp, f"GET /Users/{lms_id}")
+        return resp.json()
+
+    def iter_users(self, page_size: int = 500):
+        start = 1
+        while True:
+            resp = self._request("GET", "/Users", params={"startIndex": start, "count": page_size})
+            if resp.status_code != 200:
+                raise self._error(resp, "GET /Users")
+            body = resp.json()
+            items = body.get("Resources") or []
+            yield from items
+            start += len(items)
+            if not items or start > int(body.get("totalResults", 0)):
+                return

@@ -1,0 +1,1 @@
+"""dbt: build the staging → intermediate → marts models for one run."""

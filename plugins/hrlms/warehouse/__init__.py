@@ -1,0 +1,1 @@
+"""Warehouse access: connections, schema bootstrap and COPY loading."""

@@ -1,0 +1,59 @@
+"""Connections to the warehouse.
+
+The URL comes from `WAREHOUSE_URL` or, inside Airflow, the `hrlms_warehouse` connection; it is never
+logged (`redact` strips the password for messages).
+"""
+from __future__ import annotations
+
+import os
+from importlib import resources
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+WAREHOUSE_CONN_ID = "hrlms_warehouse"
+
+
+def warehouse_url() -> str:
+    url = os.environ.get("WAREHOUSE_URL")
+    if url:
+        return url
+    try:
+        from airflow.sdk import Connection
+
+        conn = Connection.get(WAREHOUSE_CONN_ID)
+    except Exception as exc:  # no Airflow, or no such connection
+        raise RuntimeError(
+            f"No warehouse configured: set WAREHOUSE_URL or the Airflow connection '{WAREHOUSE_CONN_ID}'"
+        ) from exc
+    return conn.get_uri().replace("postgres://", "postgresql://", 1)
+
+
+def sqlalchemy_url(url: str | None = None) -> str:
+    """The same URL for SQLAlchemy users (GX): psycopg 3 driver."""
+    url = url or warehouse_url()
+    scheme, rest = url.split("://", 1)
+    return "postgresql+psycopg://" + rest
+
+
+def redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def connect(url: str | None = None, **kwargs) -> psycopg.Connection:
+    """Autocommit connection: every write happens inside an explicit `conn.transaction()` block."""
+    kwargs.setdefault("autocommit", True)
+    return psycopg.connect(url or warehouse_url(), **kwargs)
+
+
+def bootstrap(conn: psycopg.Connection) -> None:
+    """Create the schemas/tables the Python tasks own (idempotent)."""
+    sql = resources.files("hrlms.warehouse").joinpath("schema.sql").read_text()
+    with conn.transaction():
+        # Serialise concurrent bootstraps (two tasks starting at once).
+        conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.bootstrap'))")
+        conn.execute(sql)

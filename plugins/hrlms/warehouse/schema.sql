@@ -1,0 +1,158 @@
+-- Warehouse objects owned by the Python tasks (dbt owns staging/intermediate/marts).
+-- Idempotent: run at the start of every task that writes.
+create schema if not exists raw_hris;
+create schema if not exists dq;
+create schema if not exists sync;
+create schema if not exists hrlms_util;
+
+-- What arrived, as it arrived. One row per loaded file / HTTP extract; the same bytes twice is a no-op.
+create table if not exists raw_hris.snapshots (
+    snapshot_id   bigint generated always as identity primary key,
+    entity        text        not null,           -- workers | org_units
+    source_kind   text        not null,           -- file | http
+    source_uri    text        not null,
+    checksum      text        not null,           -- sha256 of the bytes that arrived
+    mapping_name  text        not null,
+    hints         jsonb       not null,           -- date_format (Postgres to_date pattern), value_maps
+    source_columns jsonb      not null,           -- canonical field -> source column, as mapped
+    row_count     bigint      not null,
+    logical_date  date        not null,           -- the run that loaded it
+    extracted_at  timestamptz not null,           -- file mtime / HTTP response time
+    loaded_at     timestamptz not null default clock_timestamp(),
+    unique (entity, checksum)
+);
+
+create table if not exists raw_hris.workers (
+    _snapshot_id      bigint not null,
+    _line_no          bigint not null,             -- physical line in the source file (header = 1) / record no.
+    person_id         text,
+    employee_number   text,
+    first_name        text,
+    last_name         text,
+    preferred_name    text,
+    work_email        text,
+    username          text,
+    employment_status text,
+    employment_type   text,
+    hire_date         text,
+    start_date        text,
+    termination_date  text,
+    last_day_of_work  text,
+    job_code          text,
+    job_title         text,
+    job_family        text,
+    org_unit_code     text,
+    manager_person_id text,
+    location_code     text,
+    country           text,
+    time_zone         text
+);
+create index if not exists workers_snapshot_idx on raw_hris.workers (_snapshot_id);
+
+create table if not exists raw_hris.org_units (
+    _snapshot_id          bigint not null,
+    _line_no              bigint not null,
+    org_unit_code         text,
+    name                  text,
+    parent_org_unit_code  text,
+    type                  text,
+    status                text
+);
+create index if not exists org_units_snapshot_idx on raw_hris.org_units (_snapshot_id);
+
+-- Line numbers for COPY: restarted per load under an exclusive lock.
+create sequence if not exists raw_hris.load_line_seq;
+
+-- Tolerant date parsing for staging: NULL instead of an error, so one bad value cannot fail a build;
+-- the quality gate reports it (raw text present, parsed value missing).
+create or replace function hrlms_util.try_date(v text, fmt text) returns date
+language plpgsql immutable parallel safe as $$
+declare d date;
+begin
+    if v is null or btrim(v) = '' then return null; end if;
+    d := to_date(btrim(v), coalesce(fmt, 'YYYY-MM-DD'));
+    if extract(year from d) < 1000 or extract(year from d) > 9999 then return null; end if;
+    return d;
+exception when others then
+    return null;
+end $$;
+
+-- Quality gate results: one row per snapshot and suite; quarantined rows with the rule that caught them.
+create table if not exists dq.gate_runs (
+    snapshot_id   bigint      not null,
+    suite         text        not null,
+    success       boolean     not null,
+    statistics    jsonb       not null,
+    failures      jsonb       not null,
+    checked_at    timestamptz not null default clock_timestamp(),
+    primary key (snapshot_id, suite)
+);
+
+create table if not exists dq.quarantine (
+    snapshot_id   bigint not null,
+    entity        text   not null,
+    line_no       bigint not null,
+    rule          text   not null,      -- named GX expectation (meta.rule)
+    record_key    text,                 -- person_id / org_unit_code as it arrived
+    field         text,
+    value         text,
+    reason        text   not null,
+    primary key (snapshot_id, entity, line_no, rule)
+);
+
+-- Sync: plans, ops, what we know the LMS holds.
+create table if not exists sync.plans (
+    plan_id       bigint generated always as identity primary key,
+    logical_date  date        not null,
+    snapshot_id   bigint      not null,
+    status        text        not null default 'planned',  -- planned | applied | partial | superseded
+    counts        jsonb       not null default '{}',
+    created_at    timestamptz not null default clock_timestamp(),
+    finished_at   timestamptz
+);
+
+create table if not exists sync.ops (
+    op_id          bigint generated always as identity primary key,
+    plan_id        bigint not null references sync.plans,
+    person_id      text   not null,
+    op_type        text   not null,     -- create_user | update_user | deactivate_user | reactivate_user
+    changed_fields text[] not null default '{}',
+    payload        jsonb  not null,     -- the desired row (create sends it all, updates send changed_fields)
+    verify_first   boolean not null default false, -- an earlier attempt's outcome is unknown: look up first
+    status         text   not null default 'pending', -- pending | sending | applied | escrow | dead_letter | superseded
+    attempts       int    not null default 0,
+    http_status    int,
+    last_error     text,
+    lms_id         text,
+    applied_at     timestamptz
+);
+create index if not exists ops_plan_status_idx on sync.ops (plan_id, status);
+create index if not exists ops_person_idx on sync.ops (person_id);
+
+create table if not exists sync.applied_users (
+    person_id      text primary key,
+    lms_id         text not null,
+    user_name      text not null,
+    given_name     text,
+    family_name    text,
+    display_name   text,
+    email          text,
+    title          text,
+    employee_number text,
+    department     text,
+    is_active      boolean not null,
+    last_op_id     bigint,
+    applied_at     timestamptz not null default clock_timestamp()
+);
+
+-- Stage timings and counts per run (what the run summary and report show).
+create schema if not exists audit;
+create table if not exists audit.stage_runs (
+    run_key       text        not null,   -- <dag run id> or cli-<logical date>
+    logical_date  date        not null,
+    stage         text        not null,
+    started_at    timestamptz not null,
+    seconds       numeric     not null,
+    detail        jsonb       not null default '{}',
+    primary key (run_key, stage)
+);
