@@ -36,3 +36,53 @@ def warehouse_url(local_stack: LocalStack) -> str:
     """libpq URL of the (throwaway unless given) warehouse database."""
     assert local_stack.warehouse_url
     return local_stack.warehouse_url
+
+
+@pytest.fixture
+def fresh_db(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty database of its own for one test, set as WAREHOUSE_URL (and the Airflow connection)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    admin = local_stack.warehouse_url
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    parts = urlsplit(admin)
+    url = urlunsplit(parts._replace(path="/" + name))
+    monkeypatch.setenv("WAREHOUSE_URL", url)
+    monkeypatch.setenv("AIRFLOW_CONN_HRLMS_WAREHOUSE", url)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def fresh_lms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """A scim2-server of its own (empty, in memory) for one test: (base_url, token)."""
+    import json
+
+    from hrlms.devenv.scim import LocalScimServer
+
+    with LocalScimServer(tmp_path / "lms") as server:
+        monkeypatch.setenv("HRLMS_LMS_URL", server.base_url)
+        monkeypatch.setenv("HRLMS_LMS_TOKEN", server.token)
+        monkeypatch.setenv("AIRFLOW_CONN_HRLMS_LMS", json.dumps(
+            {"conn_type": "http", "host": server.base_url, "password": server.token}))
+        yield server.base_url, server.token
+
+
+@pytest.fixture
+def landing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty landing folder set as HRLMS_LANDING_DIR; reports go next to it."""
+    path = tmp_path / "landing"
+    path.mkdir()
+    monkeypatch.setenv("HRLMS_LANDING_DIR", str(path))
+    monkeypatch.setenv("HRLMS_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("HRLMS_SOURCE", "file")
+    monkeypatch.delenv("HRLMS_MAPPING", raising=False)
+    return path

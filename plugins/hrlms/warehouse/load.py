@@ -100,9 +100,11 @@ def _copy_error(exc: psycopg.Error, source: str, to_source: dict[str, str], line
     ctx = (exc.diag.context or "") if exc.diag else ""
     m = _CONTEXT_RE.search(ctx)
     line = int(m.group(1)) + line_offset if m else None
-    col = m.group(2) if m else None
-    field = f"{to_source.get(col, col)} ({col})" if col else None
     msg = (exc.diag.message_primary if exc.diag and exc.diag.message_primary else str(exc)).strip()
+    col = (m.group(2) if m else None) or next(iter(re.findall(r'column "([a-z_]+)"', msg)), None)
+    field = f"{to_source.get(col, col)} ({col})" if col else None
+    if "missing data for column" in msg or "extra data after last expected column" in msg:
+        msg += " — the row has the wrong number of fields (truncated file or wrong delimiter?)"
     return IngestError(source, msg, line=line, field=field)
 
 
