@@ -32,7 +32,7 @@ $(STAMP): requirements.txt constraints.txt
 compose-tools:
 	@command -v docker-compose >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null) \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >/dev/null) \
 	      || echo "warning: could not install docker-compose; the compose test will be skipped"; \
 	  else echo "warning: docker-compose not found; the compose test will be skipped"; fi; }
 

@@ -194,8 +194,10 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
                 line_no = item.get("line_no")
                 column = fld or next((k for k in item if k not in ("line_no", KEY_FIELD[entity])), "")
                 value = item.get(column, item.get(res.expectation_config.kwargs.get("column", ""), None))
-                if rule == "unparseable_date":
+                if rule == "unparseable_date":      # the flagged value *is* the field's name
                     column, value = str(value), None
+                elif rule == "duplicate_row":       # the whole line repeats an earlier one
+                    column, value = None, None
                 quarantine[(line_no, rule)] = (snapshot_id, entity, line_no, rule, item.get(KEY_FIELD[entity]),
                                                column or None, None if value is None else str(value),
                                                meta.get("reason", rule))

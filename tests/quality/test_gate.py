@@ -1,0 +1,83 @@
+"""The GX gate on real snapshots: batch checks stop the run (naming file, line, field), row checks quarantine."""
+from datetime import date
+
+import pytest
+
+from hrlms import pipeline
+from hrlms.quality.gate import GateFailed
+from hrlms.warehouse import db
+
+from ..sources.hrfiles import ORG_CSV, csv_text, worker
+
+D1, D2 = date(2026, 1, 5), date(2026, 1, 6)
+
+
+def land(landing, day, rows):
+    (landing / f"workers_{day.isoformat()}.csv").write_text(csv_text(rows))
+    (landing / f"org_units_{day.isoformat()}.csv").write_text(ORG_CSV)
+
+
+def gate_day(day):
+    snaps = pipeline.ingest(f"test-{day}", day)
+    pipeline.stage_models(f"test-{day}", day, snaps)
+    return snaps, pipeline.gate(f"test-{day}", day, snaps)
+
+
+def quarantine(url):
+    with db.connect(url) as c:
+        return c.execute("select line_no, rule, record_key, field, value from dq.quarantine "
+                         "where entity = 'workers' order by line_no, rule").fetchall()
+
+
+def test_row_checks_quarantine_rows_and_the_rest_flows(fresh_db, landing):
+    rows = [worker(i) for i in range(1, 41)]
+    rows[1] = worker(2, Work_Email="not-an-email")
+    rows[3] = worker(4, Hire_Date="13/45/2020")
+    rows[5] = worker(6, Worker_Status="X")
+    rows[7] = worker(8, Termination_Date="01/01/2019", Worker_Status="T")
+    rows[9] = worker(10, First_Name="  ", Work_Email=" USER10@EXAMPLE.COM ")   # blank name; email is fine
+    rows.append(dict(rows[12]))                                                  # an exact duplicate line
+    land(landing, D1, rows)
+    _, out = gate_day(D1)
+    assert out["quarantined"] == 6
+    assert quarantine(fresh_db) == [
+        (3, "invalid_email", "P0000002", "work_email", "not-an-email"),
+        (5, "unparseable_date", "P0000004", "hire_date", None),
+        (7, "unknown_status", "P0000006", "employment_status", "x"),
+        (9, "termination_before_hire", "P0000008", "termination_date", "2019-01-01"),
+        (11, "missing_first_name", "P0000010", "first_name", None),
+        (42, "duplicate_row", "P0000013", None, None),
+    ]
+
+
+def test_duplicate_person_id_stops_the_run_naming_file_line_and_field(fresh_db, landing):
+    rows = [worker(i) for i in range(1, 6)] + [worker(3, First_Name="Other")]
+    land(landing, D1, rows)
+    with pytest.raises(GateFailed) as err:
+        gate_day(D1)
+    msg = str(err.value)
+    assert "workers_2026-01-05.csv" in msg and "line(s) 4, 7" in msg and "Employee_ID (person_id)" in msg
+    with db.connect(fresh_db) as c:
+        assert c.execute("select success from dq.gate_runs where suite = 'workers_batch'").fetchone() == (False,)
+
+
+def test_header_only_file_stops_the_run(fresh_db, landing):
+    land(landing, D1, [])
+    with pytest.raises(GateFailed, match="no data rows"):
+        gate_day(D1)
+
+
+def test_snapshot_shrinking_beyond_the_threshold_stops_the_run(fresh_db, landing, monkeypatch):
+    monkeypatch.setenv("HRLMS_MAX_DROP_SHARE", "0.2")
+    land(landing, D1, [worker(i) for i in range(1, 101)])
+    gate_day(D1)
+    land(landing, D2, [worker(i) for i in range(1, 71)])     # 30% of the workers vanished
+    with pytest.raises(GateFailed, match=r"rows: 70"):
+        gate_day(D2)
+
+
+def test_too_many_bad_rows_stops_the_run(fresh_db, landing):
+    # A mapping/format mismatch makes every date unparseable: that is a batch problem, not 100 row problems.
+    land(landing, D1, [worker(i, Hire_Date="2020-01-15") for i in range(1, 11)])
+    with pytest.raises(GateFailed, match="10 of 10 rows failed row checks"):
+        gate_day(D1)
