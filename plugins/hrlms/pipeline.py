@@ -19,22 +19,41 @@ from hrlms.warehouse import db
 
 log = logging.getLogger("hrlms.pipeline")
 
+#: Optional observer (the demo's progress display): called with (stage, "start"|"done"|"failed", detail).
+stage_hook = None
+
+
+def _record(conn, run_key: str, logical_date: date, stage: str, started: float, detail: dict[str, Any]) -> None:
+    seconds = round(time.time() - started, 3)
+    with conn.transaction():
+        conn.execute(
+            """insert into audit.stage_runs (run_key, logical_date, stage, started_at, seconds, detail)
+               values (%s, %s, %s, to_timestamp(%s), %s, %s)
+               on conflict (run_key, stage) do update set started_at = excluded.started_at,
+                   seconds = excluded.seconds, detail = excluded.detail""",
+            (run_key, logical_date, stage, started, seconds, Jsonb(detail)))
+    log.info("stage %s finished in %.2fs: %s", stage, seconds, json.dumps(detail, default=str))
+
 
 @contextmanager
 def _stage(run_key: str, logical_date: date, stage: str, detail: dict[str, Any]):
+    """Time a stage and record it (also when it fails: the run report shows why)."""
     started = time.time()
+    if stage_hook:
+        stage_hook(stage, "start", detail)
     with db.connect() as conn:
         db.bootstrap(conn)
-        yield conn
-        seconds = round(time.time() - started, 3)
-        with conn.transaction():
-            conn.execute(
-                """insert into audit.stage_runs (run_key, logical_date, stage, started_at, seconds, detail)
-                   values (%s, %s, %s, to_timestamp(%s), %s, %s)
-                   on conflict (run_key, stage) do update set started_at = excluded.started_at,
-                       seconds = excluded.seconds, detail = excluded.detail""",
-                (run_key, logical_date, stage, started, seconds, Jsonb(detail)))
-    log.info("stage %s done in %.2fs: %s", stage, seconds, json.dumps(detail, default=str))
+        try:
+            yield conn
+        except Exception as exc:
+            detail["error"] = str(exc)[:4000]
+            _record(conn, run_key, logical_date, stage, started, detail)
+            if stage_hook:
+                stage_hook(stage, "failed", detail)
+            raise
+        _record(conn, run_key, logical_date, stage, started, detail)
+    if stage_hook:
+        stage_hook(stage, "done", detail)
 
 
 def ingest(run_key: str, logical_date: date) -> dict[str, Any]:
@@ -86,12 +105,8 @@ def gate(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[st
         for entity in ("workers", "org_units"):
             if entity not in snapshots:
                 continue
-            try:
-                res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
-                               max_quarantine_share=settings.max_quarantine_share)
-            except Exception as exc:
-                detail[entity] = {"rejected": str(exc)}
-                raise
+            res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
+                           max_quarantine_share=settings.max_quarantine_share)
             detail[entity] = {"rows": res.rows, "quarantined": res.quarantined_rows, "reasons": res.reasons,
                               "data_docs": res.data_docs}
     return {"quarantined": detail["workers"]["quarantined"]}

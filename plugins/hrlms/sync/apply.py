@@ -7,6 +7,7 @@ unknown outcome, so the next attempt looks the user up by externalId before crea
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,66 @@ def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
         out.status = "escrow" if exc.transient else "dead_letter"
         out.http_status, out.error = exc.status, str(exc)[:1000]
     return out
+
+
+def _request_for(op: dict[str, Any]) -> dict[str, Any] | None:
+    """The /Bulk operation for an op, or None when it needs the single-request path."""
+    if op["op_type"] == "create_user":
+        if op["verify_first"]:
+            return None
+        return {"method": "POST", "path": "/Users", "bulkId": str(op["op_id"]), "data": user_resource(op["payload"])}
+    if not op["lms_id"]:
+        return None
+    fields = list(op["changed_fields"])
+    if op["op_type"] in ("deactivate_user", "reactivate_user"):
+        fields.append("is_active")
+    return {"method": "PATCH", "path": f"/Users/{op['lms_id']}", "data": patch_body(op["payload"], fields)}
+
+
+def _chunks(reqs: list[tuple[dict, dict]], max_ops: int, max_bytes: int):
+    chunk, size = [], 200
+    for op, req in reqs:
+        n = len(json.dumps(req)) + 2
+        if chunk and (len(chunk) >= max_ops or size + n > max_bytes * 0.9):
+            yield chunk
+            chunk, size = [], 200
+        chunk.append((op, req))
+        size += n
+    if chunk:
+        yield chunk
+
+
+def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[int, int]) -> list[Outcome]:
+    """Send what can go through /Bulk; conflicts and verify-first creates take the single-request path."""
+    outcomes: dict[int, Outcome] = {}
+    singles = []
+    reqs = []
+    for op in ops:
+        req = _request_for(op)
+        (reqs.append((op, req)) if req else singles.append(op))
+    for chunk in _chunks(reqs, *limits):
+        try:
+            results = client.bulk([req for _op, req in chunk])
+        except ScimError as exc:
+            for op, _req in chunk:   # outcome unknown: escrow; creates are verified before the retry
+                outcomes[op["op_id"]] = Outcome(op["op_id"], op["person_id"], op["op_type"],
+                                                "escrow" if exc.transient else "dead_letter",
+                                                http_status=exc.status, error=str(exc)[:1000], payload=op["payload"])
+            continue
+        for (op, _req), (status, res_id, detail) in zip(chunk, results):
+            out = Outcome(op["op_id"], op["person_id"], op["op_type"], "applied", payload=op["payload"])
+            if 200 <= status < 300:
+                out.lms_id = res_id if op["op_type"] == "create_user" else op["lms_id"]
+            elif status == 409 and op["op_type"] == "create_user":
+                singles.append({**op, "verify_first": True})
+                continue
+            else:
+                out.status = "escrow" if status in (0, 429) or status >= 500 else "dead_letter"
+                out.http_status, out.error = status or None, f"SCIM {status}: {detail}"[:1000]
+            outcomes[op["op_id"]] = out
+    for op in singles:
+        outcomes[op["op_id"]] = _execute(client, op)
+    return [outcomes[op["op_id"]] for op in ops]
 
 
 def _create(client: ScimClient, desired: dict[str, Any], *, verify_first: bool) -> str:
@@ -138,15 +199,21 @@ def _record(conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
 
 
 def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, batch_size: int = 500,
-               concurrency: int = 4, progress=None) -> ApplyResult:
+               concurrency: int = 4, use_bulk: bool = True, progress=None) -> ApplyResult:
+    """Apply the plan's pending ops in batches: /Bulk when the LMS advertises it, else `concurrency`
+    single requests at a time."""
     result = ApplyResult(plan_id)
+    limits = client.bulk_limits() if use_bulk else None
     # A crashed earlier attempt of this plan left ops 'sending': their outcome is unknown.
     with conn.transaction():
         conn.execute("update sync.ops set status = 'pending', verify_first = true "
                      "where plan_id = %s and status = 'sending'", (plan_id,))
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scim") as pool:
         while batch := _claim(conn, plan_id, batch_size):
-            outcomes = list(pool.map(lambda op: _execute(client, op), batch))
+            if limits:
+                outcomes = _execute_bulk(client, batch, limits)
+            else:
+                outcomes = list(pool.map(lambda op: _execute(client, op), batch))
             _record(conn, outcomes)
             for o in outcomes:
                 if o.status == "applied":

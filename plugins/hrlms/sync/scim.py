@@ -157,6 +157,33 @@ class ScimClient:
             raise self._error(resp, "GET /ServiceProviderConfig")
         return resp.json()
 
+    def bulk_limits(self) -> tuple[int, int] | None:
+        """(maxOperations, maxPayloadSize) when the LMS advertises /Bulk, else None."""
+        bulk = self.service_provider_config().get("bulk") or {}
+        if not bulk.get("supported"):
+            return None
+        return int(bulk.get("maxOperations") or 0) or 1000, int(bulk.get("maxPayloadSize") or 0) or 1_048_576
+
+    def bulk(self, operations: list[dict[str, Any]]) -> list[tuple[int, str | None, str | None]]:
+        """POST /Bulk; per operation (status, resource id, error detail), in request order."""
+        body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": operations}
+        resp = self._request("POST", "/Bulk", json=body)
+        if resp.status_code != 200:
+            raise self._error(resp, "POST /Bulk")
+        results = resp.json().get("Operations") or []
+        by_id = {r.get("bulkId"): r for r in results if r.get("bulkId")}
+        out = []
+        for i, op in enumerate(operations):
+            r = by_id.get(op.get("bulkId")) if op.get("bulkId") else (results[i] if i < len(results) else None)
+            if r is None:
+                out.append((0, None, "no result for this operation in the bulk response"))
+                continue
+            status = int(r.get("status") or 0)
+            location = r.get("location") or ""
+            detail = (r.get("response") or {}).get("detail") if status >= 300 else None
+            out.append((status, location.rstrip("/").rsplit("/", 1)[-1] or None, detail))
+        return out
+
     def find_user(self, *, external_id: str | None = None, user_name: str | None = None) -> dict | None:
         attr, value = ("externalId", external_id) if external_id else ("userName", user_name)
         value = str(value).replace("\\", "\\\\").replace('"', '\\"')

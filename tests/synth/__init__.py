@@ -1,0 +1,1 @@
+"""Tests of the synthetic HR generator (hrlms.synth)."""
