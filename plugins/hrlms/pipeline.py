@@ -151,8 +151,16 @@ def apply(run_key: str, logical_date: date, plan_id: int, *, dry_run: bool = Fal
     return {"plan_id": plan_id, "writes": res.writes, "escrow": res.escrow, "dead_letter": res.dead_letter}
 
 
+class RunFailed(RuntimeError):
+    """A stage of this run failed (e.g. the snapshot was rejected): the run must end failed."""
+
+
 def report(run_key: str, logical_date: date) -> str:
-    """Write the run report (JSON + HTML) next to the Data Docs; returns its path."""
+    """Write the run report (JSON + HTML) next to the Data Docs; returns its path.
+
+    Runs even when a stage failed, and then raises RunFailed after writing, so the run ends failed
+    with the reason and the report's location in one message.
+    """
     from hrlms.report import write_run_report
 
     settings = Settings.from_env()
@@ -162,6 +170,11 @@ def report(run_key: str, logical_date: date) -> str:
                            (run_key,)).fetchone()
         plan_id = int(row[0]) if row and row[0] else None
         path = write_run_report(conn, settings.reports_dir, run_key, logical_date, plan_id)
+        failed = conn.execute("select stage, detail ->> 'error' from audit.stage_runs "
+                              "where run_key = %s and detail ? 'error' order by started_at", (run_key,)).fetchall()
+    if failed:
+        stage, error = failed[0]
+        raise RunFailed(f"stage {stage} failed: {error}\nrun report: {path}")
     return str(path)
 
 

@@ -71,14 +71,19 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 def render_html(data: dict[str, Any]) -> str:
     plan = data.get("plan") or {}
     counts = (plan.get("counts") or {}).get("ops", {})
-    stage_rows = [{"stage": s["stage"], "seconds": f"{s['seconds']:.2f}"} for s in data["stages"]]
+    stage_rows = [{"stage": s["stage"], "seconds": f"{s['seconds']:.2f}",
+                   "outcome": "FAILED: " + s["detail"]["error"] if s["detail"].get("error") else "ok"}
+                  for s in data["stages"]]
+    failed = [s for s in data["stages"] if s["detail"].get("error")]
+    banner = (f"<p style='color:#b00;font-weight:bold'>This run stopped at stage {html.escape(failed[0]['stage'])}: "
+              f"nothing was sent to the LMS after that point.</p>") if failed else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>hrlms run {html.escape(data['run_key'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
 </head><body>
 <h1>hrlms run — logical date {html.escape(data['logical_date'])}</h1>
 <p>Run <code>{html.escape(data['run_key'])}</code>, workers snapshot {data['snapshot_id']}.
 Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape(data['data_docs'])}">{html.escape(data['data_docs'])}</a></p>
-<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds'])}
+{banner}<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds', 'outcome'])}
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason'])}
 <h2>Plan {plan.get('plan_id', '')} ({html.escape(str(plan.get('status', '')))})</h2>
