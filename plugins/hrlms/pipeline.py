@@ -97,18 +97,20 @@ def stage_models(run_key: str, logical_date: date, snapshots: dict[str, int]) ->
 
 def gate(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, Any]:
     """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise."""
-    from hrlms.quality.gate import run_gate
+    from hrlms.quality.gate import build_docs, run_gate, run_name_for
 
     settings = Settings.from_env()
     detail: dict[str, Any] = {}
+    entities = [e for e in ("org_units", "workers") if e in snapshots]
     with _stage(run_key, logical_date, "gate", detail) as conn:
-        for entity in ("workers", "org_units"):
-            if entity not in snapshots:
-                continue
-            res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
-                           max_quarantine_share=settings.max_quarantine_share)
-            detail[entity] = {"rows": res.rows, "quarantined": res.quarantined_rows, "reasons": res.reasons,
-                              "data_docs": res.data_docs}
+        try:
+            for entity in entities:
+                res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
+                               max_quarantine_share=settings.max_quarantine_share, docs=False)
+                detail[entity] = {"rows": res.rows, "quarantined": res.quarantined_rows, "reasons": res.reasons,
+                                  "data_docs": res.data_docs}
+        finally:   # the report HR reads, also (especially) for a rejected snapshot
+            build_docs(None, [run_name_for(e, snapshots[e]) for e in entities])
     return {"quarantined": detail["workers"]["quarantined"]}
 
 

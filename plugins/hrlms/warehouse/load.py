@@ -170,4 +170,6 @@ def _finish(conn: psycopg.Connection, table: str, snapshot_id: int) -> int:
     rows = conn.execute(sql.SQL("select count(*) from {} where _snapshot_id = %s").format(
         sql.Identifier("raw_hris", table)), (snapshot_id,)).fetchone()[0]
     conn.execute("update raw_hris.snapshots set row_count = %s where snapshot_id = %s", (rows, snapshot_id))
+    # Fresh statistics: the gate's and dbt's queries over this snapshot plan badly without them.
+    conn.execute(sql.SQL("analyze {}").format(sql.Identifier("raw_hris", table)))
     return rows
