@@ -60,10 +60,13 @@ def hrlms_provision():
         return pipeline.plan(*_run(), snapshots)
 
     @task
-    def apply(planned: dict, params: dict | None = None) -> dict:
+    def apply(planned: dict) -> dict:
         from hrlms import pipeline
 
-        return pipeline.apply(*_run(), planned["plan_id"], dry_run=bool((params or {}).get("dry_run")))
+        # The run's own conf (the trigger form fills it from the param), never a default left over in
+        # the DAG object by an earlier in-process run.
+        dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
+        return pipeline.apply(*_run(), planned["plan_id"], dry_run=dry_run)
 
     @task(trigger_rule="all_done")
     def report() -> str:

@@ -18,8 +18,8 @@ D2 = D1 + timedelta(days=1)
 pytestmark = pytest.mark.e2e
 
 
-def run(dag, day: date):
-    return dag.test(logical_date=datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc))
+def run(dag, day: date, **conf):
+    return dag.test(logical_date=datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc), run_conf=conf)
 
 
 def stage(url: str, run_id: str, name: str) -> dict:
@@ -33,6 +33,14 @@ def test_day1_day2_rerun_and_rejected_snapshots(provision_dag, fresh_db, fresh_l
     days = generate(landing, workers=600, days=2, start=D1, seed=7)
     t1, t2 = load_truth(days[0].truth_path), load_truth(days[1].truth_path)
     lms = ScimClient(LmsConfig(*fresh_lms))
+
+    # A dry run computes and records the plan, and sends nothing.
+    r0 = run(provision_dag, D1, dry_run=True)
+    assert r0.state == "success"
+    assert stage(fresh_db, r0.run_id, "plan")["ops"]["create_user"] > 0
+    assert stage(fresh_db, r0.run_id, "apply") == {"plan_id": stage(fresh_db, r0.run_id, "plan")["plan_id"],
+                                                    "dry_run": True}
+    assert lms_actual(lms) == {}
 
     # Day 1: initial provisioning.
     r1 = run(provision_dag, D1)
