@@ -9,10 +9,11 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 
-def _run() -> tuple[str, pendulum.Date]:
+def _run() -> tuple[str, pendulum.DateTime]:
+    """(run id, the run's logical moment): effective dates are derived from it, never from now()."""
     ctx = get_current_context()
     when = ctx.get("logical_date") or ctx["dag_run"].run_after
-    return ctx["run_id"], pendulum.instance(when).date()
+    return ctx["run_id"], pendulum.instance(when).in_timezone("UTC")
 
 
 @dag(

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime, time as dtime, timezone
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -19,11 +19,19 @@ from hrlms.warehouse import db
 
 log = logging.getLogger("hrlms.pipeline")
 
+def logical_instant(when: date | datetime) -> datetime:
+    """The run's logical moment in UTC (a bare date means 00:00 UTC that day). Per-worker local dates
+    (effective dating) are derived from it in SQL with each worker's time zone — never from now()."""
+    if isinstance(when, datetime):
+        return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return datetime.combine(when, dtime.min, tzinfo=timezone.utc)
+
+
 #: Optional observer (the demo's progress display): called with (stage, "start"|"done"|"failed", detail).
 stage_hook = None
 
 
-def _record(conn, run_key: str, logical_date: date, stage: str, started: float, detail: dict[str, Any]) -> None:
+def _record(conn, run_key: str, logical_date: date | datetime, stage: str, started: float, detail: dict[str, Any]) -> None:
     seconds = round(time.time() - started, 3)
     with conn.transaction():
         conn.execute(
@@ -31,12 +39,12 @@ def _record(conn, run_key: str, logical_date: date, stage: str, started: float, 
                values (%s, %s, %s, to_timestamp(%s), %s, %s)
                on conflict (run_key, stage) do update set started_at = excluded.started_at,
                    seconds = excluded.seconds, detail = excluded.detail""",
-            (run_key, logical_date, stage, started, seconds, Jsonb(detail)))
+            (run_key, logical_instant(logical_date).date(), stage, started, seconds, Jsonb(detail)))
     log.info("stage %s finished in %.2fs: %s", stage, seconds, json.dumps(detail, default=str))
 
 
 @contextmanager
-def _stage(run_key: str, logical_date: date, stage: str, detail: dict[str, Any]):
+def _stage(run_key: str, logical_date: date | datetime, stage: str, detail: dict[str, Any]):
     """Time a stage and record it (also when it fails: the run report shows why)."""
     started = time.time()
     if stage_hook:
@@ -56,12 +64,13 @@ def _stage(run_key: str, logical_date: date, stage: str, detail: dict[str, Any])
         stage_hook(stage, "done", detail)
 
 
-def ingest(run_key: str, logical_date: date) -> dict[str, Any]:
+def ingest(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
     """Land the HR snapshot(s) for the logical date in raw_hris. Returns snapshot ids and row counts."""
     from hrlms.sources.mapping import load_mapping
 
     settings = Settings.from_env()
     mapping = load_mapping(settings.mapping)
+    day = logical_instant(logical_date).date()
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "ingest", detail) as conn:
         for entity in ("workers", "org_units"):
@@ -71,31 +80,31 @@ def ingest(run_key: str, logical_date: date) -> dict[str, Any]:
             if settings.source == "http":
                 from hrlms.sources.http import http_source_from_env, ingest_http
 
-                res = ingest_http(conn, em, mapping.name, http_source_from_env(), logical_date)
+                res = ingest_http(conn, em, mapping.name, http_source_from_env(), day)
             else:
                 from hrlms.sources.files import ingest_file, landing_path
 
-                res = ingest_file(conn, em, mapping.name, landing_path(settings.landing_dir, em, logical_date),
-                                  logical_date)
+                res = ingest_file(conn, em, mapping.name, landing_path(settings.landing_dir, em, day), day)
             detail[entity] = {"snapshot_id": res.snapshot_id, "rows": res.rows, "source": res.source_uri,
                               "already_loaded": res.already_loaded}
     return {e: v["snapshot_id"] for e, v in detail.items()} | {"rows": detail["workers"]["rows"]}
 
 
-def stage_models(run_key: str, logical_date: date, snapshots: dict[str, int]) -> None:
+def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> None:
     """Create/refresh the staging views the gate reads (typed rows of every snapshot)."""
     from hrlms.transform import dbt
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "staging", detail):
         res = dbt.run_dbt(["run", "--select", "staging"], snapshot_id=snapshots["workers"],
-                          org_snapshot_id=snapshots.get("org_units", -1), logical_date=logical_date)
+                          org_snapshot_id=snapshots.get("org_units", -1),
+                          logical_date=logical_instant(logical_date))
         if not res.success:
             raise dbt.DbtError("dbt staging failed: " + "; ".join(res.failures))
         detail.update(res.counts)
 
 
-def gate(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, Any]:
+def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
     """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise."""
     from hrlms.quality.gate import build_docs, run_gate, run_name_for
 
@@ -114,29 +123,29 @@ def gate(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[st
     return {"quarantined": detail["workers"]["quarantined"]}
 
 
-def transform(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, int]:
+def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, int]:
     """dbt build: intermediate + marts (+ tests) for this snapshot and logical date."""
     from hrlms.transform import dbt
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "transform", detail):
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
-                        logical_date=logical_date)
+                        logical_date=logical_instant(logical_date))
         detail.update(res.counts)
     return res.counts
 
 
-def plan(run_key: str, logical_date: date, snapshots: dict[str, int]) -> dict[str, Any]:
+def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
     from hrlms.sync.plan import make_plan
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "plan", detail) as conn:
-        p = make_plan(conn, logical_date=logical_date, snapshot_id=snapshots["workers"])
+        p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"])
         detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts})
     return {"plan_id": p.plan_id, "ops": p.total}
 
 
-def apply(run_key: str, logical_date: date, plan_id: int, *, dry_run: bool = False) -> dict[str, Any]:
+def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run: bool = False) -> dict[str, Any]:
     from hrlms.sync.apply import apply_plan
     from hrlms.sync.scim import ScimClient, lms_config_from_env
 
@@ -157,7 +166,7 @@ class RunFailed(RuntimeError):
     """A stage of this run failed (e.g. the snapshot was rejected): the run must end failed."""
 
 
-def report(run_key: str, logical_date: date) -> str:
+def report(run_key: str, logical_date: date | datetime) -> str:
     """Write the run report (JSON + HTML) next to the Data Docs; returns its path.
 
     Runs even when a stage failed, and then raises RunFailed after writing, so the run ends failed
@@ -171,7 +180,7 @@ def report(run_key: str, logical_date: date) -> str:
         row = conn.execute("select detail ->> 'plan_id' from audit.stage_runs where run_key = %s and stage = 'plan'",
                            (run_key,)).fetchone()
         plan_id = int(row[0]) if row and row[0] else None
-        path = write_run_report(conn, settings.reports_dir, run_key, logical_date, plan_id)
+        path = write_run_report(conn, settings.reports_dir, run_key, logical_instant(logical_date).date(), plan_id)
         failed = conn.execute("select stage, detail ->> 'error' from audit.stage_runs "
                               "where run_key = %s and detail ? 'error' order by started_at", (run_key,)).fetchall()
     if failed:
@@ -180,7 +189,7 @@ def report(run_key: str, logical_date: date) -> str:
     return str(path)
 
 
-def run_all(run_key: str, logical_date: date, *, dry_run: bool = False) -> dict[str, Any]:
+def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = False) -> dict[str, Any]:
     """The whole pipeline without Airflow (used by tests of the package; the DAG calls the stages)."""
     snaps = ingest(run_key, logical_date)
     stage_models(run_key, logical_date, snaps)

@@ -16,8 +16,11 @@ WORKER_FIELDS = (
     "username", "employment_status", "employment_type", "hire_date", "start_date",
     "termination_date", "last_day_of_work", "job_code", "job_title", "job_family", "org_unit_code",
     "manager_person_id", "location_code", "country", "time_zone",
+    # optional: matrix/dotted-line managers (separated by ';') and a temporary manager with its dates
+    "secondary_manager_person_ids", "temporary_manager_person_id", "temporary_manager_from",
+    "temporary_manager_until",
 )
-ORG_UNIT_FIELDS = ("org_unit_code", "name", "parent_org_unit_code", "type", "status")
+ORG_UNIT_FIELDS = ("org_unit_code", "name", "parent_org_unit_code", "type", "status", "manager_person_id")
 CANONICAL_FIELDS = {"workers": WORKER_FIELDS, "org_units": ORG_UNIT_FIELDS}
 KEY_FIELD = {"workers": "person_id", "org_units": "org_unit_code"}
 FORMATS = ("csv", "jsonl")

@@ -10,7 +10,7 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -57,12 +57,16 @@ def _env(extra: dict[str, str]):
                 os.environ[k] = v
 
 
-def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_date: date,
+def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime,
             target_path: str | None = None) -> DbtResult:
+    """`logical_date` is the run's logical moment (a bare date = 00:00 UTC): models get its UTC date
+    (`logical_date`) and the instant itself (`logical_ts`) to derive each worker's local date."""
     from dbt.cli.main import dbtRunner
 
+    ts = logical_date if isinstance(logical_date, datetime) else datetime.combine(logical_date, time.min)
+    ts = ts.astimezone(timezone.utc) if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
     dbt_vars = {"snapshot_id": snapshot_id, "org_snapshot_id": org_snapshot_id,
-                "logical_date": logical_date.isoformat()}
+                "logical_date": ts.date().isoformat(), "logical_ts": ts.isoformat()}
     target = target_path or str(PROJECT_DIR / "target")
     cli = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
            "--target-path", target, "--log-path", str(Path(target) / "logs"),
@@ -81,7 +85,7 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     return DbtResult(bool(res.success), counts, failures)
 
 
-def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date, select: str | None = None) -> DbtResult:
+def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime, select: str | None = None) -> DbtResult:
     args = ["build"] + (["--select", select] if select else [])
     result = run_dbt(args, snapshot_id=snapshot_id, org_snapshot_id=org_snapshot_id, logical_date=logical_date)
     if not result.success:

@@ -48,6 +48,11 @@ create table if not exists raw_hris.workers (
     time_zone         text
 );
 create index if not exists workers_snapshot_idx on raw_hris.workers (_snapshot_id);
+alter table raw_hris.workers
+    add column if not exists secondary_manager_person_ids text,
+    add column if not exists temporary_manager_person_id text,
+    add column if not exists temporary_manager_from text,
+    add column if not exists temporary_manager_until text;
 
 create table if not exists raw_hris.org_units (
     _snapshot_id          bigint not null,
@@ -59,6 +64,7 @@ create table if not exists raw_hris.org_units (
     status                text
 );
 create index if not exists org_units_snapshot_idx on raw_hris.org_units (_snapshot_id);
+alter table raw_hris.org_units add column if not exists manager_person_id text;
 
 -- Line numbers for COPY: restarted per load under an exclusive lock.
 create sequence if not exists raw_hris.load_line_seq;
