@@ -4,33 +4,26 @@ with workers as (
     select * from {{ ref('workers') }}
 ),
 
-dated as (
-    select
-        *,
-        coalesce(start_date, hire_date) as access_from_on,
-        coalesce(last_day_of_work, termination_date) as access_until_on
-    from workers
+effective as (
+    select person_id, access_from_on, access_until_on, is_active from {{ ref('int_workers_effective') }}
 ),
 
 final as (
     select
-        person_id,
-        coalesce(username, work_email) as user_name,
-        first_name as given_name,
-        last_name as family_name,
-        coalesce(preferred_name, first_name) || ' ' || last_name as display_name,
-        work_email as email,
-        job_title as title,
-        employee_number,
-        org_unit_name as department,
-        access_from_on,
-        access_until_on,
-        (
-            employment_status in ('active', 'leave', 'prehire')
-            and access_from_on <= as_of_date
-            and (access_until_on is null or access_until_on >= as_of_date)
-        ) as is_active
-    from dated
+        workers.person_id,
+        coalesce(workers.username, workers.work_email) as user_name,
+        workers.first_name as given_name,
+        workers.last_name as family_name,
+        coalesce(workers.preferred_name, workers.first_name) || ' ' || workers.last_name as display_name,
+        workers.work_email as email,
+        workers.job_title as title,
+        workers.employee_number,
+        workers.org_unit_name as department,
+        effective.access_from_on,
+        effective.access_until_on,
+        effective.is_active
+    from workers
+    inner join effective on workers.person_id = effective.person_id
 )
 
 select * from final

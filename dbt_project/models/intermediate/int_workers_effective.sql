@@ -1,0 +1,46 @@
+-- Effective dating per worker: the run's logical moment seen in the worker's own time zone.
+-- Access runs from the (local) start date, minus provision_days_before_start, through the last day of
+-- work (else termination date), minus termination_lookahead_days. Never now().
+with workers as (
+    select * from {{ ref('int_workers_gated') }}
+),
+
+zones as (
+    select name from pg_catalog.pg_timezone_names
+),
+
+zoned as (
+    select
+        workers.*,
+        coalesce(zones.name, '{{ var("default_time_zone") }}') as effective_time_zone,
+        zones.name is null as has_unknown_time_zone
+    from workers
+    left join zones on zones.name = workers.time_zone
+),
+
+dated as (
+    select
+        *,
+        cast((cast('{{ var("logical_ts") }}' as timestamptz) at time zone effective_time_zone) as date)
+            as local_date,
+        coalesce(start_date, hire_date) - {{ var("provision_days_before_start") }} as access_from_on,
+        coalesce(last_day_of_work, termination_date) - {{ var("termination_lookahead_days") }}
+            as access_until_on
+    from zoned
+),
+
+final as (
+    select
+        *,
+        case
+            when employment_status not in ('active', 'leave', 'prehire', 'terminated') then false
+            when employment_status = 'terminated' and access_until_on is null then false
+            when access_until_on is not null and local_date > access_until_on then false
+            when employment_status = 'leave' and not {{ var("keep_account_on_leave") }} then false
+            when access_from_on is null or local_date < access_from_on then false
+            else true
+        end as is_active
+    from dated
+)
+
+select * from final
