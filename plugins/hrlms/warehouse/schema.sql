@@ -162,3 +162,16 @@ create table if not exists audit.stage_runs (
     detail        jsonb       not null default '{}',
     primary key (run_key, stage)
 );
+
+-- Identity review: a person decides what an ambiguous match means (see README "Identity").
+--   resolution 'link': person_id gets the LMS account of account_person_id (a rehire/conversion)
+--   resolution 'new' : person_id is a new person and gets an account of its own
+create table if not exists sync.identity_resolutions (
+    person_id          text primary key,
+    resolution         text not null check (resolution in ('link', 'new')),
+    account_person_id  text,
+    resolved_by        text not null,
+    resolved_at        timestamptz not null default clock_timestamp(),
+    note               text,
+    check (resolution = 'new' or account_person_id is not null)
+);
