@@ -1,7 +1,8 @@
 """An independent statement of what the LMS must hold, computed from the generator's truth files."""
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
 
 from hrlms.sync.scim import ENTERPRISE
 
@@ -18,10 +19,13 @@ def desired(truth, day: date) -> tuple[dict[str, dict], set[str]]:
     for pid, w in truth.workers.items():
         if pid in bad:
             continue
+        # The run's logical moment (00:00 UTC) seen in the worker's own time zone.
+        local = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc).astimezone(
+            ZoneInfo(w["time_zone"] or "UTC")).date()
         start = date.fromisoformat(w["start_date"] or w["hire_date"])
         until = w["last_day_of_work"] or w["termination_date"]
-        active = (w["employment_status"] in ("active", "leave", "prehire") and start <= day
-                  and (not until or date.fromisoformat(until) >= day))
+        active = (w["employment_status"] in ("active", "leave", "prehire") and start <= local
+                  and (not until or date.fromisoformat(until) >= local))
         out[pid] = {
             "userName": w["username"] or w["work_email"],
             "givenName": w["first_name"], "familyName": w["last_name"],

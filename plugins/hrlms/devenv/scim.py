@@ -83,7 +83,7 @@ class LocalScimServer:
         self.log_path = self.base_dir / f"scim-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
-            [str(exe), "--hostname", "127.0.0.1", "--port", str(self.port), "--bearer-token", self.token],
+            [str(exe), "--hostname", "127.0.0.1", "--port", str(self.port), f"--bearer-token={self.token}"],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
