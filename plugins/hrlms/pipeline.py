@@ -142,6 +142,8 @@ def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
     with _stage(run_key, logical_date, "plan", detail) as conn:
         p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"])
         detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts})
+        if p.member_counts:
+            detail["members"] = p.member_counts
     return {"plan_id": p.plan_id, "ops": p.total}
 
 

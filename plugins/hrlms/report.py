@@ -43,14 +43,14 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
         plan["samples"] = [
             {"op_type": t, "person_id": p, "changed": c, "status": st}
             for t, p, c, st in conn.execute(
-                """select op_type, person_id, changed_fields, status from (
+                """select op_type, coalesce(person_id, group_key), coalesce(members[1:10], changed_fields), status from (
                        select *, row_number() over (partition by op_type order by op_id) rn
                        from sync.ops where plan_id = %s) s where rn <= 5 order by op_type, op_id""", (plan_id,))
         ]
         plan["problems"] = [
             {"op_type": t, "person_id": p, "status": st, "http_status": hs, "error": e}
             for t, p, st, hs, e in conn.execute(
-                """select op_type, person_id, status, http_status, last_error from sync.ops
+                """select op_type, coalesce(person_id, group_key), status, http_status, last_error from sync.ops
                    where plan_id = %s and status in ('escrow', 'dead_letter') order by op_id limit 200""",
                 (plan_id,))
         ]

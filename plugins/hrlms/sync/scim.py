@@ -13,7 +13,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from scim2_models import Context, Email, EnterpriseUser, Name, PatchOp, PatchOperation, User
+from scim2_models import Context, Email, EnterpriseUser, Group, GroupMember, Name, PatchOp, PatchOperation, User
 from urllib3.util.retry import Retry
 
 LMS_CONN_ID = "hrlms_lms"
@@ -113,6 +113,44 @@ def patch_body(desired: dict[str, Any], fields: list[str]) -> dict[str, Any]:
     return PatchOp[ScimUser](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
 
 
+def manager_patch_body(manager_lms_id: str | None) -> dict[str, Any]:
+    """Set (or remove) the enterprise manager. RFC 7643 §4.3: manager.value is the manager's LMS id."""
+    path = f"{ENTERPRISE}:manager"
+    op = (PatchOperation[ScimUser](op="replace", path=path, value={"value": manager_lms_id}) if manager_lms_id
+          else PatchOperation[ScimUser](op="remove", path=path))
+    return PatchOp[ScimUser](operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+def group_resource(group_key: str, display_name: str | None) -> dict[str, Any]:
+    """A new, empty group: externalId = our group key (members are added by add_members ops)."""
+    return Group(external_id=group_key, display_name=display_name or group_key).model_dump(
+        scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+
+
+def group_rename_body(display_name: str) -> dict[str, Any]:
+    return PatchOp[Group](operations=[PatchOperation[Group](op="replace", path="displayName", value=display_name)]
+                          ).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+def add_members_body(member_lms_ids: list[str]) -> dict[str, Any]:
+    """One "add" of these members. Adding a member already present is a no-op on the server (RFC 7644 §3.5.2.1)."""
+    op = PatchOperation[Group](op="add", path="members",
+                               value=[GroupMember(value=i).model_dump(exclude_none=True) for i in member_lms_ids])
+    return PatchOp[Group](operations=[op]).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
+def _filter_value(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def remove_members_body(member_lms_ids: list[str]) -> dict[str, Any]:
+    """One "remove" per member, selected by a value filter (RFC 7644 §3.5.2.2): never a replace of the
+    member list. A remove whose filter matches nothing is a no-op (204 on scim2-server). scim2-server
+    rejects a remove carrying a "value" (400), so the filter form is the portable one."""
+    ops = [PatchOperation[Group](op="remove", path=f'members[value eq "{_filter_value(i)}"]') for i in member_lms_ids]
+    return PatchOp[Group](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
+
+
 class ScimClient:
     def __init__(self, config: LmsConfig, pool_size: int = 8):
         self.config = config
@@ -203,6 +241,50 @@ class ScimClient:
         resp = self._request("PATCH", f"/Users/{lms_id}", json=body)
         if resp.status_code not in (200, 204):
             raise self._error(resp, f"PATCH /Users/{lms_id}")
+
+    def patch(self, path: str, body: dict[str, Any]) -> None:
+        """PATCH any resource path (e.g. /Groups/{id}); 200 and 204 are success."""
+        resp = self._request("PATCH", path, json=body)
+        if resp.status_code not in (200, 204):
+            raise self._error(resp, f"PATCH {path}")
+
+    def create_group(self, payload: dict[str, Any]) -> dict[str, Any]:
+        resp = self._request("POST", "/Groups", json=payload)
+        if resp.status_code == 201:
+            return resp.json()
+        raise self._error(resp, "POST /Groups")
+
+    def find_group(self, *, external_id: str) -> dict | None:
+        """The group whose externalId is ours (scim2-server filters on it; it does not enforce uniqueness,
+        so with several the oldest one is taken and the others are left for reconcile to report)."""
+        resp = self._request("GET", "/Groups", params={"filter": f'externalId eq "{_filter_value(external_id)}"',
+                                                       "attributes": "id,externalId,displayName,meta"})
+        if resp.status_code != 200:
+            raise self._error(resp, "GET /Groups?filter=externalId")
+        found = resp.json().get("Resources") or []
+        found.sort(key=lambda g: ((g.get("meta") or {}).get("created") or "", g.get("id") or ""))
+        return found[0] if found else None
+
+    def get_group(self, lms_id: str) -> dict[str, Any] | None:
+        resp = self._request("GET", f"/Groups/{lms_id}")
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise self._error(resp, f"GET /Groups/{lms_id}")
+        return resp.json()
+
+    def iter_groups(self, page_size: int = 200):
+        start = 1
+        while True:
+            resp = self._request("GET", "/Groups", params={"startIndex": start, "count": page_size})
+            if resp.status_code != 200:
+                raise self._error(resp, "GET /Groups")
+            body = resp.json()
+            items = body.get("Resources") or []
+            yield from items
+            start += len(items)
+            if not items or start > int(body.get("totalResults", 0)):
+                return
 
     def get_user(self, lms_id: str) -> dict[str, Any] | None:
         resp = self._request("GET", f"/Users/{lms_id}")

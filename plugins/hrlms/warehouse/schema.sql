@@ -122,6 +122,7 @@ create table if not exists sync.ops (
     plan_id        bigint not null references sync.plans,
     person_id      text   not null,
     op_type        text   not null,     -- create_user | update_user | deactivate_user | reactivate_user
+                                        -- | set_manager | create_group | update_group | add_members | remove_members
     changed_fields text[] not null default '{}',
     payload        jsonb  not null,     -- the desired row (create sends it all, updates send changed_fields)
     verify_first   boolean not null default false, -- an earlier attempt's outcome is unknown: look up first
@@ -151,6 +152,34 @@ create table if not exists sync.applied_users (
     applied_at     timestamptz not null default clock_timestamp()
 );
 
+-- Managers and groups (second pass). Group ops carry group_key (+ members: a chunk of person ids) and
+-- no person_id; phase 1 = user ops + create_group/update_group, phase 2 = set_manager, add_members,
+-- remove_members (claimed only once no phase-1 op of the plan is pending or sending).
+alter table sync.ops alter column person_id drop not null;
+alter table sync.ops
+    add column if not exists group_key text,
+    add column if not exists members   text[],
+    add column if not exists phase     smallint not null default 1;
+create index if not exists ops_group_idx on sync.ops (group_key) where group_key is not null;
+alter table sync.applied_users add column if not exists manager_person_id text;  -- as set in the LMS
+
+create table if not exists sync.applied_groups (
+    group_key      text primary key,     -- = the group's externalId in the LMS
+    lms_id         text not null,
+    display_name   text,
+    last_op_id     bigint,
+    applied_at     timestamptz not null default clock_timestamp()
+);
+
+create table if not exists sync.applied_memberships (
+    group_key      text not null,
+    person_id      text not null,
+    last_op_id     bigint,
+    applied_at     timestamptz not null default clock_timestamp(),
+    primary key (group_key, person_id)
+);
+create index if not exists applied_memberships_person_idx on sync.applied_memberships (person_id);
+
 -- Stage timings and counts per run (what the run summary and report show).
 create schema if not exists audit;
 create table if not exists audit.stage_runs (
@@ -175,3 +204,17 @@ create table if not exists sync.identity_resolutions (
     note               text,
     check (resolution = 'new' or account_person_id is not null)
 );
+
+-- person_id -> LMS account (externalId) decided by dbt's identity model, or nothing before its first
+-- build: lets the planner protect the account of a quarantined person without depending on dbt.
+create or replace function hrlms_util.identity_accounts()
+returns table (person_id text, account_person_id text)
+language plpgsql stable as $$
+begin
+    if to_regclass('intermediate.int_identity_decisions') is null then
+        return;
+    end if;
+    return query execute
+        'select person_id::text, account_person_id::text from intermediate.int_identity_decisions
+         where account_person_id is not null';
+end $$;
