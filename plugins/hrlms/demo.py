@@ -91,7 +91,8 @@ def day_summary(conn, run_key: str) -> dict:
     }
 
 
-def print_summary(runs: list[tuple[str, date, dict]], lms: dict, reports: Path, docs: Path) -> None:
+def print_summary(runs: list[tuple[str, date, dict]], lms: dict, issues: dict[str, int], reports: Path,
+                  docs: Path) -> None:
     t = Table(title="hrlms demo — summary", show_lines=True)
     t.add_column("")
     for label, day, _ in runs:
@@ -111,18 +112,36 @@ def print_summary(runs: list[tuple[str, date, dict]], lms: dict, reports: Path, 
         row(f"time: {stage}", lambda s, st=stage: f"{s['seconds'].get(st, 0):.1f}s")
     row("time: total", lambda s: f"{sum(s['seconds'].values()):.1f}s")
     console.print(t)
-    console.print(f"LMS now holds {lms['total']:,} users ({lms['active']:,} active, {lms['inactive']:,} deactivated).")
+    console.print(f"LMS now holds {lms['total']:,} users ({lms['active']:,} active, {lms['inactive']:,} deactivated; "
+                  f"{lms['with_manager']:,} with a manager) and {lms['groups']:,} org groups with "
+                  f"{lms['memberships']:,} memberships.")
+    if issues:
+        console.print("Open HR data issues (marts.dq_person_issues): "
+                      + ", ".join(f"{k}: {v:,}" for k, v in issues.items()))
     console.print(f"Data-quality report (GX Data Docs): [link=file://{docs}]{docs}[/link]")
     console.print(f"Run reports (plan, quarantine, outcomes): {reports}")
 
 
 def lms_counts() -> dict:
-    from hrlms.sync.scim import ScimClient, lms_config_from_env
+    """What the LMS itself holds now (read back over SCIM, not from our own records)."""
+    from hrlms.sync.scim import ENTERPRISE, ScimClient, lms_config_from_env
 
     with ScimClient(lms_config_from_env()) as c:
         users = list(c.iter_users(page_size=1000))
+        resp = c.session.get(c.config.base_url + "/Groups", params={"count": 1000, "attributes": "displayName,members"},
+                             timeout=c.config.timeout)
+        groups = resp.json().get("Resources", []) if resp.status_code == 200 else []
     active = sum(1 for u in users if u.get("active"))
-    return {"total": len(users), "active": active, "inactive": len(users) - active}
+    managed = sum(1 for u in users if ((u.get(ENTERPRISE) or {}).get("manager") or {}).get("value"))
+    return {"total": len(users), "active": active, "inactive": len(users) - active, "with_manager": managed,
+            "groups": len(groups), "memberships": sum(len(g.get("members") or []) for g in groups)}
+
+
+def open_issues(conn) -> dict[str, int]:
+    if conn.execute("select to_regclass('marts.dq_person_issues')").fetchone()[0] is None:
+        return {}
+    return dict(conn.execute("select issue_type, count(*) from marts.dq_person_issues where is_open "
+                             "group by 1 order by 2 desc").fetchall())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]✗ {label} ended {state}: {summary['error']}[/]")
             return 1
         runs.append((label, day, summary))
-    print_summary(runs, lms_counts(), reports, REPO_ROOT / "expectations/gx/uncommitted/data_docs/local_site/index.html")
+    with db.connect() as conn:
+        issues = open_issues(conn)
+    print_summary(runs, lms_counts(), issues, reports,
+                  REPO_ROOT / "expectations/gx/uncommitted/data_docs/local_site/index.html")
     if runs[-1][2]["writes"] != 0:
         console.print(f"[red]✗ the rerun of day 2 made {runs[-1][2]['writes']} LMS writes (expected 0)[/]")
         return 1

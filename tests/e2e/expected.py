@@ -32,7 +32,8 @@ def desired(truth, day: date) -> tuple[dict[str, dict], set[str]]:
             "displayName": f"{w['preferred_name'] or w['first_name']} {w['last_name']}",
             "email": w["work_email"], "title": w["job_title"] or None,
             "employeeNumber": w["employee_number"],
-            "department": None if pid in unknown_org else orgs.get(w["org_unit_code"]),
+            # unknown org codes land in the holding unit (dbt var holding_org_unit_name)
+            "department": "Unassigned (unknown org code)" if pid in unknown_org else orgs.get(w["org_unit_code"]),
             "active": active,
         }
     return out, bad

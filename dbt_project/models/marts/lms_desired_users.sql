@@ -1,5 +1,8 @@
--- The LMS account every worker should have on the run's logical date (SCIM core User + enterprise
--- extension). Accounts are never deleted: leavers stay here with is_active = false.
+-- The LMS account every person should have on the run's logical date (SCIM core User + enterprise
+-- extension), one row per ACCOUNT: person_id is the account's person id (SCIM externalId), which a
+-- rehired or converted worker inherits (int_workers_identity). Ambiguous identities are left out until
+-- a person resolves them (marts.identity_review). Accounts are never deleted: leavers stay here with
+-- is_active = false. manager_person_id is the manager's account, so a manager's rehire keeps the link.
 with workers as (
     select * from {{ ref('workers') }}
 ),
@@ -8,9 +11,33 @@ effective as (
     select person_id, access_from_on, access_until_on, is_active from {{ ref('int_workers_effective') }}
 ),
 
+identity as (
+    select person_id, account_person_id, is_account_holder from {{ ref('int_workers_identity') }}
+),
+
+decisions as (
+    select person_id, account_person_id, is_ambiguous from {{ ref('int_identity_decisions') }}
+),
+
+placed as (
+    select person_id, org_unit_name from {{ ref('int_workers_placed') }}
+),
+
+managers as (
+    select person_id, manager_person_id from {{ ref('int_managers_resolved') }}
+),
+
+manager_accounts as (
+    select
+        managers.person_id,
+        case when not decisions.is_ambiguous then decisions.account_person_id end as manager_account_person_id
+    from managers
+    inner join decisions on managers.manager_person_id = decisions.person_id
+),
+
 final as (
     select
-        workers.person_id,
+        identity.account_person_id as person_id,
         coalesce(workers.username, workers.work_email) as user_name,
         workers.first_name as given_name,
         workers.last_name as family_name,
@@ -18,12 +45,17 @@ final as (
         workers.work_email as email,
         workers.job_title as title,
         workers.employee_number,
-        workers.org_unit_name as department,
+        coalesce(placed.org_unit_name, workers.org_unit_name) as department,
         effective.access_from_on,
         effective.access_until_on,
-        effective.is_active
+        effective.is_active,
+        manager_accounts.manager_account_person_id as manager_person_id
     from workers
     inner join effective on workers.person_id = effective.person_id
+    inner join identity on workers.person_id = identity.person_id
+    left join placed on workers.person_id = placed.person_id
+    left join manager_accounts on workers.person_id = manager_accounts.person_id
+    where identity.is_account_holder
 )
 
 select * from final

@@ -1,10 +1,14 @@
--- Clean workers of the run's snapshot, as of the run's logical date.
+-- Clean workers of the run's snapshot, as of the run's logical date. org_unit_code/org_unit_name are
+-- the worker's place in the resolved org tree (int_workers_placed): an unknown or missing org code
+-- puts the worker in the holding unit, so the LMS department follows.
+{{ config(pre_hook="set local enable_nestloop = off") }}  -- the gated view is badly underestimated
+
 with workers as (
     select * from {{ ref('int_workers_gated') }}
 ),
 
-org_units as (
-    select * from {{ ref('int_org_units_current') }}
+placed as (
+    select person_id, org_unit_code, org_unit_name from {{ ref('int_workers_placed') }}
 ),
 
 final as (
@@ -25,8 +29,8 @@ final as (
         workers.job_code,
         workers.job_title,
         workers.job_family,
-        workers.org_unit_code,
-        org_units.org_unit_name,
+        placed.org_unit_code,
+        placed.org_unit_name,
         workers.manager_person_id,
         workers.location_code,
         workers.country,
@@ -35,7 +39,7 @@ final as (
         workers.line_no,
         cast('{{ var("logical_date") }}' as date) as as_of_date
     from workers
-    left join org_units on workers.org_unit_code = org_units.org_unit_code
+    left join placed on workers.person_id = placed.person_id
 )
 
 select * from final

@@ -14,6 +14,7 @@ renamed as (
         nullif(regexp_replace(btrim(name), '\s+', ' ', 'g'), '') as org_unit_name,
         nullif(upper(btrim(parent_org_unit_code)), '') as parent_org_unit_code,
         nullif(lower(btrim(type)), '') as org_unit_type,
+        nullif(btrim(manager_person_id), '') as manager_person_id,
         lower(coalesce(hints.hints -> 'value_maps' -> 'status' ->> nullif(btrim(status), ''),
             nullif(btrim(status), ''), 'active')) as org_unit_status
     from source

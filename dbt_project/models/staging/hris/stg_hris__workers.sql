@@ -30,13 +30,21 @@ trimmed as (
         nullif(btrim(job_family), '') as job_family,
         nullif(upper(btrim(org_unit_code)), '') as org_unit_code,
         nullif(btrim(manager_person_id), '') as manager_person_id,
+        -- optional: matrix managers as one ';'-separated list (blanks around separators removed),
+        -- a temporary manager and the dates it applies
+        nullif(btrim(regexp_replace(secondary_manager_person_ids, '\s*;\s*', ';', 'g'), '; '), '')
+            as secondary_manager_person_ids,
+        nullif(btrim(temporary_manager_person_id), '') as temporary_manager_person_id,
+        nullif(btrim(temporary_manager_from), '') as temporary_manager_from_raw,
+        nullif(btrim(temporary_manager_until), '') as temporary_manager_until_raw,
         nullif(btrim(location_code), '') as location_code,
         nullif(upper(btrim(country)), '') as country,
         nullif(btrim(time_zone), '') as time_zone,
         md5(concat_ws('|', person_id, employee_number, first_name, last_name, preferred_name, work_email,
             username, employment_status, employment_type, hire_date, start_date, termination_date,
             last_day_of_work, job_code, job_title, job_family, org_unit_code, manager_person_id,
-            location_code, country, time_zone)) as row_hash,
+            location_code, country, time_zone, secondary_manager_person_ids, temporary_manager_person_id,
+            temporary_manager_from, temporary_manager_until)) as row_hash,
         hints.hints
     from source
     inner join hints on source._snapshot_id = hints.snapshot_id
@@ -50,6 +58,8 @@ typed as (
         person_id,
         employee_number,
         manager_person_id,
+        secondary_manager_person_ids,
+        temporary_manager_person_id,
         -- person
         first_name,
         last_name,
@@ -70,6 +80,10 @@ typed as (
         start_date_raw,
         termination_date_raw,
         last_day_of_work_raw,
+        hrlms_util.try_date(temporary_manager_from_raw, hints ->> 'date_format') as temporary_manager_from,
+        hrlms_util.try_date(temporary_manager_until_raw, hints ->> 'date_format') as temporary_manager_until,
+        temporary_manager_from_raw,
+        temporary_manager_until_raw,
         -- job and place
         job_code,
         job_title,
@@ -92,6 +106,10 @@ flagged as (
             when start_date_raw is not null and start_date is null then 'start_date'
             when termination_date_raw is not null and termination_date is null then 'termination_date'
             when last_day_of_work_raw is not null and last_day_of_work is null then 'last_day_of_work'
+            when temporary_manager_from_raw is not null and temporary_manager_from is null
+                then 'temporary_manager_from'
+            when temporary_manager_until_raw is not null and temporary_manager_until is null
+                then 'temporary_manager_until'
         end as unparseable_date_field
     from typed
 )

@@ -1,0 +1,218 @@
+-- The durable person -> LMS account map (one LMS account per person for life). One row per person ever
+-- seen; each run re-decides only the workers of its snapshot, and only when there is nothing settled:
+--   1. a row in sync.identity_resolutions (a person decided)  -> resolved_link / resolved_new
+--   2. an earlier unambiguous decision (this table)            -> kept as it was (sticky)
+--   3. the person_id is already known (sync.applied_users, or
+--      earlier history when no decision exists yet)            -> same_person_id
+--   4. identity_match_rules in confidence order: an earlier person with the same key who left (absent
+--      from this snapshot or terminated, at least rehire_min_gap_days ago) hands on their account;
+--      keys pointing at two or more different accounts        -> ambiguous (no account; review)
+--   5. otherwise                                               -> new (an account of its own)
+-- Never full-refreshed (like a snapshot): the decisions are state.
+{{ config(
+    materialized='incremental',
+    unique_key='person_id',
+    incremental_strategy='delete+insert',
+    on_schema_change='append_new_columns',
+    full_refresh=false
+) }}
+
+{%- set rules = var('identity_match_rules') -%}
+{%- set known_rules = ['employee_number', 'work_email'] -%}
+{%- for rule in rules -%}
+    {%- if rule not in known_rules -%}
+        {{ exceptions.raise_compiler_error("identity_match_rules: unknown rule '" ~ rule ~ "' (known: " ~ known_rules | join(', ') ~ ")") }}
+    {%- endif -%}
+{%- endfor %}
+
+with workers as (
+    select person_id, employee_number, work_email from {{ ref('int_workers_gated') }}
+),
+
+snapshot_rows as (
+    -- every line of the run's snapshot, quarantined ones included: a person whose row was bad is still there
+    select person_id, employment_status from {{ ref('stg_hris__workers') }}
+    where snapshot_id = {{ var('snapshot_id') }} and person_id is not null
+),
+
+history as (
+    -- versions seen before the run's logical date (the snapshot already holds today's)
+    select * from {{ ref('snap_workers') }}
+    where dbt_valid_from < cast('{{ var("logical_date") }}' as timestamp)
+),
+
+applied as (
+    select person_id, employee_number, lower(email) as work_email from {{ source('sync', 'applied_users') }}
+),
+
+resolutions as (
+    select person_id, resolution, account_person_id from {{ source('sync', 'identity_resolutions') }}
+),
+
+previous as (
+{%- if is_incremental() %}
+    select person_id, account_person_id, identity_rule, is_ambiguous, first_seen_on, decided_on from {{ this }}
+{%- else %}
+    select
+        cast(null as text) as person_id,
+        cast(null as text) as account_person_id,
+        cast(null as text) as identity_rule,
+        cast(null as boolean) as is_ambiguous,
+        cast(null as date) as first_seen_on,
+        cast(null as date) as decided_on
+    where false
+{%- endif %}
+),
+
+present as (
+    select person_id, bool_and(employment_status = 'terminated') as is_terminated
+    from snapshot_rows
+    group by person_id
+),
+
+history_people as (
+    select
+        person_id,
+        cast(min(dbt_valid_from) as date) as first_seen_on,
+        max(coalesce(cast(dbt_valid_to as date), cast('{{ var("logical_date") }}' as date)))
+            filter (where employment_status is distinct from 'terminated') as last_active_on
+    from history
+    group by person_id
+),
+
+known_keys as (
+    -- the values each rule matches on, for every earlier person (history and what the LMS holds)
+{%- for rule in rules %}
+    select person_id, '{{ rule }}' as rule, {{ loop.index }} as rule_rank, {{ rule }} as key_value from history
+    union
+    select person_id, '{{ rule }}' as rule, {{ loop.index }} as rule_rank, {{ rule }} as key_value from applied
+    {%- if not loop.last %}
+    union
+    {%- endif %}
+{%- else %}
+    select cast(null as text) as person_id, cast(null as text) as rule, 0 as rule_rank,
+        cast(null as text) as key_value
+    where false
+{%- endfor %}
+),
+
+candidates as (
+    -- earlier persons who left and can hand on their account (their own decided account, if any)
+    select
+        known_keys.person_id,
+        known_keys.rule,
+        known_keys.rule_rank,
+        known_keys.key_value,
+        case
+            when resolutions.resolution = 'link' then resolutions.account_person_id
+            when resolutions.resolution = 'new' then known_keys.person_id
+            when previous.person_id is null then known_keys.person_id
+            when not previous.is_ambiguous then previous.account_person_id
+        end as account_person_id
+    from known_keys
+    left join present on known_keys.person_id = present.person_id
+    left join history_people on known_keys.person_id = history_people.person_id
+    left join resolutions on known_keys.person_id = resolutions.person_id
+    left join previous on known_keys.person_id = previous.person_id
+    where
+        known_keys.key_value is not null
+        and (present.person_id is null or present.is_terminated)
+        and (history_people.last_active_on is null
+            or cast('{{ var("logical_date") }}' as date) - history_people.last_active_on
+                >= {{ var('rehire_min_gap_days') }})
+),
+
+worker_keys as (
+{%- for rule in rules %}
+    select person_id, '{{ rule }}' as rule, {{ rule }} as key_value from workers
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+{%- else %}
+    select cast(null as text) as person_id, cast(null as text) as rule, cast(null as text) as key_value
+    where false
+{%- endfor %}
+),
+
+matches as (
+    select
+        worker_keys.person_id,
+        candidates.rule,
+        candidates.rule_rank,
+        candidates.account_person_id
+    from worker_keys
+    inner join candidates
+        on worker_keys.rule = candidates.rule and worker_keys.key_value = candidates.key_value
+    where candidates.person_id <> worker_keys.person_id and candidates.account_person_id is not null
+),
+
+match_summary as (
+    select
+        person_id,
+        (array_agg(rule order by rule_rank, account_person_id))[1] as matched_rule,
+        (array_agg(account_person_id order by rule_rank, account_person_id))[1] as matched_account_person_id,
+        count(distinct account_person_id) as matched_accounts,
+        string_agg(distinct account_person_id, ',' order by account_person_id) as candidate_account_ids
+    from matches
+    group by person_id
+),
+
+judged as (
+    select
+        workers.person_id,
+        resolutions.resolution,
+        resolutions.account_person_id as resolved_account_person_id,
+        previous.account_person_id as previous_account_person_id,
+        previous.identity_rule as previous_identity_rule,
+        previous.decided_on as previous_decided_on,
+        match_summary.matched_rule,
+        match_summary.matched_account_person_id,
+        match_summary.candidate_account_ids,
+        coalesce(previous.first_seen_on, history_people.first_seen_on,
+            cast('{{ var("logical_date") }}' as date)) as first_seen_on,
+        case
+            when resolutions.resolution is not null then 'resolution'
+            when previous.person_id is not null and not previous.is_ambiguous then 'previous'
+            when applied.person_id is not null then 'same_person_id'
+            when history_people.person_id is not null and previous.person_id is null then 'same_person_id'
+            when match_summary.matched_accounts = 1 then 'match'
+            when match_summary.matched_accounts > 1 then 'ambiguous'
+            else 'new'
+        end as basis
+    from workers
+    left join resolutions on workers.person_id = resolutions.person_id
+    left join previous on workers.person_id = previous.person_id
+    left join applied on workers.person_id = applied.person_id
+    left join history_people on workers.person_id = history_people.person_id
+    left join match_summary on workers.person_id = match_summary.person_id
+),
+
+decided as (
+    select
+        person_id,
+        case basis
+            when 'resolution' then case when resolution = 'link' then resolved_account_person_id else person_id end
+            when 'previous' then previous_account_person_id
+            when 'match' then matched_account_person_id
+            when 'ambiguous' then null
+            else person_id
+        end as account_person_id,
+        case basis
+            when 'resolution' then 'resolved_' || resolution
+            when 'previous' then previous_identity_rule
+            when 'match' then matched_rule
+            when 'ambiguous' then matched_rule
+            else basis
+        end as identity_rule,
+        basis = 'ambiguous' as is_ambiguous,
+        candidate_account_ids,
+        first_seen_on,
+        case
+            when basis = 'previous' then previous_decided_on
+            else cast('{{ var("logical_date") }}' as date)
+        end as decided_on,
+        cast('{{ var("logical_date") }}' as date) as last_seen_on
+    from judged
+)
+
+select * from decided

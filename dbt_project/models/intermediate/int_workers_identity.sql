@@ -1,0 +1,44 @@
+-- The LMS account of every gated worker of the run (from the durable map int_identity_decisions).
+-- Two current workers on one account (e.g. the old and the new person_id in the same file) share it:
+-- the account holder is the active one, then the highest person_id; the other is a data issue.
+with workers as (
+    select person_id from {{ ref('int_workers_gated') }}
+),
+
+effective as (
+    select person_id, is_active from {{ ref('int_workers_effective') }}
+),
+
+decisions as (
+    select * from {{ ref('int_identity_decisions') }}
+),
+
+joined as (
+    select
+        workers.person_id,
+        decisions.account_person_id,
+        decisions.identity_rule,
+        decisions.is_ambiguous,
+        decisions.candidate_account_ids,
+        decisions.first_seen_on,
+        decisions.decided_on,
+        effective.is_active
+    from workers
+    inner join decisions on workers.person_id = decisions.person_id
+    inner join effective on workers.person_id = effective.person_id
+),
+
+ranked as (
+    select
+        *,
+        case when is_ambiguous then false
+            else count(*) over (partition by is_ambiguous, account_person_id) > 1
+        end as has_shared_account,
+        case when is_ambiguous then false
+            else row_number() over (partition by is_ambiguous, account_person_id
+                order by is_active desc, person_id desc) = 1
+        end as is_account_holder
+    from joined
+)
+
+select * from ranked

@@ -1,0 +1,58 @@
+-- Each gated worker's place in the resolved org tree: the unit HR gives when it exists in the run's
+-- org snapshot, else the holding unit (is_unknown_org_code; a missing code counts as unknown).
+-- Workers of a closed unit (status inactive) stay where HR puts them (is_org_unit_inactive).
+-- Also carries the manager fields and effective dating the org models need, so they read one analysed
+-- table (the planner badly underestimates the gated view; nested loops are disabled here for that reason).
+{{ config(
+    materialized='table',
+    pre_hook="set local enable_nestloop = off",
+    post_hook="analyze {{ this }}"
+) }}
+
+with workers as (
+    select
+        person_id,
+        org_unit_code,
+        employment_status,
+        local_date,
+        is_active,
+        manager_person_id,
+        temporary_manager_person_id,
+        temporary_manager_from,
+        temporary_manager_until,
+        secondary_manager_person_ids
+    from {{ ref('int_workers_effective') }}
+),
+
+units as (
+    select org_unit_code, org_unit_name, org_unit_status from {{ ref('int_org_units_resolved') }}
+),
+
+holding as (
+    select org_unit_code, org_unit_name, org_unit_status
+    from units
+    where org_unit_code = '{{ var("holding_org_unit_code") | replace("'", "''") }}'
+),
+
+placed as (
+    select
+        workers.person_id,
+        coalesce(units.org_unit_code, holding.org_unit_code) as org_unit_code,
+        coalesce(units.org_unit_name, holding.org_unit_name) as org_unit_name,
+        workers.org_unit_code as hr_org_unit_code,
+        units.org_unit_code is null as is_unknown_org_code,
+        coalesce(units.org_unit_status, holding.org_unit_status) = 'inactive' as is_org_unit_inactive,
+        workers.employment_status,
+        workers.local_date,
+        workers.is_active,
+        workers.manager_person_id,
+        workers.temporary_manager_person_id,
+        workers.temporary_manager_from,
+        workers.temporary_manager_until,
+        workers.secondary_manager_person_ids
+    from workers
+    left join units on workers.org_unit_code = units.org_unit_code
+    cross join holding
+)
+
+select * from placed

@@ -1,0 +1,134 @@
+-- Every known defect per person, for HR to fix: one row per person, issue type and field, kept across
+-- runs. An issue seen in the run is open (first_seen_on kept, last_seen_on = the logical date); an open
+-- issue the run no longer sees is closed on the run's logical date; one that comes back is reopened
+-- with its first_seen_on. Rerunning a logical date changes nothing.
+{{ config(
+    materialized='incremental',
+    unique_key=['person_id', 'issue_type', 'field'],
+    incremental_strategy='delete+insert',
+    on_schema_change='append_new_columns'
+) }}
+
+with quarantined as (
+    select * from {{ source('dq', 'quarantine') }}
+    where snapshot_id = {{ var('snapshot_id') }} and entity = 'workers' and record_key is not null
+),
+
+identities as (
+    select * from {{ ref('int_workers_identity') }}
+),
+
+effective as (
+    select person_id, time_zone, has_unknown_time_zone from {{ ref('int_workers_effective') }}
+),
+
+org_issues as (
+    select person_id, issue_type, field, value, check_name from {{ ref('int_data_issues_org') }}
+),
+
+{% if is_incremental() %}
+previous as (
+    select * from {{ this }}
+),
+{% else %}
+previous as (
+    select
+        cast(null as text) as person_id,
+        cast(null as text) as issue_type,
+        cast(null as text) as field,
+        cast(null as text) as value,
+        cast(null as text) as check_name,
+        cast(null as date) as first_seen_on,
+        cast(null as date) as last_seen_on,
+        cast(null as boolean) as is_open,
+        cast(null as date) as closed_on
+    where false
+),
+{% endif %}
+
+found as (
+    -- rows the gate quarantined (the GX expectation's rule names the issue)
+    select
+        record_key as person_id,
+        rule as issue_type,
+        coalesce(field, '(row)') as field,
+        min(value) as value,
+        rule as check_name
+    from quarantined
+    group by record_key, rule, coalesce(field, '(row)')
+    union all
+    -- identity: the match rules point at several accounts
+    select person_id, 'identity_ambiguous', 'person_id', candidate_account_ids, 'int_identity_decisions'
+    from identities
+    where is_ambiguous
+    union all
+    -- identity: two current workers on one account
+    select person_id, 'duplicate_account', 'account_person_id', account_person_id, 'int_workers_identity'
+    from identities
+    where has_shared_account
+    union all
+    -- effective dating fell back to default_time_zone
+    select person_id, 'unknown_time_zone', 'time_zone', time_zone, 'int_workers_effective'
+    from effective
+    where has_unknown_time_zone
+    union all
+    -- org placement and managers
+    select person_id, issue_type, coalesce(field, '(row)'), value, check_name
+    from org_issues
+),
+
+today as (
+    select distinct on (person_id, issue_type, field) *
+    from found
+    where person_id is not null
+    order by person_id, issue_type, field, value
+),
+
+seen as (
+    select
+        today.person_id,
+        today.issue_type,
+        today.field,
+        today.value,
+        today.check_name,
+        coalesce(previous.first_seen_on, cast('{{ var("logical_date") }}' as date)) as first_seen_on,
+        greatest(previous.last_seen_on, cast('{{ var("logical_date") }}' as date)) as last_seen_on,
+        true as is_open,
+        cast(null as date) as closed_on
+    from today
+    left join previous
+        on today.person_id = previous.person_id
+        and today.issue_type = previous.issue_type
+        and today.field = previous.field
+),
+
+closed as (
+    select
+        previous.person_id,
+        previous.issue_type,
+        previous.field,
+        previous.value,
+        previous.check_name,
+        previous.first_seen_on,
+        previous.last_seen_on,
+        false as is_open,
+        cast('{{ var("logical_date") }}' as date) as closed_on
+    from previous
+    where
+        previous.is_open
+        and previous.last_seen_on <= cast('{{ var("logical_date") }}' as date)
+        and not exists (
+            select 1 from today
+            where today.person_id = previous.person_id
+                and today.issue_type = previous.issue_type
+                and today.field = previous.field
+        )
+),
+
+final as (
+    select * from seen
+    union all
+    select * from closed
+)
+
+select * from final

@@ -1,0 +1,48 @@
+-- Members of the desired LMS groups: the LMS ACCOUNT (person_id = SCIM externalId, through the identity
+-- decisions) of ACTIVE workers only (int_workers_effective.is_active, carried by int_workers_placed).
+-- 'org:<code>' = the workers placed directly in the unit; 'rollup:<code>' (var org_rollup_groups) =
+-- every active worker in the unit's subtree, via the hierarchy bridge.
+with workers as (
+    select person_id, org_unit_code from {{ ref('workers') }}
+),
+
+effective as (
+    select person_id from {{ ref('int_workers_placed') }} where is_active
+),
+
+accounts as (
+    select person_id, account_person_id from {{ ref('int_workers_identity') }}
+    where is_account_holder and not is_ambiguous and account_person_id is not null
+),
+
+active_workers as (
+    select accounts.account_person_id as person_id, workers.org_unit_code
+    from workers
+    inner join effective on workers.person_id = effective.person_id
+    inner join accounts on workers.person_id = accounts.person_id
+),
+
+org_members as (
+    select 'org:' || org_unit_code as group_key, person_id
+    from active_workers
+),
+
+rollup_members as (
+    {% if var('org_rollup_groups') in (true, 'true', 'True', 1, '1') %}
+    select 'rollup:' || bridge.ancestor_org_unit_code as group_key, active_workers.person_id
+    from active_workers
+    inner join {{ ref('org_unit_hierarchy') }} as bridge
+        on active_workers.org_unit_code = bridge.descendant_org_unit_code
+    {% else %}
+    select cast(null as text) as group_key, cast(null as text) as person_id
+    where false
+    {% endif %}
+),
+
+final as (
+    select group_key, person_id from org_members
+    union all
+    select group_key, person_id from rollup_members
+)
+
+select * from final
