@@ -54,7 +54,16 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
                    where plan_id = %s and status in ('escrow', 'dead_letter') order by op_id limit 200""",
                 (plan_id,))
         ]
-    return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages,
+    issues = []
+    if conn.execute("select to_regclass('marts.dq_person_issues')").fetchone()[0] is not None:
+        issues = [
+            {"person_id": p, "issue": t, "field": f, "value": v, "check": c, "first_seen": fs, "last_seen": ls}
+            for p, t, f, v, c, fs, ls in conn.execute(
+                """select person_id, issue_type, field, value, check_name, first_seen_on, last_seen_on
+                   from marts.dq_person_issues where is_open order by first_seen_on, person_id, issue_type
+                   limit 1000""")
+        ]
+    return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages, "issues": issues,
             "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan,
             "data_docs": str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")}
 
@@ -86,6 +95,8 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 {banner}<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds', 'outcome'])}
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason'])}
+<h2>Open HR data issues ({len(data.get('issues', []))}{'+' if len(data.get('issues', [])) >= 1000 else ''}) — one row per person and defect</h2>
+{_table(data.get('issues', [])[:1000], ['person_id', 'issue', 'field', 'value', 'check', 'first_seen', 'last_seen'])}
 <h2>Plan {plan.get('plan_id', '')} ({html.escape(str(plan.get('status', '')))})</h2>
 {_table([{'op_type': k, 'count': v} for k, v in counts.items()], ['op_type', 'count'])}
 <h3>Changed attributes</h3>{_table([{'attribute': k, 'count': v} for k, v in (plan.get('counts') or {}).get('attributes', {}).items()], ['attribute', 'count'])}

@@ -1,3 +1,8 @@
+{{ config(
+    materialized='table',
+    post_hook="analyze {{ this }}"
+) }}
+-- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.
 -- Effective dating per worker: the run's logical moment seen in the worker's own time zone.
 -- Access runs from the (local) start date, minus provision_days_before_start, through the last day of
 -- work (else termination date), minus termination_lookahead_days. Never now().

@@ -1,3 +1,8 @@
+{{ config(
+    materialized='table',
+    post_hook="analyze {{ this }}"
+) }}
+-- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.
 -- The workers of this run's snapshot that passed the quality gate: quarantined lines and exact
 -- duplicate copies removed.
 with workers as (

@@ -1,3 +1,8 @@
+{{ config(
+    materialized='table',
+    post_hook="analyze {{ this }}"
+) }}
+-- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.
 -- The LMS account of every gated worker of the run (from the durable map int_identity_decisions).
 -- Two current workers on one account (e.g. the old and the new person_id in the same file) share it:
 -- the account holder is the active one, then the highest person_id; the other is a data issue.
