@@ -128,14 +128,7 @@ def lms_counts() -> dict:
 
     with ScimClient(lms_config_from_env()) as c:
         users = list(c.iter_users(page_size=1000))
-        groups: list[dict] = []
-        while True:   # page through /Groups (servers cap a page, e.g. at 1,000)
-            resp = c.session.get(c.config.base_url + "/Groups", timeout=c.config.timeout,
-                                 params={"startIndex": len(groups) + 1, "count": 1000, "attributes": "members"})
-            page = resp.json().get("Resources", []) if resp.status_code == 200 else []
-            groups += page
-            if not page or len(groups) >= int(resp.json().get("totalResults", 0)):
-                break
+        groups = list(c.iter_groups(page_size=1000))
     active = sum(1 for u in users if u.get("active"))
     managed = sum(1 for u in users if ((u.get(ENTERPRISE) or {}).get("manager") or {}).get("value"))
     return {"total": len(users), "active": active, "inactive": len(users) - active, "with_manager": managed,

@@ -265,44 +265,36 @@ class ScimClient:
         found.sort(key=lambda g: ((g.get("meta") or {}).get("created") or "", g.get("id") or ""))
         return found[0] if found else None
 
-    def get_group(self, lms_id: str) -> dict[str, Any] | None:
-        resp = self._request("GET", f"/Groups/{lms_id}")
+    def _get(self, path: str) -> dict[str, Any] | None:
+        resp = self._request("GET", path)
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise self._error(resp, f"GET /Groups/{lms_id}")
+            raise self._error(resp, f"GET {path}")
         return resp.json()
+
+    def _iter(self, path: str, page_size: int):
+        """Every resource of a collection, page by page (servers cap a page's size)."""
+        start = 1
+        while True:
+            resp = self._request("GET", path, params={"startIndex": start, "count": page_size})
+            if resp.status_code != 200:
+                raise self._error(resp, f"GET {path}")
+            body = resp.json()
+            items = body.get("Resources") or []
+            yield from items
+            start += len(items)
+            if not items or start > int(body.get("totalResults", 0)):
+                return
+
+    def get_group(self, lms_id: str) -> dict[str, Any] | None:
+        return self._get(f"/Groups/{lms_id}")
 
     def iter_groups(self, page_size: int = 200):
-        start = 1
-        while True:
-            resp = self._request("GET", "/Groups", params={"startIndex": start, "count": page_size})
-            if resp.status_code != 200:
-                raise self._error(resp, "GET /Groups")
-            body = resp.json()
-            items = body.get("Resources") or []
-            yield from items
-            start += len(items)
-            if not items or start > int(body.get("totalResults", 0)):
-                return
+        return self._iter("/Groups", page_size)
 
     def get_user(self, lms_id: str) -> dict[str, Any] | None:
-        resp = self._request("GET", f"/Users/{lms_id}")
-        if resp.status_code == 404:
-            return None
-        if resp.status_code != 200:
-            raise self._error(resp, f"GET /Users/{lms_id}")
-        return resp.json()
+        return self._get(f"/Users/{lms_id}")
 
     def iter_users(self, page_size: int = 500):
-        start = 1
-        while True:
-            resp = self._request("GET", "/Users", params={"startIndex": start, "count": page_size})
-            if resp.status_code != 200:
-                raise self._error(resp, "GET /Users")
-            body = resp.json()
-            items = body.get("Resources") or []
-            yield from items
-            start += len(items)
-            if not items or start > int(body.get("totalResults", 0)):
-                return
+        return self._iter("/Users", page_size)
