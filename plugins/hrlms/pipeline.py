@@ -9,23 +9,16 @@ import json
 import logging
 import time
 from contextlib import contextmanager
-from datetime import date, datetime, time as dtime, timezone
+from datetime import date, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from hrlms.dates import logical_instant
 from hrlms.settings import Settings
 from hrlms.warehouse import db
 
 log = logging.getLogger("hrlms.pipeline")
-
-def logical_instant(when: date | datetime) -> datetime:
-    """The run's logical moment in UTC (a bare date means 00:00 UTC that day). Per-worker local dates
-    (effective dating) are derived from it in SQL with each worker's time zone — never from now()."""
-    if isinstance(when, datetime):
-        return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    return datetime.combine(when, dtime.min, tzinfo=timezone.utc)
-
 
 #: Optional observer (the demo's progress display): called with (stage, "start"|"done"|"failed", detail).
 stage_hook = None

@@ -10,10 +10,11 @@ import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from hrlms.dates import logical_instant
 from hrlms.warehouse.db import warehouse_url
 
 PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
@@ -63,8 +64,7 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     (`logical_date`) and the instant itself (`logical_ts`) to derive each worker's local date."""
     from dbt.cli.main import dbtRunner
 
-    ts = logical_date if isinstance(logical_date, datetime) else datetime.combine(logical_date, time.min)
-    ts = ts.astimezone(timezone.utc) if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    ts = logical_instant(logical_date)
     dbt_vars = {"snapshot_id": snapshot_id, "org_snapshot_id": org_snapshot_id,
                 "logical_date": ts.date().isoformat(), "logical_ts": ts.isoformat()}
     target = target_path or str(PROJECT_DIR / "target")

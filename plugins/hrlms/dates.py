@@ -1,0 +1,12 @@
+"""The run's logical moment: the one clock every effective-date rule reads (never now())."""
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+
+
+def logical_instant(when: date | datetime) -> datetime:
+    """The run's logical moment in UTC (a bare date means 00:00 UTC that day). Per-worker local dates
+    (effective dating) are derived from it in SQL with each worker's time zone — never from now()."""
+    if isinstance(when, datetime):
+        return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return datetime.combine(when, time.min, tzinfo=timezone.utc)
