@@ -52,7 +52,10 @@ def connect(url: str | None = None, **kwargs) -> psycopg.Connection:
 
 def bootstrap(conn: psycopg.Connection) -> None:
     """Create the schemas/tables the Python tasks own (idempotent)."""
-    sql = resources.files("hrlms.warehouse").joinpath("schema.sql").read_text()
+    # schema.sql (HR side, sync, dq, audit) first, then schema_*.sql (e.g. schema_lms.sql) in name order.
+    pkg = resources.files("hrlms.warehouse")
+    extra = sorted(p.name for p in pkg.iterdir() if p.name.startswith("schema_") and p.name.endswith(".sql"))
+    sql = "\n".join(pkg.joinpath(name).read_text() for name in ["schema.sql", *extra])
     with conn.transaction():
         # Serialise concurrent bootstraps (two tasks starting at once).
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.bootstrap'))")
