@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MAPPING = Path(__file__).resolve().parent / "mappings" / "synthetic_hr.yaml"
+DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "learning_rules.yaml"
 
 
 def _float(name: str, default: float) -> float:
@@ -27,19 +28,26 @@ class Settings:
     max_quarantine_share: float  # batch check: more rows failing row checks than this
     lms_concurrency: int
     lms_batch_size: int
+    learning_rules: Path        # assignment rules file (hrlms.learning.rules)
+    export_dir: Path            # CSV enrolment exports
+    xapi_page_size: int         # statements asked for per LRS page (the LRS may cap it)
 
     @classmethod
     def from_env(cls) -> Settings:
         source = os.environ.get("HRLMS_SOURCE", "file").lower()
         if source not in ("file", "http"):
             raise ValueError(f"HRLMS_SOURCE must be 'file' or 'http', not {source!r}")
+        reports_dir = Path(os.environ.get("HRLMS_REPORTS_DIR") or REPO_ROOT / ".local" / "reports")
         return cls(
             mapping=Path(os.environ.get("HRLMS_MAPPING") or DEFAULT_MAPPING),
             source=source,
             landing_dir=Path(os.environ.get("HRLMS_LANDING_DIR") or REPO_ROOT / ".local" / "landing"),
-            reports_dir=Path(os.environ.get("HRLMS_REPORTS_DIR") or REPO_ROOT / ".local" / "reports"),
+            reports_dir=reports_dir,
             max_drop_share=_float("HRLMS_MAX_DROP_SHARE", 0.2),
             max_quarantine_share=_float("HRLMS_MAX_QUARANTINE_SHARE", 0.2),
             lms_concurrency=int(_float("HRLMS_LMS_CONCURRENCY", 4)),
             lms_batch_size=int(_float("HRLMS_LMS_BATCH_SIZE", 500)),
+            learning_rules=Path(os.environ.get("HRLMS_LEARNING_RULES") or DEFAULT_RULES),
+            export_dir=Path(os.environ.get("HRLMS_EXPORT_DIR") or reports_dir / "exports"),
+            xapi_page_size=int(_float("HRLMS_XAPI_PAGE_SIZE", 1000)),
         )

@@ -21,8 +21,11 @@ WORKER_FIELDS = (
     "temporary_manager_until",
 )
 ORG_UNIT_FIELDS = ("org_unit_code", "name", "parent_org_unit_code", "type", "status", "manager_person_id")
-CANONICAL_FIELDS = {"workers": WORKER_FIELDS, "org_units": ORG_UNIT_FIELDS}
-KEY_FIELD = {"workers": "person_id", "org_units": "org_unit_code"}
+# LMS transcript exports (completions back from an LMS without xAPI): person by id or email; status is
+# one of completed, passed, failed, in_progress, satisfied, waived (value_maps translate the LMS's words).
+TRANSCRIPT_FIELDS = ("record_id", "person_id", "work_email", "requirement_id", "status", "completed_at", "score")
+CANONICAL_FIELDS = {"workers": WORKER_FIELDS, "org_units": ORG_UNIT_FIELDS, "transcripts": TRANSCRIPT_FIELDS}
+KEY_FIELD = {"workers": "person_id", "org_units": "org_unit_code", "transcripts": "requirement_id"}
 FORMATS = ("csv", "jsonl")
 
 # strftime directive -> Postgres to_date pattern (the subset HR exports use).

@@ -15,7 +15,9 @@ from datetime import date, datetime
 import psycopg
 from psycopg import sql
 
-RAW_TABLES = {"workers": "workers", "org_units": "org_units"}
+# entity -> (schema, table): HR data in raw_hris, LMS transcripts (same landing + mapping) in raw_lms.
+RAW_TABLES = {"workers": ("raw_hris", "workers"), "org_units": ("raw_hris", "org_units"),
+              "transcripts": ("raw_lms", "transcripts")}
 PG_ENCODINGS = {"utf-8": "UTF8", "utf8": "UTF8", "utf-8-sig": "UTF8", "latin-1": "LATIN1",
                 "latin1": "LATIN1", "iso-8859-1": "LATIN1", "cp1252": "WIN1252",
                 "windows-1252": "WIN1252", "iso-8859-15": "LATIN9"}
@@ -82,7 +84,7 @@ def _stamped(conn: psycopg.Connection, table: str, snapshot_id: int, first_line:
     The defaults exist only inside this transaction (set and dropped before commit, under an
     exclusive lock), so no other session ever sees them. Cheaper than COPY into a temp table + INSERT.
     """
-    ident = sql.Identifier("raw_hris", table)
+    ident = sql.Identifier(*table)
     conn.execute(sql.SQL("lock table {} in access exclusive mode").format(ident))
     conn.execute(sql.SQL("alter sequence raw_hris.load_line_seq restart with {}").format(sql.Literal(first_line)))
     conn.execute(sql.SQL("alter table {} alter column _snapshot_id set default {}, "
@@ -127,7 +129,7 @@ def copy_csv(conn: psycopg.Connection, meta: SnapshotMeta, chunks: Iterable[byte
             if all(file_columns):
                 with _stamped(conn, table, snapshot_id, first_line=2):
                     stmt = sql.SQL("copy {} ({}) from stdin {}").format(
-                        sql.Identifier("raw_hris", table), sql.SQL(", ").join(map(sql.Identifier, mapped)), opts)
+                        sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, mapped)), opts)
                     with conn.cursor().copy(stmt) as cp:
                         for chunk in chunks:
                             cp.write(chunk)
@@ -142,7 +144,7 @@ def copy_csv(conn: psycopg.Connection, meta: SnapshotMeta, chunks: Iterable[byte
                         cp.write(chunk)
                 conn.execute(sql.SQL("insert into {} (_snapshot_id, _line_no, {}) select {}, _line_no + 1, {} "
                                      "from _landing order by _line_no").format(
-                    sql.Identifier("raw_hris", table), sql.SQL(", ").join(map(sql.Identifier, mapped)),
+                    sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, mapped)),
                     sql.Literal(snapshot_id), sql.SQL(", ").join(map(sql.Identifier, mapped))))
         except psycopg.Error as exc:
             raise _copy_error(exc, meta.source_uri, to_source) from None
@@ -158,7 +160,7 @@ def copy_records(conn: psycopg.Connection, meta: SnapshotMeta, records: Iterable
     with conn.transaction():
         snapshot_id = _insert_snapshot(conn, meta)
         stmt = sql.SQL("copy {} (_snapshot_id, _line_no, {}) from stdin").format(
-            sql.Identifier("raw_hris", table), sql.SQL(", ").join(map(sql.Identifier, cols)))
+            sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, cols)))
         with conn.cursor().copy(stmt) as cp:
             for line_no, rec in records:
                 cp.write_row((snapshot_id, line_no, *(rec.get(c) for c in cols)))
@@ -168,8 +170,8 @@ def copy_records(conn: psycopg.Connection, meta: SnapshotMeta, records: Iterable
 
 def _finish(conn: psycopg.Connection, table: str, snapshot_id: int) -> int:
     rows = conn.execute(sql.SQL("select count(*) from {} where _snapshot_id = %s").format(
-        sql.Identifier("raw_hris", table)), (snapshot_id,)).fetchone()[0]
+        sql.Identifier(*table)), (snapshot_id,)).fetchone()[0]
     conn.execute("update raw_hris.snapshots set row_count = %s where snapshot_id = %s", (rows, snapshot_id))
     # Fresh statistics: the gate's and dbt's queries over this snapshot plan badly without them.
-    conn.execute(sql.SQL("analyze {}").format(sql.Identifier("raw_hris", table)))
+    conn.execute(sql.SQL("analyze {}").format(sql.Identifier(*table)))
     return rows
