@@ -2,6 +2,8 @@
 -- decisions) of ACTIVE workers only (int_workers_effective.is_active, carried by int_workers_placed).
 -- 'org:<code>' = the workers placed directly in the unit; 'rollup:<code>' (var org_rollup_groups) =
 -- every active worker in the unit's subtree, via the hierarchy bridge.
+-- 'req:<requirement_id>' = the audience of a learning requirement: people with an open assignment who
+-- are not exempt (learning_compliance_status); LMSs map such groups to enrolment rules.
 with workers as (
     select person_id, org_unit_code from {{ ref('workers') }}
 ),
@@ -39,10 +41,18 @@ rollup_members as (
     {% endif %}
 ),
 
+audience_members as (
+    select 'req:' || requirement_id as group_key, account_person_id as person_id
+    from {{ ref('learning_compliance_status') }}
+    where status <> 'exempt' and account_person_id is not null
+),
+
 final as (
     select group_key, person_id from org_members
     union all
     select group_key, person_id from rollup_members
+    union all
+    select group_key, person_id from audience_members
 )
 
 select * from final

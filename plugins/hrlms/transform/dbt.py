@@ -77,7 +77,7 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
         raise DbtError(f"dbt {' '.join(args)} could not run: {res.exception}")
     counts: dict[str, int] = {}
     failures = []
-    for r in res.result or []:
+    for r in getattr(res.result, "results", None) or []:   # parse/compile return other objects
         status = str(getattr(r, "status", "unknown"))
         counts[status] = counts.get(status, 0) + 1
         if status in ("error", "fail"):
