@@ -1,5 +1,9 @@
 """hrlms_provision — HR snapshot → raw_hris → quality gate → dbt → plan → SCIM LMS, for one logical date.
 
+Also: the learning rules file is validated and loaded with the snapshot (ingest), new xAPI statements
+are pulled from the LRS (completions) before dbt builds assignments and compliance marts; audience
+groups go to the LMS through the same plan/apply, and a CSV enrolment file is exported.
+
 Thin on purpose: every task calls a stage in hrlms.pipeline (tested there). Nothing heavy is imported
 at parse time. XCom carries ids and counts only.
 """
@@ -34,6 +38,13 @@ def hrlms_provision():
         return pipeline.ingest(*_run())
 
     @task
+    def completions() -> dict:
+        """New xAPI statements from the LRS (skipped when no LRS is configured)."""
+        from hrlms import pipeline
+
+        return pipeline.completions(*_run())
+
+    @task
     def staging(snapshots: dict) -> dict:
         from hrlms import pipeline
 
@@ -48,11 +59,18 @@ def hrlms_provision():
         return snapshots
 
     @task
-    def transform(snapshots: dict) -> dict:
+    def transform(snapshots: dict, pulled: dict) -> dict:
         from hrlms import pipeline
 
         pipeline.transform(*_run(), snapshots)
         return snapshots
+
+    @task
+    def export_enrolments(snapshots: dict) -> dict:
+        """CSV enrolment file for LMSs without an API."""
+        from hrlms import pipeline
+
+        return pipeline.export_enrolments(*_run())
 
     @task
     def plan(snapshots: dict) -> dict:
@@ -76,7 +94,8 @@ def hrlms_provision():
 
         return pipeline.report(*_run())
 
-    apply(plan(transform(gate(staging(ingest()))))) >> report()
+    built = transform(gate(staging(ingest())), completions())
+    [apply(plan(built)), export_enrolments(built)] >> report()
 
 
 hrlms_provision()

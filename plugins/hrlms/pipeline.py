@@ -80,7 +80,55 @@ def ingest(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
                 res = ingest_file(conn, em, mapping.name, landing_path(settings.landing_dir, em, day), day)
             detail[entity] = {"snapshot_id": res.snapshot_id, "rows": res.rows, "source": res.source_uri,
                               "already_loaded": res.already_loaded}
-    return {e: v["snapshot_id"] for e, v in detail.items()} | {"rows": detail["workers"]["rows"]}
+        _ingest_learning(conn, settings, mapping, day, detail)
+    return {e: v["snapshot_id"] for e, v in detail.items() if "snapshot_id" in v} | {"rows": detail["workers"]["rows"]}
+
+
+def _ingest_learning(conn, settings: Settings, mapping, day: date, detail: dict[str, Any]) -> None:
+    """The assignment rules file (validated; an invalid file stops the run here, before anything reaches
+    the LMS) and, when the mapping has one and it landed, the day's LMS transcript export."""
+    from hrlms.learning.rules import load_rules, store_rules
+
+    rules = load_rules(settings.learning_rules)
+    changed = store_rules(conn, rules)
+    detail["learning_rules"] = {"file": rules.path.name, "checksum": rules.checksum[:12], "changed": changed,
+                                "rules": len(rules.ruleset.rules)}
+    if "transcripts" in mapping.entities and settings.source == "file":
+        from hrlms.sources.files import ingest_file, landing_path
+
+        em = mapping.entity("transcripts")
+        path = landing_path(settings.landing_dir, em, day)
+        if path.is_file():
+            res = ingest_file(conn, em, mapping.name, path, day)
+            detail["transcripts"] = {"snapshot_id": res.snapshot_id, "rows": res.rows, "source": res.source_uri,
+                                     "already_loaded": res.already_loaded}
+
+
+def completions(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
+    """Pull new xAPI statements from the LRS (watermark + overlap; skipped when no LRS is configured)."""
+    from hrlms.learning.xapi import lrs_config_from_env, pull_statements
+
+    settings = Settings.from_env()
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "completions", detail) as conn:
+        lrs = lrs_config_from_env()
+        if lrs is None:
+            detail["skipped"] = "no LRS configured (HRLMS_LRS_URL or connection hrlms_lrs)"
+            return detail
+        res = pull_statements(conn, lrs, run_key=run_key, page_limit=settings.xapi_page_size)
+        detail.update({"pull_id": res.pull_id, "pages": res.pages, "fetched": res.fetched, "inserted": res.inserted})
+    return detail
+
+
+def export_enrolments(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
+    """CSV enrolment file for LMSs without an API (full state of open, non-exempt assignments)."""
+    from hrlms.learning.export import write_enrolments
+
+    settings = Settings.from_env()
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "export", detail) as conn:
+        detail.update(write_enrolments(conn, settings.export_dir, logical_instant(logical_date).date()))
+    return detail
 
 
 def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> None:
@@ -176,6 +224,9 @@ def report(run_key: str, logical_date: date | datetime) -> str:
                            (run_key,)).fetchone()
         plan_id = int(row[0]) if row and row[0] else None
         path = write_run_report(conn, settings.reports_dir, run_key, logical_instant(logical_date).date(), plan_id)
+        from hrlms.learning.report import write_compliance_report
+
+        write_compliance_report(conn, settings.reports_dir, logical_instant(logical_date).date())
         failed = conn.execute("select stage, detail ->> 'error' from audit.stage_runs "
                               "where run_key = %s and detail ? 'error' order by started_at", (run_key,)).fetchall()
     if failed:
@@ -187,12 +238,14 @@ def report(run_key: str, logical_date: date | datetime) -> str:
 def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = False) -> dict[str, Any]:
     """The whole pipeline without Airflow (used by tests of the package; the DAG calls the stages)."""
     snaps = ingest(run_key, logical_date)
+    completions(run_key, logical_date)
     stage_models(run_key, logical_date, snaps)
     gate(run_key, logical_date, snaps)
     transform(run_key, logical_date, snaps)
+    export_enrolments(run_key, logical_date)
     p = plan(run_key, logical_date, snaps)
     a = apply(run_key, logical_date, p["plan_id"], dry_run=dry_run)
     return {"snapshots": snaps, "plan": p, "apply": a, "report": report(run_key, logical_date)}
 
 
-__all__ = ["ingest", "stage_models", "gate", "transform", "plan", "apply", "report", "run_all"]
+__all__ = ["ingest", "completions", "export_enrolments", "stage_models", "gate", "transform", "plan", "apply", "report", "run_all"]

@@ -18,9 +18,17 @@ def test_dagbag_has_no_import_errors(local_stack):
     assert bag.import_errors == {}
     assert "hrlms_provision" in bag.dag_ids
     dag = bag.get_dag("hrlms_provision")
-    assert [t.task_id for t in dag.topological_sort()] == [
-        "ingest", "staging", "gate", "transform", "plan", "apply", "report"]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert set(order) == {"ingest", "completions", "staging", "gate", "transform", "export_enrolments", "plan",
+                          "apply", "report"}
+    before = {t: i for i, t in enumerate(order)}
+    for a, b in [("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
+                 ("transform", "plan"), ("plan", "apply"), ("transform", "export_enrolments"),
+                 ("apply", "report"), ("export_enrolments", "report")]:
+        assert before[a] < before[b], f"{a} must run before {b}"
+    assert dag.get_task("report").trigger_rule == "all_done"
     assert dag.max_active_runs == 1
+    assert "hrlms_learning_rules_preview" in bag.dag_ids
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
