@@ -1,9 +1,14 @@
 """`make demo`: synthetic HR extract → day 1, day 2, day 2 again through the real Airflow DAG.
 
 Runs `hrlms_provision` with `dag.test()` for each logical date against the services `hrlms.devenv`
-started (throwaway Postgres, scim2-server), shows progress per stage, then a summary read back from
-the warehouse: rows loaded, quarantined and why, LMS operations by type, time per stage, and where
-the reports are.
+started (throwaway Postgres, scim2-server, Ralph LRS), shows progress per stage, then a summary read
+back from the warehouse: rows loaded, quarantined and why, LMS operations by type, time per stage, and
+where the reports are.
+
+Learning: day 1 assigns requirements by the rules file (audience groups in the LMS). Between day 1 and
+day 2 a learner-activity simulator posts xAPI statements for the assigned people to the LRS (their
+history: launches, failures, completions, some late) and the LMS exports a transcript file; day 2
+pulls both back and writes the compliance report (HTML with charts) next to the Data Docs.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from rich.table import Table
 
 from hrlms.settings import REPO_ROOT
 
-STAGES = ("ingest", "staging", "gate", "transform", "plan", "apply", "report")
+STAGES = ("ingest", "completions", "staging", "gate", "transform", "export", "plan", "apply", "report")
 console = Console()
 
 
@@ -87,12 +92,14 @@ def day_summary(conn, run_key: str) -> dict:
         "writes": apply.get("writes", 0),
         "escrow": apply.get("escrow", 0),
         "dead_letter": apply.get("dead_letter", 0),
+        "pulled": stages.get("completions", (0, {}))[1].get("fetched", 0),
+        "pulled_new": stages.get("completions", (0, {}))[1].get("inserted", 0),
         "error": next((d.get("error") for _s, (_t, d) in stages.items() if d.get("error")), None),
     }
 
 
 def print_summary(runs: list[tuple[str, date, dict]], lms: dict, issues: dict[str, int], reports: Path,
-                  docs: Path) -> None:
+                  docs: Path, learning: dict) -> None:
     t = Table(title="hrlms demo — summary", show_lines=True)
     t.add_column("")
     for label, day, _ in runs:
@@ -108,18 +115,30 @@ def print_summary(runs: list[tuple[str, date, dict]], lms: dict, issues: dict[st
     row("  changed attributes", lambda s: "\n".join(f"{k}: {v}" for k, v in sorted(s["attributes"].items())) or "-")
     row("LMS writes", lambda s: f"{s['writes']:,}")
     row("escrow / dead letters", lambda s: f"{s['escrow']} / {s['dead_letter']}")
+    row("xAPI statements pulled (new)", lambda s: f"{s['pulled']:,} ({s['pulled_new']:,})")
     for stage in STAGES[:-1]:
         row(f"time: {stage}", lambda s, st=stage: f"{s['seconds'].get(st, 0):.1f}s")
     row("time: total", lambda s: f"{sum(s['seconds'].values()):.1f}s")
     console.print(t)
     console.print(f"LMS now holds {lms['total']:,} users ({lms['active']:,} active, {lms['inactive']:,} deactivated; "
                   f"{lms['with_manager']:,} with a manager) and {lms['groups']:,} org groups with "
-                  f"{lms['memberships']:,} memberships.")
+                  f"{lms['memberships']:,} memberships ({lms['audiences']:,} learning audience groups with "
+                  f"{lms['audience_members']:,} members).")
+    console.print(f"Learning: {learning['assignments']:,} open assignments — "
+                  + ", ".join(f"{k} {v:,}" for k, v in sorted(learning["status"].items()))
+                  + f"; {learning['completions']:,} learning events in marts.learning_completions "
+                    f"({learning['pulled']:,} xAPI statements pulled).")
     if issues:
         console.print("Open HR data issues (marts.dq_person_issues): "
                       + ", ".join(f"{k}: {v:,}" for k, v in issues.items()))
     console.print(f"Data-quality report (GX Data Docs): [link=file://{docs}]{docs}[/link]")
     console.print(f"Run reports (plan, quarantine, outcomes): {reports}")
+    compliance = sorted((reports / "compliance").glob("compliance_*.html"))
+    if compliance:
+        console.print(f"Compliance report (HR): [link=file://{compliance[-1]}]{compliance[-1]}[/link]")
+    exports = sorted((reports / "exports").glob("enrolments_*.csv"))
+    if exports:
+        console.print(f"CSV enrolment export (LMSs without an API): {exports[-1]}")
 
 
 def lms_counts() -> dict:
@@ -131,8 +150,60 @@ def lms_counts() -> dict:
         groups = list(c.iter_groups(page_size=1000))
     active = sum(1 for u in users if u.get("active"))
     managed = sum(1 for u in users if ((u.get(ENTERPRISE) or {}).get("manager") or {}).get("value"))
+    audiences = [g for g in groups if str(g.get("externalId", "")).startswith("req:")]
     return {"total": len(users), "active": active, "inactive": len(users) - active, "with_manager": managed,
-            "groups": len(groups), "memberships": sum(len(g.get("members") or []) for g in groups)}
+            "groups": len(groups), "memberships": sum(len(g.get("members") or []) for g in groups),
+            "audiences": len(audiences), "audience_members": sum(len(g.get("members") or []) for g in audiences)}
+
+
+def simulate_learning(conn, landing: Path, day1: date, day2: date, seed: int) -> dict:
+    """Learner activity up to the end of day 1 → the LRS (xAPI), and an LMS transcript file for day 2.
+
+    Each assignment's history starts at the person's start date (at most 400 days back), so some
+    annual completions have expired and some people are overdue, as in a real company.
+    """
+    from hrlms.learning.simulator import simulate
+    from hrlms.learning.xapi import lrs_config_from_env, post_statements
+
+    lrs = lrs_config_from_env()
+    if lrs is None:
+        return {"statements": 0, "transcripts": 0}
+    rows = conn.execute(
+        """select s.account_person_id, s.requirement_id,
+                  greatest(w.start_date, %s::date - 400), s.due_on - s.assigned_on
+           from marts.learning_compliance_status s
+           join intermediate.int_learning_worker_attributes w on w.person_id = s.person_id
+           where s.account_person_id is not null and s.requirement_id <> 'FIN-400'
+           order by 1, 2""", (day1,)).fetchall()
+    assignments = [{"person_id": p, "requirement_id": r, "assigned_on": since,
+                    "due_on": since + timedelta(days=int(days or 30))} for p, r, since, days in rows]
+    with console.status(f"Simulating learner activity for {len(assignments):,} assignments…"):
+        t = time.perf_counter()
+        statements = simulate(assignments, logical_date=day1, seed=seed)
+        posted = post_statements(lrs, statements)
+    console.print(f"[green]✓[/] {posted:,} xAPI statements posted to the LRS ({time.perf_counter() - t:.1f}s)")
+    # The finance certification is tracked in another LMS, which exports a transcript file.
+    fin = conn.execute("""select account_person_id from marts.learning_compliance_status
+                          where requirement_id = 'FIN-400' and account_person_id is not null
+                          order by md5(account_person_id || %s::text)""", (str(seed),)).fetchall()
+    lines = ["Record_ID,User_External_ID,User_Email,Course_Code,Status,Completed_On,Score"]
+    for n, (person,) in enumerate(fin[: len(fin) * 2 // 3]):
+        passed = n % 5 != 0
+        lines.append(f"TR{n:06d},{person},,FIN-400,{'Passed' if passed else 'Failed'},"
+                     f"{(day1 - timedelta(days=n % 700)).isoformat()},{85 if passed else 55}")
+    (landing / f"transcripts_{day2.isoformat()}.csv").write_text("\n".join(lines) + "\n")
+    console.print(f"[green]✓[/] LMS transcript export for {day2}: {len(lines) - 1:,} rows")
+    return {"statements": posted, "transcripts": len(lines) - 1}
+
+
+def learning_summary(conn) -> dict:
+    status = dict(conn.execute("select status, count(*) from marts.learning_compliance_status group by 1").fetchall())
+    return {
+        "status": status,
+        "assignments": sum(status.values()),
+        "completions": conn.execute("select count(*) from marts.learning_completions").fetchone()[0],
+        "pulled": conn.execute("select count(*) from raw_lms.xapi_statements").fetchone()[0],
+    }
 
 
 def open_issues(conn) -> dict[str, int]:
@@ -176,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]✗ {label} ended {state}: {summary['error']}[/]")
             return 1
         runs.append((label, day, summary))
+        if label.startswith("day 1"):
+            with db.connect() as conn:
+                simulate_learning(conn, landing, day1, day2, args.seed)
     with db.connect() as conn:
         issues = open_issues(conn)
+        learning = learning_summary(conn)
     print_summary(runs, lms_counts(), issues, reports,
-                  REPO_ROOT / "expectations/gx/uncommitted/data_docs/local_site/index.html")
+                  REPO_ROOT / "expectations/gx/uncommitted/data_docs/local_site/index.html", learning)
     if runs[-1][2]["writes"] != 0:
         console.print(f"[red]✗ the rerun of day 2 made {runs[-1][2]['writes']} LMS writes (expected 0)[/]")
         return 1

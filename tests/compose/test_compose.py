@@ -22,7 +22,7 @@ ENV_EXAMPLE = REPO / ".env.example"
 AIRFLOW_SERVICES = {
     "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-init",
 }
-REQUIRED_SERVICES = AIRFLOW_SERVICES | {"postgres", "warehouse", "lms"}
+REQUIRED_SERVICES = AIRFLOW_SERVICES | {"postgres", "warehouse", "lms", "lrs"}
 FORBIDDEN_SERVICES = {"redis", "airflow-worker", "flower"}  # LocalExecutor: no Celery machinery
 
 #: Dummy values for the variables the file requires (``${VAR:?…}``); distinct so a mix-up shows.
@@ -33,6 +33,7 @@ DUMMY_ENV = {
     "AIRFLOW_DB_PASSWORD": "dummy-airflow-db-password",
     "WAREHOUSE_PASSWORD": "dummy-warehouse-password",
     "LMS_TOKEN": "dummy-lms-token",
+    "LRS_PASSWORD": "dummy-lrs-password",
     "AIRFLOW_UID": "1000",
 }
 

@@ -1,4 +1,4 @@
-"""CLI: ``python -m hrlms.devenv run [--airflow-db] -- CMD...`` and ``python -m hrlms.devenv airflow-ui``.
+"""CLI: ``python -m hrlms.devenv run [--airflow-db] [--lrs] -- CMD...`` and ``python -m hrlms.devenv airflow-ui``.
 
 Why a wrapper process: `make demo` / `make test` need Postgres, a SCIM server and Airflow settings,
 and those services must be stopped whatever happens to CMD (failure, Ctrl-C, SIGTERM from CI).
@@ -34,18 +34,18 @@ def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def cmd_run(command: list[str], airflow_db: bool) -> int:
+def cmd_run(command: list[str], airflow_db: bool, lrs: bool = False) -> int:
     """Run ``command`` inside the stack and return its exit code.
 
     Ctrl-C at a terminal reaches CMD directly (same process group), so the first SIGINT is not
     forwarded (pytest would see two); a second SIGINT sends SIGTERM.  SIGTERM/SIGHUP are forwarded.
     """
     if not command:
-        print("usage: python -m hrlms.devenv run [--airflow-db] -- CMD [ARGS...]", file=sys.stderr)
+        print("usage: python -m hrlms.devenv run [--airflow-db] [--lrs] -- CMD [ARGS...]", file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_on_signal)
-    with LocalStack() as stack:
+    with LocalStack(lrs=lrs) as stack:
         if airflow_db:
             stack.ensure_airflow_db()
         try:
@@ -101,7 +101,7 @@ def cmd_airflow_ui(port: int, all_admins: bool) -> int:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: list[IO[bytes]] = []
     try:
-        with LocalStack() as stack:
+        with LocalStack(lrs=True) as stack:
             stack.ensure_airflow_db()
             base = f"http://127.0.0.1:{port}"
             env = {
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run CMD with local Postgres + SCIM server + Airflow settings")
     run.add_argument("--airflow-db", action="store_true", help="migrate the local Airflow metadata DB first")
+    run.add_argument("--lrs", action="store_true", help="also start a Ralph LRS (xAPI) on 127.0.0.1")
     run.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     ui = sub.add_parser("airflow-ui", help="local Airflow UI on 127.0.0.1 (Ctrl-C to stop)")
     ui.add_argument("--port", type=int, default=8080)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-            return cmd_run(cmd, args.airflow_db)
+            return cmd_run(cmd, args.airflow_db, args.lrs)
         return cmd_airflow_ui(args.port, args.all_admins)
     except KeyboardInterrupt:  # Ctrl-C while services were starting; they are stopped already
         return 130

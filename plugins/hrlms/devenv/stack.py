@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from hrlms.devenv import LOCAL_DIR, REPO_ROOT
 from hrlms.devenv.postgres import LocalPostgres
+from hrlms.devenv.ralph import LocalRalph
 from hrlms.devenv.scim import LocalScimServer
 
 #: Removed from the environment inside the stack: unit-test mode changes Airflow's behaviour
@@ -74,6 +75,7 @@ class LocalStack:
         airflow_home: Path | None = None,
         repo_root: Path = REPO_ROOT,
         plugins_folder: Path | None = None,
+        lrs: bool = False,
     ) -> None:
         self.base_dir = Path(base_dir) if base_dir else LOCAL_DIR
         self.repo_root = repo_root
@@ -82,14 +84,25 @@ class LocalStack:
         self.plugins_folder = Path(plugins_folder) if plugins_folder else self.airflow_home / "plugins"
         self.postgres: LocalPostgres | None = None
         self.scim: LocalScimServer | None = None
+        self.want_lrs = lrs
+        self.ralph: LocalRalph | None = None
+        self.lrs: tuple[str, str, str] | None = None   # (url, username, password) of the LRS
         self.warehouse_url: str | None = None
         self.lms_url: str | None = None
         self.lms_token: str | None = None
         self._saved_env: dict[str, str | None] | None = None
 
     def start(self) -> LocalStack:
-        """Start Postgres unless WAREHOUSE_URL is set, the SCIM server unless HRLMS_LMS_URL is set."""
+        """Start Postgres unless WAREHOUSE_URL is set, the SCIM server unless HRLMS_LMS_URL is set, and
+        (with ``lrs=True``) a Ralph LRS unless HRLMS_LRS_URL is set."""
         try:
+            if self.want_lrs:
+                if os.environ.get("HRLMS_LRS_URL"):
+                    self.lrs = (os.environ["HRLMS_LRS_URL"].rstrip("/"), os.environ.get("HRLMS_LRS_USERNAME", ""),
+                                os.environ.get("HRLMS_LRS_PASSWORD", ""))
+                else:
+                    self.ralph = LocalRalph(self.base_dir / "lrs", max_page_size=1000)
+                    self.ralph.spawn()
             preset_lms = os.environ.get("HRLMS_LMS_URL")
             if preset_lms:
                 self.lms_url = preset_lms.rstrip("/")
@@ -106,6 +119,9 @@ class LocalStack:
             if self.scim is not None:
                 self.scim.wait_ready()
                 self.lms_url, self.lms_token = self.scim.base_url, self.scim.token
+            if self.ralph is not None:
+                self.ralph.wait_ready()
+                self.lrs = (self.ralph.base_url, self.ralph.username, self.ralph.password)
         except BaseException:
             self.stop()
             raise
@@ -113,6 +129,9 @@ class LocalStack:
 
     def stop(self) -> None:
         """Stop the services this stack started (never the preset ones)."""
+        if self.ralph is not None:
+            self.ralph.stop()
+            self.ralph = None
         if self.scim is not None:
             self.scim.stop()
             self.scim = None
@@ -129,7 +148,13 @@ class LocalStack:
         pythonpath = os.pathsep.join([plugins, *rest])
         sec = _load_or_create_secrets(self.airflow_home)
         self.plugins_folder.mkdir(parents=True, exist_ok=True)
-        return {
+        lrs_env = {}
+        if self.lrs is not None:
+            url, user, password = self.lrs
+            lrs_env = {"HRLMS_LRS_URL": url, "HRLMS_LRS_USERNAME": user, "HRLMS_LRS_PASSWORD": password,
+                       "AIRFLOW_CONN_HRLMS_LRS": json.dumps(
+                           {"conn_type": "http", "host": url, "login": user, "password": password})}
+        return lrs_env | {
             "WAREHOUSE_URL": self.warehouse_url,
             "HRLMS_LMS_URL": self.lms_url,
             "HRLMS_LMS_TOKEN": self.lms_token or "",
