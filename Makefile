@@ -1,5 +1,6 @@
 # hrlms — every target creates the venv from the pinned files if missing, starts what it needs on
-# 127.0.0.1 (throwaway Postgres unless WAREHOUSE_URL is set, scim2-server, a project-local Airflow DB)
+# 127.0.0.1 (throwaway Postgres unless WAREHOUSE_URL is set, scim2-server, a Ralph LRS for the demo,
+# a project-local Airflow DB)
 # and stops it afterwards.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -37,7 +38,7 @@ compose-tools:
 	  else echo "warning: docker-compose not found; the compose test will be skipped"; fi; }
 
 demo: venv
-	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m hrlms.demo --workers $(WORKERS) --seed $(SEED)
+	$(BIN)/python -m hrlms.devenv run --airflow-db --lrs -- $(BIN)/python -m hrlms.demo --workers $(WORKERS) --seed $(SEED)
 
 test: venv compose-tools
 	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
