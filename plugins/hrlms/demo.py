@@ -206,6 +206,40 @@ def learning_summary(conn) -> dict:
     }
 
 
+MART_SAMPLES = {
+    "marts.learning_compliance_status": "select person_id, requirement_id, status, assigned_on, due_on, completed_on, "
+                                        "score, expires_on from marts.learning_compliance_status "
+                                        "order by md5(assignment_id) limit 5",
+    "marts.learning_compliance_rollup": "select dimension, dimension_label, requirement_id, assigned, completed, overdue, "
+                                        "expired, completion_rate from marts.learning_compliance_rollup "
+                                        "where dimension = 'org_subtree' and requirement_id = '*' "
+                                        "order by assigned desc limit 5",
+    "marts.learning_compliance_monthly": "select month_end_on, person_id, requirement_id, status, due_on, expires_on "
+                                         "from marts.learning_compliance_monthly order by md5(person_id || requirement_id) "
+                                         "limit 3",
+    "marts.learning_assignments": "select person_id, requirement_id, assigned_on, due_on, rule_ids, is_open, end_reason "
+                                  "from marts.learning_assignments order by is_open, md5(assignment_id) limit 4",
+    "marts.learning_completions": "select source, account_person_id, requirement_id, verb, occurred_at, score "
+                                  "from marts.learning_completions order by md5(event_id) limit 4",
+    "marts.learning_history": "select person_id, requirement_id, occurred_at, event, source, score "
+                              "from marts.learning_history where person_id = (select person_id from "
+                              "marts.learning_completions where person_id is not null order by md5(event_id) limit 1) "
+                              "order by occurred_at limit 6",
+}
+
+
+def print_mart_samples(conn) -> None:
+    """A few rows of each learning mart, so the demo shows what BI and HR get."""
+    for name, sql in MART_SAMPLES.items():
+        cur = conn.execute(sql)
+        t = Table(title=f"sample: {name}", title_justify="left")
+        for col in cur.description:
+            t.add_column(col.name)
+        for row in cur.fetchall():
+            t.add_row(*("" if v is None else str(v) for v in row))
+        console.print(t)
+
+
 def open_issues(conn) -> dict[str, int]:
     if conn.execute("select to_regclass('marts.dq_person_issues')").fetchone()[0] is None:
         return {}
@@ -253,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     with db.connect() as conn:
         issues = open_issues(conn)
         learning = learning_summary(conn)
+        print_mart_samples(conn)
     print_summary(runs, lms_counts(), issues, reports,
                   REPO_ROOT / "expectations/gx/uncommitted/data_docs/local_site/index.html", learning)
     if runs[-1][2]["writes"] != 0:

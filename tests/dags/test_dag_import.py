@@ -1,7 +1,6 @@
 """Every DAG file imports without errors, quickly, and without heavy imports at parse time."""
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest

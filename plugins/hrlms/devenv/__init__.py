@@ -7,7 +7,10 @@ and ``python -m hrlms.devenv``.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 #: Repository root: plugins/hrlms/devenv/__init__.py -> parents[3].
@@ -33,3 +36,18 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def stop_process_group(proc: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM a service started with ``start_new_session=True`` (its whole process group), wait,
+    SIGKILL after ``timeout`` seconds. A process that already ended is left alone."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass

@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -43,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from hrlms.devenv import LOCAL_DIR, free_port, tail
+from hrlms.devenv import LOCAL_DIR, free_port, stop_process_group, tail
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "ralph-requirements.txt"
@@ -273,15 +272,7 @@ class LocalRalph:
         """SIGTERM the process group, wait (SIGKILL after 10 s), delete the instance dir unless kept."""
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        stop_process_group(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from hrlms.devenv import LOCAL_DIR, free_port, tail
+from hrlms.devenv import LOCAL_DIR, free_port, stop_process_group, tail
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -122,15 +121,7 @@ class LocalScimServer:
         """SIGTERM the process group, wait (SIGKILL after 10 s), delete the log unless keep_log."""
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            except ProcessLookupError:
-                pass
+        stop_process_group(proc)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -6,7 +6,6 @@ the same extract twice is a no-op and a failure mid-way loads nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from datetime import date, datetime, timezone

@@ -85,8 +85,13 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     return DbtResult(bool(res.success), counts, failures)
 
 
-def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime, select: str | None = None) -> DbtResult:
+def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime, select: str | None = None,
+          unit_tests: bool = False) -> DbtResult:
+    """dbt build (models, snapshots, data tests) for one run. dbt unit tests check the SQL, not the data,
+    so a daily run skips them (~8 s each); CI runs them once (tests/dbt/test_dbt_unit_tests.py)."""
     args = ["build"] + (["--select", select] if select else [])
+    if not unit_tests:
+        args += ["--exclude-resource-type", "unit_test"]
     result = run_dbt(args, snapshot_id=snapshot_id, org_snapshot_id=org_snapshot_id, logical_date=logical_date)
     if not result.success:
         raise DbtError("dbt build failed: " + "; ".join(result.failures[:10]))

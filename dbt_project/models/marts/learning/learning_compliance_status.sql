@@ -8,7 +8,8 @@
 --   completed   a completion that has not expired (expires_on is the first day it no longer counts)
 --   expired     a completion that has expired
 --   overdue     no completion and the local date is after due_on (due on D = still fine during D)
---   in_progress no completion, but a progress or failure event since the assignment
+--   in_progress no completion, but a progress or failure event (also one from before the assignment:
+--               a course started in the LMS before go-live is in progress)
 --   not_started otherwise
 with assignments as (
     select * from {{ ref('learning_assignments') }} where is_open
@@ -80,8 +81,7 @@ activity as (
         on base.account_person_id = events.account_person_id
         and base.requirement_id = events.requirement_id
         and events.event_class in ('progress', 'failure')
-        and cast(events.occurred_at at time zone base.effective_time_zone as date)
-            between base.assigned_on and base.local_date
+        and cast(events.occurred_at at time zone base.effective_time_zone as date) <= base.local_date
 ),
 
 exempt as (
