@@ -27,10 +27,36 @@ def _run() -> tuple[str, pendulum.DateTime]:
     catchup=False,
     max_active_runs=1,
     tags=["hrlms", "provisioning"],
-    params={"dry_run": Param(False, type="boolean", description="Compute the plan, apply nothing.")},
+    params={
+        "dry_run": Param(False, type="boolean", description="Compute the plan, apply nothing."),
+        "approve_plan": Param(None, type=["null", "integer"],
+                              description="Apply exactly this held plan (its id is in the run report and the alert)."),
+        "reject_plan": Param(None, type=["null", "integer"], description="Reject this held plan; nothing is sent."),
+        "decided_by": Param("", type="string", description="Who approves/rejects (recorded with the decision)."),
+    },
     doc_md=__doc__,
 )
 def hrlms_provision():
+    @task.branch
+    def route() -> str | list[str]:
+        """A decision on a held plan (approve_plan / reject_plan) skips the whole pipeline: the approved
+        plan is applied as it was reviewed, never recomputed."""
+        conf = get_current_context()["dag_run"].conf or {}
+        if conf.get("approve_plan") or conf.get("reject_plan"):
+            return "decide"
+        return ["ingest", "completions"]
+
+    @task
+    def decide() -> dict:
+        from hrlms import pipeline
+
+        ctx = get_current_context()
+        conf = ctx["dag_run"].conf or {}
+        decision = "approved" if conf.get("approve_plan") else "rejected"
+        plan_id = int(conf.get("approve_plan") or conf.get("reject_plan"))
+        by = str(conf.get("decided_by") or "") or f"dag run {ctx['run_id']}"
+        return pipeline.decide_plan(*_run(), plan_id, decision, by)
+
     @task
     def ingest() -> dict:
         from hrlms import pipeline
@@ -94,8 +120,13 @@ def hrlms_provision():
 
         return pipeline.report(*_run())
 
-    built = transform(gate(staging(ingest())), completions())
-    [apply(plan(built)), export_enrolments(built)] >> report()
+    routed = route()
+    ingested, pulled = ingest(), completions()
+    routed >> [ingested, pulled]
+    built = transform(gate(staging(ingested)), pulled)
+    done = report()
+    [apply(plan(built)), export_enrolments(built)] >> done
+    routed >> decide() >> done
 
 
 hrlms_provision()

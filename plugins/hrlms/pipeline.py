@@ -159,9 +159,11 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
                                max_quarantine_share=settings.max_quarantine_share, docs=False)
                 detail[entity] = {"rows": res.rows, "quarantined": res.quarantined_rows, "reasons": res.reasons,
                                   "data_docs": res.data_docs}
+                if res.hold_reason:
+                    detail[entity]["hold"] = res.hold_reason
         finally:   # the report HR reads, also (especially) for a rejected snapshot
             build_docs(None, [run_name_for(e, snapshots[e]) for e in entities])
-    return {"quarantined": detail["workers"]["quarantined"]}
+    return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
 
 
 def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, int]:
@@ -185,16 +187,27 @@ def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
         detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts})
         if p.member_counts:
             detail["members"] = p.member_counts
-    return {"plan_id": p.plan_id, "ops": p.total}
+        if p.held:
+            detail["held"] = p.held_reasons
+    return {"plan_id": p.plan_id, "ops": p.total, "held": p.held}
 
 
 def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run: bool = False) -> dict[str, Any]:
     from hrlms.sync.apply import apply_plan
     from hrlms.sync.scim import ScimClient, lms_config_from_env
 
+    from hrlms.sync.breaker import PlanHeld
+
     settings = Settings.from_env()
     detail: dict[str, Any] = {"plan_id": plan_id, "dry_run": dry_run}
     with _stage(run_key, logical_date, "apply", detail) as conn:
+        status, reason = conn.execute("select status, held_reason from sync.plans where plan_id = %s",
+                                      (plan_id,)).fetchone()
+        if status == "held":
+            detail["held"] = reason
+            if dry_run:
+                return detail
+            raise PlanHeld(plan_id, reason.split("; "))
         if dry_run:
             return detail
         with ScimClient(lms_config_from_env(), pool_size=settings.lms_concurrency) as client:
@@ -203,6 +216,19 @@ def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run:
         detail.update({"applied": dict(res.applied), "writes": res.writes, "escrow": res.escrow,
                        "dead_letter": res.dead_letter})
     return {"plan_id": plan_id, "writes": res.writes, "escrow": res.escrow, "dead_letter": res.dead_letter}
+
+
+def decide_plan(run_key: str, logical_date: date | datetime, plan_id: int, decision: str, decided_by: str) -> dict[str, Any]:
+    """A person's decision on a held plan (DAG conf approve_plan / reject_plan). Approval applies exactly
+    that plan's ops (not a recomputed diff) right away; rejection records it and sends nothing."""
+    from hrlms.sync.breaker import decide
+
+    detail: dict[str, Any] = {"plan_id": plan_id, "decision": decision, "decided_by": decided_by}
+    with _stage(run_key, logical_date, "decision", detail) as conn:
+        decide(conn, plan_id, decision, decided_by)
+    if decision == "approved":
+        return apply(run_key, logical_date, plan_id)
+    return detail
 
 
 class RunFailed(RuntimeError):
@@ -220,7 +246,8 @@ def report(run_key: str, logical_date: date | datetime) -> str:
     settings = Settings.from_env()
     with db.connect() as conn:
         db.bootstrap(conn)
-        row = conn.execute("select detail ->> 'plan_id' from audit.stage_runs where run_key = %s and stage = 'plan'",
+        row = conn.execute("select detail ->> 'plan_id' from audit.stage_runs where run_key = %s "
+                           "and stage in ('plan', 'decision') order by started_at desc limit 1",
                            (run_key,)).fetchone()
         plan_id = int(row[0]) if row and row[0] else None
         path = write_run_report(conn, settings.reports_dir, run_key, logical_instant(logical_date).date(), plan_id)
@@ -248,4 +275,4 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
     return {"snapshots": snaps, "plan": p, "apply": a, "report": report(run_key, logical_date)}
 
 
-__all__ = ["ingest", "completions", "export_enrolments", "stage_models", "gate", "transform", "plan", "apply", "report", "run_all"]
+__all__ = ["ingest", "completions", "export_enrolments", "decide_plan", "stage_models", "gate", "transform", "plan", "apply", "report", "run_all"]

@@ -36,8 +36,14 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
         ]
     plan: dict[str, Any] = {}
     if plan_id is not None:
-        row = conn.execute("select status, counts from sync.plans where plan_id = %s", (plan_id,)).fetchone()
-        plan = {"plan_id": plan_id, "status": row[0], "counts": row[1]} if row else {"plan_id": plan_id}
+        row = conn.execute("select status, counts, held_reason, review from sync.plans where plan_id = %s",
+                           (plan_id,)).fetchone()
+        plan = ({"plan_id": plan_id, "status": row[0], "counts": row[1], "held_reason": row[2],
+                 "breaker": (row[3] or {}).get("breaker", {})} if row else {"plan_id": plan_id})
+        plan["decisions"] = [
+            {"decision": d, "by": b, "at": a, "note": n} for d, b, a, n in conn.execute(
+                "select decision, decided_by, decided_at, note from sync.plan_decisions where plan_id = %s "
+                "order by decided_at", (plan_id,))]
         plan["outcomes"] = dict(conn.execute(
             "select status, count(*) from sync.ops where plan_id = %s group by status", (plan_id,)).fetchall())
         plan["samples"] = [
@@ -86,6 +92,14 @@ def render_html(data: dict[str, Any]) -> str:
     failed = [s for s in data["stages"] if s["detail"].get("error")]
     banner = (f"<p style='color:#b00;font-weight:bold'>This run stopped at stage {html.escape(failed[0]['stage'])}: "
               f"nothing was sent to the LMS after that point.</p>") if failed else ""
+    if plan.get("status") == "held":
+        pid = plan["plan_id"]
+        banner += (f"<p style='color:#b00;font-weight:bold'>Plan {pid} is HELD by the breaker: "
+                   f"{html.escape(plan.get('held_reason') or '')}. Nothing was sent to the LMS. Review the plan below, "
+                   f"then trigger hrlms_provision with {{&quot;approve_plan&quot;: {pid}}} to apply exactly this plan, "
+                   f"or {{&quot;reject_plan&quot;: {pid}}}.</p>")
+    breaker = plan.get("breaker") or {}
+    breaker_rows = [{"figure": k, "value": v} for k, v in breaker.items() if k not in ("reasons",)]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>hrlms run {html.escape(data['run_key'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
 </head><body>
@@ -100,6 +114,8 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 <h2>Plan {plan.get('plan_id', '')} ({html.escape(str(plan.get('status', '')))})</h2>
 {_table([{'op_type': k, 'count': v} for k, v in counts.items()], ['op_type', 'count'])}
 <h3>Changed attributes</h3>{_table([{'attribute': k, 'count': v} for k, v in (plan.get('counts') or {}).get('attributes', {}).items()], ['attribute', 'count'])}
+<h3>Breaker</h3>{_table(breaker_rows, ['figure', 'value'])}
+<h3>Decisions</h3>{_table(plan.get('decisions', []), ['decision', 'by', 'at', 'note'])}
 <h3>Sample operations</h3>{_table(plan.get('samples', []), ['op_type', 'person_id', 'changed', 'status'])}
 <h3>Escrow and dead letters</h3>{_table(plan.get('problems', []), ['op_type', 'person_id', 'status', 'http_status', 'error'])}
 </body></html>"""

@@ -18,10 +18,11 @@ def test_dagbag_has_no_import_errors(local_stack):
     assert "hrlms_provision" in bag.dag_ids
     dag = bag.get_dag("hrlms_provision")
     order = [t.task_id for t in dag.topological_sort()]
-    assert set(order) == {"ingest", "completions", "staging", "gate", "transform", "export_enrolments", "plan",
-                          "apply", "report"}
+    assert set(order) == {"route", "decide", "ingest", "completions", "staging", "gate", "transform",
+                          "export_enrolments", "plan", "apply", "report"}
     before = {t: i for i, t in enumerate(order)}
-    for a, b in [("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
+    for a, b in [("route", "ingest"), ("route", "completions"), ("route", "decide"), ("decide", "report"),
+                 ("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
                  ("transform", "plan"), ("plan", "apply"), ("transform", "export_enrolments"),
                  ("apply", "report"), ("export_enrolments", "report")]:
         assert before[a] < before[b], f"{a} must run before {b}"

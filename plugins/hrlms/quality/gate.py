@@ -40,6 +40,7 @@ class GateResult:
     reasons: dict[str, int] = field(default_factory=dict)
     batch_failures: list[str] = field(default_factory=list)
     data_docs: str = ""
+    hold_reason: str | None = None   # the snapshot shrank beyond the threshold: its plan is held (breaker)
 
     @property
     def passed(self) -> bool:
@@ -56,11 +57,15 @@ def _snapshot(conn: psycopg.Connection, snapshot_id: int) -> dict[str, Any]:
 
 
 def previous_row_count(conn: psycopg.Connection, entity: str, snapshot_id: int) -> int | None:
-    """Rows of the last snapshot before this one that passed its gate (the baseline for the drop check)."""
+    """Rows of the last snapshot before this one that passed its gate and was not itself held for
+    shrinking (the baseline for the drop check)."""
     row = conn.execute(
         """select s.row_count from raw_hris.snapshots s
            join dq.gate_runs g on g.snapshot_id = s.snapshot_id and g.suite = %s and g.success
-           where s.entity = %s and s.snapshot_id < %s order by s.snapshot_id desc limit 1""",
+           where s.entity = %s and s.snapshot_id < %s
+             and not exists (select 1 from dq.gate_runs h where h.snapshot_id = s.snapshot_id
+                             and h.suite = 'snapshot_hold' and not h.success)
+           order by s.snapshot_id desc limit 1""",
         (f"{entity}_batch", entity, snapshot_id)).fetchone()
     return row[0] if row else None
 
@@ -171,20 +176,40 @@ def run_name_for(entity: str, snapshot_id: int) -> str:
     return f"{entity}-snapshot-{snapshot_id}"
 
 
+def max_growth_factor_from_env() -> float:
+    """HRLMS_MAX_GROWTH_FACTOR (default 5): a workers snapshot with more than this many times the rows of the
+    last good one is rejected (a wrong or duplicated export must not create accounts); 0 turns it off."""
+    raw = os.environ.get("HRLMS_MAX_GROWTH_FACTOR")
+    try:
+        return float(raw) if raw not in (None, "") else 5.0
+    except ValueError:
+        raise ValueError(f"environment variable HRLMS_MAX_GROWTH_FACTOR={raw!r} is not a number") from None
+
+
 def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: float = 0.2,
-             max_quarantine_share: float = 0.2, docs: bool = True) -> GateResult:
-    """Validate one snapshot. `docs=False` leaves the Data Docs to the caller (build_docs once per run)."""
+             max_quarantine_share: float = 0.2, max_growth_factor: float | None = None,
+             docs: bool = True) -> GateResult:
+    """Validate one snapshot. `docs=False` leaves the Data Docs to the caller (build_docs once per run).
+    `max_growth_factor` None = HRLMS_MAX_GROWTH_FACTOR (default 5)."""
     snap = _snapshot(conn, snapshot_id)
     entity = snap["entity"]
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.gate'))")
         _create_gate_views(conn, snapshot_id)
+    # An empty snapshot is a batch defect (GX row_count, min 1 row). A snapshot much smaller than the
+    # last good one is not rejected here: it flows, and the breaker holds its plan until a person
+    # approves or rejects it (hrlms.sync.breaker) — a divestiture is real, a truncated export is not.
     prev = previous_row_count(conn, entity, snapshot_id)
-    min_rows = max(1, math.ceil(prev * (1 - max_drop_share))) if prev else 1
+    min_rows = 1
+    if prev and snap["rows"] < math.ceil(prev * (1 - max_drop_share)):
+        result_hold = (f"{snap['source']}: {snap['rows']} rows, {1 - snap['rows'] / prev:.0%} fewer than the last "
+                       f"good snapshot ({prev} rows; limit {max_drop_share:.0%})")
+    else:
+        result_hold = None
 
     ctx = get_context()
     run_name = run_name_for(entity, snapshot_id)
-    result = GateResult(snapshot_id, entity, snap["rows"], 0)
+    result = GateResult(snapshot_id, entity, snap["rows"], 0, hold_reason=result_hold)
     gate_rows: list[tuple] = []
     quarantine: dict[tuple[int, str], tuple] = {}
     for suite_name, (suite_entity, kind, _builder, _view) in SUITES.items():
@@ -219,6 +244,14 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
         gate_rows.append((snapshot_id, suite_name, bool(vr.success) if kind == "batch" else True,
                           json.dumps(vr.statistics, default=str), json.dumps(failures, default=str)))
 
+    growth = max_growth_factor_from_env() if max_growth_factor is None else max_growth_factor
+    if entity == "workers" and prev and growth > 0 and snap["rows"] > growth * prev:
+        result.batch_failures.append(
+            f"{snap['source']}: {snap['rows']} rows, {snap['rows'] / prev:.1f}x the last good snapshot "
+            f"({prev} rows; limit {growth:g}x): a wrong or duplicated export? If the growth is real, run again "
+            f"with HRLMS_MAX_GROWTH_FACTOR raised")
+        gate_rows = [(s, n, False if n == "workers_batch" else ok, st, f) for s, n, ok, st, f in gate_rows]
+
     if entity == "workers" and not result.batch_failures:
         q_lines = {k[0] for k in quarantine}
         if snap["rows"] and len(q_lines) > max_quarantine_share * snap["rows"]:
@@ -227,6 +260,8 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
                 f"(limit {max_quarantine_share:.0%}): is the mapping right for this file?")
             gate_rows = [(s, n, False if n == "workers_batch" else ok, st, f) for s, n, ok, st, f in gate_rows]
 
+    gate_rows.append((snapshot_id, "snapshot_hold", result_hold is None, json.dumps({"previous_rows": prev}),
+                      json.dumps([{"rule": "snapshot_shrank", "message": result_hold}] if result_hold else [])))
     with conn.transaction():
         conn.execute("delete from dq.quarantine where snapshot_id = %s", (snapshot_id,))
         conn.execute("delete from dq.gate_runs where snapshot_id = %s", (snapshot_id,))

@@ -30,6 +30,7 @@ from datetime import date
 
 import psycopg
 
+from hrlms.sync import breaker
 from hrlms.sync.scim import USER_ATTRIBUTES
 
 USER_OP_TYPES = ("create_user", "update_user", "deactivate_user", "reactivate_user")
@@ -45,6 +46,8 @@ class Plan:
     counts: dict[str, int] = field(default_factory=dict)
     attribute_counts: dict[str, int] = field(default_factory=dict)
     member_counts: dict[str, int] = field(default_factory=dict)   # people added / removed across groups
+    held: bool = False                                            # the breaker tripped (hrlms.sync.breaker)
+    held_reasons: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -239,8 +242,9 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int)
         # and ops whose outcome is unknown ('sending' when an apply crashed) are verified first (above).
         conn.execute("update sync.ops set status = 'superseded' "
                      "where plan_id <> %s and status in ('pending', 'escrow', 'sending')", (plan_id,))
+        conn.execute("update sync.ops set status = 'superseded' where plan_id <> %s and status = 'held'", (plan_id,))
         conn.execute("update sync.plans set status = 'superseded' "
-                     "where plan_id <> %s and status in ('planned', 'partial')", (plan_id,))
+                     "where plan_id <> %s and status in ('planned', 'partial', 'held', 'approved')", (plan_id,))
         plan = Plan(plan_id)
         for op_type, n in conn.execute(
                 "select op_type, count(*) from sync.ops where plan_id = %s group by op_type", (plan_id,)):
@@ -272,4 +276,9 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int)
             counts["members"] = plan.member_counts
         conn.execute("update sync.plans set counts = %s where plan_id = %s",
                      (psycopg.types.json.Jsonb(counts), plan_id))
+        verdict = breaker.evaluate(conn, plan_id, snapshot_id)
+        if verdict.held:
+            breaker.hold(conn, plan_id, verdict)
+        breaker.store_review(conn, plan_id, verdict)
+        plan.held, plan.held_reasons = verdict.held, verdict.reasons
     return plan

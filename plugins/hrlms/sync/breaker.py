@@ -1,0 +1,151 @@
+"""The deactivation breaker, plan review and approval.
+
+A plan that would deactivate or remove (from groups) too many people is *held*: its ops get status
+'held', nothing reaches the LMS, the run ends failed with the reason and alerts. A person reviews the
+plan (the run report, ``python -m hrlms.sync show-plan <id>``, ``sync.plans.review``) and approves
+exactly that plan by triggering the DAG with ``{"approve_plan": <id>}`` — the approved plan's ops are
+applied, not a recomputed diff — or rejects it with ``{"reject_plan": <id>}``. A newer plan supersedes a
+held one (the newer plan is evaluated again); approving a superseded or rejected plan is refused.
+
+Thresholds (env): a plan is held when deactivations exceed HRLMS_BREAKER_MAX_COUNT (default 500), or
+exceed both HRLMS_BREAKER_MIN_COUNT (default 10: a handful of leavers in a small company is normal) and
+HRLMS_BREAKER_MAX_SHARE (default 0.05) of the active accounts we hold; the same for memberships removed
+(share of the memberships we hold); and whenever the gate flagged the snapshot as shrunk beyond
+HRLMS_MAX_DROP_SHARE (a truncated export must not deactivate anyone without a person saying so).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+SAMPLES_PER_OP_TYPE = 5
+
+
+class PlanHeld(RuntimeError):
+    """The plan tripped the breaker: nothing was written; a person must approve or reject it."""
+
+    def __init__(self, plan_id: int, reasons: list[str]):
+        self.plan_id, self.reasons = plan_id, reasons
+        super().__init__(f"plan {plan_id} is held by the breaker: {'; '.join(reasons)}. Nothing was sent to the "
+                         f"LMS. Review it (run report, `python -m hrlms.sync show-plan {plan_id}`) and trigger the "
+                         f'DAG with {{"approve_plan": {plan_id}}} to apply exactly this plan, or '
+                         f'{{"reject_plan": {plan_id}}}.')
+
+
+class PlanDecisionError(ValueError):
+    """An approval/rejection that cannot be honoured (unknown, superseded, already decided plan)."""
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw not in (None, "") else default
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_share: float = 0.05
+    max_count: int = 500
+    min_count: int = 10
+
+    @classmethod
+    def from_env(cls) -> Thresholds:
+        return cls(_env_float("HRLMS_BREAKER_MAX_SHARE", 0.05), int(_env_float("HRLMS_BREAKER_MAX_COUNT", 500)),
+                   int(_env_float("HRLMS_BREAKER_MIN_COUNT", 10)))
+
+    def trips(self, count: int, base: int) -> bool:
+        return count > self.max_count or (count > self.min_count and count > self.max_share * max(base, 0))
+
+
+@dataclass
+class Verdict:
+    held: bool
+    reasons: list[str] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, thresholds: Thresholds | None = None) -> Verdict:
+    """Breaker figures for a plan just inserted (same transaction as make_plan)."""
+    t = thresholds or Thresholds.from_env()
+    deact, removed = conn.execute(
+        """select count(*) filter (where op_type = 'deactivate_user'),
+                  coalesce(sum(cardinality(members)) filter (where op_type = 'remove_members'), 0)
+           from sync.ops where plan_id = %s""", (plan_id,)).fetchone()
+    active = conn.execute("select count(*) from sync.applied_users where is_active").fetchone()[0]
+    memberships = conn.execute("select count(*) from sync.applied_memberships").fetchone()[0]
+    shrink = conn.execute(
+        """select failures from dq.gate_runs
+           where snapshot_id = %s and suite = 'snapshot_hold' and not success""", (snapshot_id,)).fetchone()
+    figures = {"deactivations": deact, "active_accounts": active, "memberships_removed": int(removed),
+               "memberships": memberships, "max_share": t.max_share, "max_count": t.max_count,
+               "min_count": t.min_count}
+    reasons = []
+    if t.trips(deact, active):
+        reasons.append(f"{deact} deactivations of {active} active accounts "
+                       f"(limit {t.max_share:.0%} or {t.max_count})")
+    if t.trips(int(removed), memberships):
+        reasons.append(f"{removed} group memberships removed of {memberships} "
+                       f"(limit {t.max_share:.0%} or {t.max_count})")
+    if shrink:
+        detail = shrink[0][0] if isinstance(shrink[0], list) and shrink[0] else shrink[0]
+        reasons.append(f"the snapshot shrank beyond the threshold ({detail.get('message', detail) if isinstance(detail, dict) else detail})")
+        figures["snapshot_shrank"] = True
+    return Verdict(bool(reasons), reasons, figures)
+
+
+def review(conn: psycopg.Connection, plan_id: int) -> dict[str, Any]:
+    """What a person reads before approving: counts per op type and attribute, samples per op type."""
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for op_type, key, fields, payload, members in conn.execute(
+            """select op_type, coalesce(person_id, group_key), changed_fields, payload, members from (
+                   select *, row_number() over (partition by op_type order by coalesce(person_id, group_key)) as n
+                   from sync.ops where plan_id = %s) o
+               where n <= %s order by op_type, n""", (plan_id, SAMPLES_PER_OP_TYPE)):
+        row: dict[str, Any] = {"key": key}
+        if payload.get("display_name"):
+            row["name"] = payload["display_name"]
+        if op_type in ("update_user", "reactivate_user"):
+            row["changed"] = {f: payload.get(f) for f in fields}
+        if members:
+            row["members"] = len(members)
+        samples.setdefault(op_type, []).append(row)
+    return {"samples": samples}
+
+
+def hold(conn: psycopg.Connection, plan_id: int, verdict: Verdict) -> None:
+    conn.execute("update sync.ops set status = 'held' where plan_id = %s and status = 'pending'", (plan_id,))
+    conn.execute("update sync.plans set status = 'held', held_reason = %s where plan_id = %s",
+                 ("; ".join(verdict.reasons), plan_id))
+
+
+def decide(conn: psycopg.Connection, plan_id: int, decision: str, decided_by: str, note: str | None = None) -> None:
+    """Approve (held ops become pending, to be applied as they are) or reject a held plan."""
+    if decision not in ("approved", "rejected"):
+        raise ValueError("decision must be 'approved' or 'rejected'")
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
+        row = conn.execute("select status from sync.plans where plan_id = %s for update", (plan_id,)).fetchone()
+        if row is None:
+            raise PlanDecisionError(f"plan {plan_id} does not exist")
+        status = row[0]
+        if status != "held":
+            latest = conn.execute("select max(plan_id) from sync.plans where status = 'held'").fetchone()[0]
+            hint = f" (the plan waiting for a decision is {latest})" if latest else ""
+            raise PlanDecisionError(f"plan {plan_id} is {status}, not held: it cannot be {decision}{hint}")
+        conn.execute("update sync.ops set status = %s where plan_id = %s and status = 'held'",
+                     ("pending" if decision == "approved" else "rejected", plan_id))
+        conn.execute("update sync.plans set status = %s where plan_id = %s",
+                     ("approved" if decision == "approved" else "rejected", plan_id))
+        conn.execute("insert into sync.plan_decisions (plan_id, decision, decided_by, note) values (%s, %s, %s, %s)",
+                     (plan_id, decision, decided_by, note))
+
+
+def store_review(conn: psycopg.Connection, plan_id: int, verdict: Verdict) -> None:
+    data = review(conn, plan_id) | {"breaker": verdict.figures | {"held": verdict.held, "reasons": verdict.reasons}}
+    conn.execute("update sync.plans set review = %s where plan_id = %s", (Jsonb(data), plan_id))
