@@ -12,6 +12,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+from hrlms.alerts import HrlmsAlertNotifier
+
 
 def _run() -> tuple[str, pendulum.DateTime]:
     """(run id, the run's logical moment): effective dates are derived from it, never from now()."""
@@ -113,9 +115,10 @@ def hrlms_provision():
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
         return pipeline.apply(*_run(), planned["plan_id"], dry_run=dry_run)
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:
-        """Runs even when a stage failed: a rejected snapshot gets a report too."""
+        """Runs even when a stage failed: a rejected snapshot gets a report too. It fails when a stage
+        failed (or the plan is held), which sends the one alert of the run (hrlms.alerts)."""
         from hrlms import pipeline
 
         return pipeline.report(*_run())

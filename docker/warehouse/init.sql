@@ -32,6 +32,7 @@ CREATE SCHEMA IF NOT EXISTS marts;
 CREATE SCHEMA IF NOT EXISTS sync;
 CREATE SCHEMA IF NOT EXISTS hrlms_util;
 CREATE SCHEMA IF NOT EXISTS audit;
+CREATE SCHEMA IF NOT EXISTS learning;   -- assignment rules as loaded from the rules file
 
 DO $$
 DECLARE
@@ -62,6 +63,13 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA audit
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA audit TO hrlms_loader, hrlms_transformer, hrlms_sync;
 ALTER DEFAULT PRIVILEGES IN SCHEMA audit
     GRANT USAGE ON SEQUENCES TO hrlms_loader, hrlms_transformer, hrlms_sync;
+
+-- Learning rules (learning.*): replaced per rule set by the ingest task, read by dbt and the preview.
+GRANT USAGE ON SCHEMA learning TO hrlms_loader, hrlms_transformer;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA learning TO hrlms_loader;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO hrlms_loader;
+GRANT SELECT ON ALL TABLES IN SCHEMA learning TO hrlms_transformer;
+ALTER DEFAULT PRIVILEGES IN SCHEMA learning GRANT SELECT ON TABLES TO hrlms_transformer;
 
 -- hrlms_loader: raw layers are append-only (INSERT; UPDATE only for snapshot metadata such as
 -- row_count; no DELETE/TRUNCATE), plus the gate's results and quarantine in dq.

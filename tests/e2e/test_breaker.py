@@ -10,6 +10,7 @@ import pytest
 from hrlms.sync.scim import LmsConfig, ScimClient
 from hrlms.warehouse import db
 
+from ..alerts.receivers import WebhookSink
 from ..sources.hrfiles import ORG_CSV, csv_text, worker
 
 pytestmark = pytest.mark.e2e
@@ -54,9 +55,15 @@ def test_a_snapshot_missing_30_percent_is_held_until_that_exact_plan_is_approved
 
     # Day 2: 18 of 60 workers are missing (a truncated export, or a divestiture nobody announced).
     land(landing, D2, PEOPLE[:42])
-    held_run = run(provision_dag, D2)
+    with WebhookSink() as hook:                                  # the alert, through the report task's notifier
+        monkeypatch.setenv("HRLMS_ALERT_WEBHOOK_URL", hook.url)
+        held_run = run(provision_dag, D2)
+    monkeypatch.delenv("HRLMS_ALERT_WEBHOOK_URL")
     assert held_run.state == "failed"
     (plan_id, status, reason), = q("select plan_id, status, held_reason from sync.plans order by plan_id desc limit 1")
+    (alert,) = [r["body"] for r in hook.requests]
+    assert alert["kind"] == "held" and alert["plan_id"] == plan_id and alert["run_id"] == held_run.run_id
+    assert fresh_lms[1] not in str(alert)                        # the LMS token never leaves
     assert status == "held"
     assert "18 deactivations of 60 active accounts" in reason and "snapshot shrank" in reason
     assert f'"approve_plan": {plan_id}' in stage_error(held_run.run_id, "apply")
