@@ -67,7 +67,7 @@ def redact(text: str) -> str:
 def classify(message: str) -> str:
     if "is held by the breaker" in message:
         return "held"
-    if "ApplyHalted" in message or "apply stopped" in message.lower():
+    if "ApplyHalted" in message or re.search(r"apply of plan \d+ halted", message):
         return "quarantine"
     return "failure"
 

@@ -193,7 +193,7 @@ def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
 
 
 def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run: bool = False) -> dict[str, Any]:
-    from hrlms.sync.apply import apply_plan
+    from hrlms.sync.apply import ApplyHalted, apply_plan
     from hrlms.sync.scim import ScimClient, lms_config_from_env
 
     from hrlms.sync.breaker import PlanHeld
@@ -210,11 +210,22 @@ def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run:
             raise PlanHeld(plan_id, reason.split("; "))
         if dry_run:
             return detail
+
+        def record(res) -> None:
+            detail.update({"applied": dict(res.applied), "writes": res.writes, "escrow": res.escrow,
+                           "dead_letter": res.dead_letter, "deferred": res.deferred, "attempted": res.attempted,
+                           "failed": res.failed})
+
         with ScimClient(lms_config_from_env(), pool_size=settings.lms_concurrency) as client:
-            res = apply_plan(conn, plan_id, client, batch_size=settings.lms_batch_size,
-                             concurrency=settings.lms_concurrency)
-        detail.update({"applied": dict(res.applied), "writes": res.writes, "escrow": res.escrow,
-                       "dead_letter": res.dead_letter})
+            try:
+                res = apply_plan(conn, plan_id, client, batch_size=settings.lms_batch_size,
+                                 concurrency=settings.lms_concurrency)
+            except ApplyHalted as halted:      # mass failure: the run stops and alerts (quarantine)
+                record(halted.result)
+                raise
+            finally:
+                detail["lms_requests"] = client.stats.snapshot()   # attempts, retries by reason, waits
+        record(res)
     return {"plan_id": plan_id, "writes": res.writes, "escrow": res.escrow, "dead_letter": res.dead_letter}
 
 

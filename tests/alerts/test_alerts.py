@@ -48,7 +48,8 @@ def test_held_plan_alert_goes_to_webhook_and_email_without_secrets(secrets, monk
 
 def test_failure_and_quarantine_are_classified():
     assert build_event(context("stage gate failed: snapshot rejected"))["kind"] == "failure"
-    assert build_event(context("stage apply failed: ApplyHalted: 45% of ops failed"))["kind"] == "quarantine"
+    halted = "stage apply failed: apply of plan 3 halted: 12 of 20 attempted ops failed (escrow 12, …)"
+    assert build_event(context(halted))["kind"] == "quarantine"
 
 
 def test_no_channel_configured_or_a_broken_channel_never_raises(monkeypatch):

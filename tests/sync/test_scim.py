@@ -1,8 +1,21 @@
-"""The SCIM client against a real scim2-server: payloads, 201/409/204, lookups."""
+"""The SCIM client against a real scim2-server: payloads, 201/409/204, lookups; transport settings."""
+import time
+from email.utils import formatdate
+
 import pytest
 
 from hrlms.sync.apply import _create
-from hrlms.sync.scim import ENTERPRISE, Conflict, LmsConfig, ScimClient, ScimError, patch_body, user_resource
+from hrlms.sync.scim import (
+    ENTERPRISE,
+    Conflict,
+    LmsConfig,
+    ScimClient,
+    ScimError,
+    lms_config_from_env,
+    parse_retry_after,
+    patch_body,
+    user_resource,
+)
 
 DESIRED = {"person_id": "P0000001", "user_name": "ann.lee", "given_name": "Ann", "family_name": "Lee",
            "display_name": "Ann Lee", "email": "ann.lee@example.com", "title": "Analyst",
@@ -79,6 +92,30 @@ def test_wrong_token_is_a_permanent_error(fresh_lms):
 
 
 def test_unreachable_lms_is_transient():
-    with ScimClient(LmsConfig("http://127.0.0.1:9", "t", timeout=(0.5, 0.5))) as c, pytest.raises(ScimError) as err:
-        c.find_user(external_id="P1")
-    assert err.value.transient and err.value.status is None
+    with ScimClient(LmsConfig("http://127.0.0.1:9", "t", timeout=(0.5, 0.5), backoff_base=0.01)) as c:
+        with pytest.raises(ScimError) as err:
+            c.find_user(external_id="P1")
+        assert err.value.transient and err.value.status is None
+        # A connection that was never established cannot have reached the LMS: even a POST is retried.
+        with pytest.raises(ScimError):
+            c.create_user(user_resource(DESIRED))
+        assert c.stats.snapshot()["attempts"] == 2 * c.max_attempts == 8
+
+
+def test_retry_after_values():
+    assert parse_retry_after("3") == 3.0 and parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0     # a date in the past: now
+    assert 50 < parse_retry_after(formatdate(time.time() + 60, usegmt=True)) <= 60
+
+
+def test_transport_settings_from_env(monkeypatch):
+    monkeypatch.setenv("HRLMS_LMS_URL", "http://127.0.0.1:9/")
+    monkeypatch.setenv("HRLMS_LMS_TOKEN", "secret-token")
+    monkeypatch.setenv("HRLMS_LMS_READ_TIMEOUT", "7")
+    monkeypatch.setenv("HRLMS_LMS_MAX_RPS", "12.5")
+    monkeypatch.setenv("HRLMS_LMS_MAX_ATTEMPTS", "2")
+    cfg = lms_config_from_env()
+    assert cfg.timeout == (5.0, 7.0) and "secret-token" not in repr(cfg)
+    with ScimClient(cfg) as c:
+        assert c.limiter.rate == 12.5 and c.max_attempts == 2 and c.max_retry_after == 60

@@ -13,11 +13,35 @@ sync.applied_* at claim time — so users and groups created earlier in the same
 An id that is still missing (its create failed: escrow/dead letter) puts the op in escrow with the
 reason; the next plan's diff brings the remaining work back. Membership PATCHes are idempotent on the
 server (adding a present member / removing an absent one is a 204), so a retry never fails on them.
+
+Transport failures (the SCIM client has already retried what is safe to retry, see hrlms.sync.scim):
+- permanent (4xx other than 409-linked and 429) → dead_letter with the LMS's message;
+- transient (429/5xx/timeout/broken connection after the last attempt, or an unknown outcome) →
+  escrow. The next plan re-plans the work (plan.py supersedes the escrowed op and the diff brings it
+  back, verify_first for creates), **with growing intervals**: an op that goes to escrow because of a
+  transport failure gets `escrow_attempts` = 1 + the escrow_attempts of the latest earlier escrow of
+  the same person/group in an earlier plan (0 when an op of that person/group was applied since), and
+  `next_attempt_at` = now + min(HRLMS_ESCROW_MAX_SECONDS, HRLMS_ESCROW_BASE_SECONDS × 2^(n-1)), and no
+  earlier than the LMS's Retry-After. At the start of apply, every pending op of the plan whose
+  person/group has such an escrow with next_attempt_at still in the future is **deferred**: it stays
+  'pending' with that next_attempt_at, is not claimed, does not hold back phase 2, and is counted in
+  ApplyResult.deferred; the plan ends 'partial' and the next plan (or a rerun of this apply after that
+  moment) takes it. An escrow that only waits for a dependency (a member or manager without an LMS
+  account yet — nothing failed on the wire) gets no backoff.
+  A create whose person/group had an earlier create attempt (any plan) is always verified by
+  externalId first, even when plan.py did not flag it (e.g. that attempt's op was deferred in between).
+- **stop on mass failure**: once at least HRLMS_MIN_FAILURE_SAMPLE (default 20) ops were attempted in
+  this apply and more than HRLMS_MAX_FAILURE_SHARE (default 0.4) of them failed (escrow after a
+  transport failure + dead_letter), apply stops claiming, hands ops it had claimed but not yet sent
+  back to 'pending', records everything that happened, marks the plan 'partial' and raises
+  ApplyHalted with the counts.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -56,7 +80,9 @@ class Outcome:
     payload: dict = field(default_factory=dict)
     group_key: str | None = None
     members: list[str] = field(default_factory=list)   # membership ops: the people whose membership changed
-    sent: bool = True                # False: nothing was sent (unresolved ids / nothing left to do)
+    sent: bool = True                # False: nothing was sent (unresolved ids / nothing left to do / released)
+    failed: bool = False             # the request failed (transport/LMS error): counts for the failure share
+    retry_after: float | None = None  # the LMS's Retry-After on that failure, if any
 
 
 @dataclass
@@ -65,10 +91,59 @@ class ApplyResult:
     applied: Counter = field(default_factory=Counter)
     escrow: int = 0
     dead_letter: int = 0
+    deferred: int = 0                # pending ops left for later: their person/group is in escrow backoff
+    attempted: int = 0               # ops for which a request was attempted
+    failed: int = 0                  # of which failed (escrow after a transport failure + dead_letter)
 
     @property
     def writes(self) -> int:
         return sum(self.applied.values())
+
+
+class ApplyHalted(RuntimeError):
+    """Too many of this apply's attempted ops failed: apply stopped claiming. What was applied is
+    recorded; the ops not attempted are still 'pending' (the next run re-plans them)."""
+
+    def __init__(self, result: ApplyResult, *, pending: int, share: float, min_sample: int):
+        self.result, self.pending, self.share, self.min_sample = result, pending, share, min_sample
+        super().__init__(
+            f"apply of plan {result.plan_id} halted: {result.failed} of {result.attempted} attempted ops failed "
+            f"(escrow {result.escrow}, dead letters {result.dead_letter}; limit {share:.0%} once "
+            f"{min_sample} were attempted); applied {result.writes}, left pending {pending}")
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+class _FailureGuard:
+    """Thread-safe failure share of one apply: trips once `min_sample` ops were attempted and more than
+    `share` of them failed. Ops not yet started when it trips are released (back to pending)."""
+
+    def __init__(self, share: float, min_sample: int):
+        self.share, self.min_sample = share, min_sample
+        self.attempted = self.failed = 0
+        self.tripped = False
+        self._lock = threading.Lock()
+
+    def add(self, out: Outcome) -> None:
+        if out.status == "pending" or not (out.sent or out.failed):
+            return
+        with self._lock:
+            self.attempted += 1
+            self.failed += out.failed or out.status == "dead_letter"
+            if (self.share < 1 and self.attempted >= self.min_sample
+                    and self.failed > self.share * self.attempted):
+                self.tripped = True
+
+
+def _released(op: dict[str, Any]) -> Outcome:
+    """A claimed op that was never sent (apply halted): back to 'pending'."""
+    return _outcome(op, "pending", sent=False)
 
 
 def _outcome(op: dict[str, Any], status: str = "applied", **kw) -> Outcome:
@@ -170,7 +245,7 @@ def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
     except ScimError as exc:
         out.status = "escrow" if exc.transient else "dead_letter"
         out.http_status, out.error = exc.status, str(exc)[:1000]
-        out.members = []
+        out.members, out.failed, out.retry_after = [], True, exc.retry_after
     return out
 
 
@@ -190,8 +265,10 @@ def _chunks(reqs: list[tuple[dict, dict]], max_ops: int, max_bytes: int):
 _CREATES = ("create_user", "create_group")
 
 
-def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[int, int]) -> list[Outcome]:
-    """Send what can go through /Bulk; conflicts and verify-first creates take the single-request path."""
+def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[int, int],
+                  guard: _FailureGuard | None = None, pool: ThreadPoolExecutor | None = None) -> list[Outcome]:
+    """Send what can go through /Bulk; conflicts and verify-first creates take the single-request path
+    (`pool` threads at a time when given). Once `guard` trips, what is not sent yet is released."""
     outcomes: dict[int, Outcome] = {}
     singles = []
     reqs = []
@@ -203,12 +280,19 @@ def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[i
         else:
             outcomes[op["op_id"]] = _settle(op, _outcome(op, lms_id=op["target"], sent=False))
     for chunk in _chunks(reqs, *limits):
+        if guard and guard.tripped:
+            for op, _req in chunk:
+                outcomes[op["op_id"]] = _released(op)
+            continue
         try:
             results = client.bulk([req for _op, req in chunk])
         except ScimError as exc:
             for op, _req in chunk:   # outcome unknown: escrow; creates are verified before the retry
-                outcomes[op["op_id"]] = _outcome(op, "escrow" if exc.transient else "dead_letter",
-                                                 http_status=exc.status, error=str(exc)[:1000])
+                outcomes[op["op_id"]] = out = _outcome(op, "escrow" if exc.transient else "dead_letter",
+                                                       http_status=exc.status, error=str(exc)[:1000],
+                                                       failed=True, retry_after=exc.retry_after)
+                if guard:
+                    guard.add(out)
             continue
         for (op, _req), (status, res_id, detail) in zip(chunk, results):
             out = _outcome(op)
@@ -221,10 +305,29 @@ def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[i
             else:
                 out.status = "escrow" if status in (0, 429) or status >= 500 else "dead_letter"
                 out.http_status, out.error = status or None, f"SCIM {status}: {detail}"[:1000]
+                out.failed = True
             outcomes[op["op_id"]] = out
-    for op in singles:
-        outcomes[op["op_id"]] = _execute(client, op)
+            if guard:
+                guard.add(out)
+    if singles:
+        guard = guard or _FailureGuard(1.0, 1)
+        done = (_execute_singles(pool, client, singles, guard) if pool
+                else [_released(op) if guard.tripped else _run_one(client, op, guard) for op in singles])
+        for op, out in zip(singles, done):
+            outcomes[op["op_id"]] = out
     return [outcomes[op["op_id"]] for op in ops]
+
+
+def _run_one(client: ScimClient, op: dict[str, Any], guard: _FailureGuard) -> Outcome:
+    out = _execute(client, op)
+    guard.add(out)
+    return out
+
+
+def _execute_singles(pool: ThreadPoolExecutor, client: ScimClient, ops: list[dict[str, Any]],
+                     guard: _FailureGuard) -> list[Outcome]:
+    """One request (or a few: lookups) per op, `pool` threads at a time; released once `guard` trips."""
+    return list(pool.map(lambda op: _released(op) if guard.tripped else _run_one(client, op, guard), ops))
 
 
 def _create(client: ScimClient, desired: dict[str, Any], *, verify_first: bool) -> str:
@@ -274,17 +377,27 @@ def _create_group(client: ScimClient, group_key: str, desired: dict[str, Any], *
 
 
 def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int) -> list[dict[str, Any]]:
-    """Claim up to batch_size pending ops: phase 1 first; phase 2 only once no phase-1 op of the plan
-    is pending or sending (a batch never mixes phases)."""
+    """Claim up to batch_size pending ops that are not deferred (next_attempt_at in the future): phase 1
+    first; phase 2 only once no phase-1 op of the plan is sending or pending-and-due (a batch never mixes
+    phases). A create whose person/group had an earlier create attempt is flagged verify_first."""
     with conn.transaction():
         rows = conn.execute(
             """with claimed as (
                    select op_id from sync.ops where plan_id = %(p)s and status = 'pending'
+                     and (next_attempt_at is null or next_attempt_at <= clock_timestamp())
                      and (phase = 1 or not exists (
                           select 1 from sync.ops first where first.plan_id = %(p)s and first.phase = 1
-                          and first.status in ('pending', 'sending')))
+                          and (first.status = 'sending' or (first.status = 'pending' and (
+                               first.next_attempt_at is null or first.next_attempt_at <= clock_timestamp())))))
                    order by phase, op_id for update skip locked limit %(n)s)
-               update sync.ops o set status = 'sending', attempts = attempts + 1
+               update sync.ops o set status = 'sending', attempts = o.attempts + 1,
+                   verify_first = o.verify_first
+                       or (o.op_type = 'create_user' and exists (
+                           select 1 from sync.ops prior where prior.person_id = o.person_id
+                           and prior.op_type = 'create_user' and prior.op_id < o.op_id and prior.attempts > 0))
+                       or (o.op_type = 'create_group' and exists (
+                           select 1 from sync.ops prior where prior.group_key = o.group_key
+                           and prior.op_type = 'create_group' and prior.op_id < o.op_id and prior.attempts > 0))
                from claimed where o.op_id = claimed.op_id
                returning o.op_id, o.person_id, o.op_type, o.changed_fields, o.payload, o.verify_first,
                          o.group_key, o.members, o.phase""",
@@ -320,13 +433,42 @@ on conflict (person_id) do update set
 """
 
 
-def _record(conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
+# Growing intervals: n = 1 + n of the target's latest escrow in an earlier plan (unless one of its ops
+# was applied since); next_attempt_at = now + min(cap, base × 2^(n-1)), not before the LMS's Retry-After.
+_BACKOFF = """
+with n as (
+    select o.op_id, 1 + coalesce((
+        select prior.escrow_attempts from sync.ops prior
+        where prior.{key} = o.{key} and prior.plan_id < o.plan_id and prior.escrow_attempts is not null
+          and not exists (select 1 from sync.ops a where a.{key} = o.{key} and a.status = 'applied'
+                          and a.op_id > prior.op_id and a.op_id < o.op_id)
+        order by prior.op_id desc limit 1), 0) as n
+    from sync.ops o where o.op_id = %(op_id)s
+)
+update sync.ops o set escrow_attempts = n.n,
+    next_attempt_at = clock_timestamp() + make_interval(secs => greatest(
+        least(%(cap)s::float8, %(base)s::float8 * power(2::float8, n.n - 1)), coalesce(%(retry_after)s::float8, 0)))
+from n where o.op_id = n.op_id
+"""
+
+
+def _record(conn: psycopg.Connection, outcomes: list[Outcome], *, backoff: tuple[float, float] = (60.0, 86400.0)
+            ) -> None:
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             """update sync.ops set status = %(status)s, http_status = %(http_status)s, last_error = %(error)s,
-                   lms_id = %(lms_id)s, applied_at = case when %(status)s = 'applied' then clock_timestamp() end
+                   lms_id = %(lms_id)s, applied_at = case when %(status)s = 'applied' then clock_timestamp() end,
+                   attempts = attempts - case when %(status)s = 'pending' then 1 else 0 end
                where op_id = %(op_id)s""",
             [o.__dict__ for o in outcomes])
+        base, cap = backoff
+        for key, escrowed in (("person_id", [o for o in outcomes if o.status == "escrow" and o.failed and o.person_id]),
+                              ("group_key", [o for o in outcomes if o.status == "escrow" and o.failed
+                                             and not o.person_id and o.group_key])):
+            if escrowed:
+                cur.executemany(_BACKOFF.format(key=key),
+                                [{"op_id": o.op_id, "base": base, "cap": cap, "retry_after": o.retry_after}
+                                 for o in escrowed])
         applied = [o for o in outcomes if o.status == "applied"]
         full = [o for o in applied if o.op_type in ("create_user", "update_user", "reactivate_user")]
         if full:
@@ -367,24 +509,67 @@ def _record(conn: psycopg.Connection, outcomes: list[Outcome]) -> None:
                             [(o.group_key, o.members) for o in removed])
 
 
+# Pending ops of this plan whose person/group has an escrow (earlier plan, transport failure) that is
+# still backing off, and no applied op since: they wait until then (next_attempt_at), unclaimed.
+_DEFER = """
+with pend as (
+    select op_id, person_id, group_key from sync.ops where plan_id = %(p)s and status = 'pending'
+),
+blocked as (
+    select p.op_id, e.next_attempt_at from pend p join sync.ops e on e.person_id = p.person_id
+    where e.plan_id < %(p)s and e.escrow_attempts is not null and e.next_attempt_at > clock_timestamp()
+      and not exists (select 1 from sync.ops a where a.person_id = e.person_id and a.status = 'applied'
+                      and a.op_id > e.op_id)
+    union all
+    select p.op_id, e.next_attempt_at from pend p join sync.ops e on e.group_key = p.group_key
+    where p.person_id is null and e.person_id is null
+      and e.plan_id < %(p)s and e.escrow_attempts is not null and e.next_attempt_at > clock_timestamp()
+      and not exists (select 1 from sync.ops a where a.group_key = e.group_key and a.person_id is null
+                      and a.status = 'applied' and a.op_id > e.op_id)
+)
+update sync.ops o set next_attempt_at = b.until
+from (select op_id, max(next_attempt_at) as until from blocked group by op_id) b
+where o.op_id = b.op_id and o.next_attempt_at is distinct from b.until
+"""
+
+
+def _defer(conn: psycopg.Connection, plan_id: int) -> None:
+    with conn.transaction():
+        backing_off = conn.execute(
+            "select exists (select 1 from sync.ops where escrow_attempts is not null "
+            "and next_attempt_at > clock_timestamp() and plan_id < %s)", (plan_id,)).fetchone()[0]
+        if backing_off:
+            conn.execute(_DEFER, {"p": plan_id})
+
+
 def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, batch_size: int = 500,
-               concurrency: int = 4, use_bulk: bool = True, progress=None) -> ApplyResult:
+               concurrency: int = 4, use_bulk: bool = True, progress=None,
+               max_failure_share: float | None = None, min_failure_sample: int | None = None) -> ApplyResult:
     """Apply the plan's pending ops in batches: /Bulk when the LMS advertises it, else `concurrency`
-    single requests at a time."""
+    single requests at a time. Raises ApplyHalted on mass failure (see the module doc); settings
+    default to HRLMS_MAX_FAILURE_SHARE (0.4), HRLMS_MIN_FAILURE_SAMPLE (20), HRLMS_ESCROW_BASE_SECONDS
+    (60) and HRLMS_ESCROW_MAX_SECONDS (86400)."""
+    share = max_failure_share if max_failure_share is not None else _env_number("HRLMS_MAX_FAILURE_SHARE", 0.4)
+    sample = int(min_failure_sample if min_failure_sample is not None
+                 else _env_number("HRLMS_MIN_FAILURE_SAMPLE", 20))
+    backoff = (_env_number("HRLMS_ESCROW_BASE_SECONDS", 60.0), _env_number("HRLMS_ESCROW_MAX_SECONDS", 86400.0))
+    guard = _FailureGuard(share, max(1, sample))
     result = ApplyResult(plan_id)
     limits = client.bulk_limits() if use_bulk else None
     # A crashed earlier attempt of this plan left ops 'sending': their outcome is unknown.
     with conn.transaction():
         conn.execute("update sync.ops set status = 'pending', verify_first = true "
                      "where plan_id = %s and status = 'sending'", (plan_id,))
+    _defer(conn, plan_id)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scim") as pool:
-        while batch := _claim(conn, plan_id, batch_size):
+        while not guard.tripped and (batch := _claim(conn, plan_id, batch_size)):
             if limits:
-                outcomes = _execute_bulk(client, batch, limits)
+                outcomes = _execute_bulk(client, batch, limits, guard, pool)
             else:
-                outcomes = list(pool.map(lambda op: _execute(client, op), batch))
-            _record(conn, outcomes)
-            for o in outcomes:
+                outcomes = _execute_singles(pool, client, batch, guard)
+            _record(conn, outcomes, backoff=backoff)
+            done = [o for o in outcomes if o.status != "pending"]
+            for o in done:
                 if o.status == "applied":
                     if o.sent:
                         result.applied[o.op_type] += 1
@@ -392,12 +577,21 @@ def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, ba
                     result.escrow += 1
                 else:
                     result.dead_letter += 1
-            if progress:
-                progress(len(outcomes))
+            if progress and done:
+                progress(len(done))
+    result.attempted, result.failed = guard.attempted, guard.failed
     with conn.transaction():
         conn.execute(
             """update sync.plans set finished_at = clock_timestamp(),
                    status = case when exists (select 1 from sync.ops where plan_id = %(p)s and status <> 'applied')
                                  then 'partial' else 'applied' end
                where plan_id = %(p)s""", {"p": plan_id})
+        pending, deferred = conn.execute(
+            "select count(*), count(*) filter (where next_attempt_at > clock_timestamp()) from sync.ops "
+            "where plan_id = %s and status = 'pending'", (plan_id,)).fetchone()
+    result.deferred = deferred
+    if deferred:
+        log.info("plan %s: %s op(s) deferred (their person/group is backing off after escrow)", plan_id, deferred)
+    if guard.tripped:
+        raise ApplyHalted(result, pending=pending, share=share, min_sample=guard.min_sample)
     return result

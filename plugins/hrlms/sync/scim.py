@@ -1,19 +1,50 @@
 """A small SCIM 2.0 client for the operations hrlms sends (RFC 7644), payloads built with scim2-models.
 
-Why not a generic client: we need exact control of what is retried. GET/PATCH are idempotent and are
-retried by urllib3 (with backoff, honouring Retry-After on 429/503); POST is not retried blindly —
-a lost response could mean the user exists, so the caller looks it up by externalId first.
+Why not a generic client: we need exact control of what is retried. The transport:
+
+- **Timeouts** on every request (connect, read): `HRLMS_LMS_CONNECT_TIMEOUT` (default 5 s) and
+  `HRLMS_LMS_READ_TIMEOUT` (default 30 s).
+- **One `requests.Session`** per client, its connection pool shared by the client's threads
+  (note: scim2-server's wsgiref server answers HTTP/1.0 and closes every connection, so reuse only
+  pays off with a keep-alive LMS).
+- **Retries in this module, not in urllib3** (urllib3 is set to retry nothing): up to
+  `HRLMS_LMS_MAX_ATTEMPTS` attempts (default 4), exponential backoff with jitter (0.5 s, 1 s, 2 s…,
+  each drawn from [d/2, d], capped at 20 s). Every attempt takes a token from the rate limiter.
+  urllib3's own Retry did honour Retry-After, but only for GET/PATCH/PUT, without any cap (a
+  `Retry-After: 86400` would park a worker thread, its ops claimed, for a day) and behind any
+  client-side rate limit; so it is not used.
+- **What is retried.** Idempotent requests (GET, PUT, PATCH — our PATCHes replace values, add members
+  that may already be there or remove members by filter — and a POST /Bulk made only of PATCHes):
+  on 429, 500, 502, 503, 504, timeouts and broken connections. Non-idempotent requests (POST
+  /Users, POST /Groups, a POST /Bulk carrying creates): only when the LMS cannot have acted on
+  them — a 429 (the request was refused) or a connection that was never established. After a lost
+  response, a 5xx or a timeout their outcome is unknown: the caller escrows them, and the next
+  attempt looks the resource up by externalId before creating it again (see hrlms.sync.apply).
+- **Retry-After** (seconds or an HTTP date) is honoured on 429/503: the retry waits at least that
+  long; after a 429 *every* thread of the client waits (the LMS rate-limits the client, not the
+  thread). A Retry-After beyond `HRLMS_LMS_MAX_RETRY_AFTER` (default 60 s) is not waited for: the
+  error goes back to the caller (escrow, with next_attempt_at no earlier than the LMS asked).
+- **Client-side rate limit**: a token bucket shared by the client's threads, `HRLMS_LMS_MAX_RPS`
+  requests per second (default 0 = unlimited; bursts of up to one second's worth).
+- `ScimClient.stats` counts attempts, retries (by reason) and time spent waiting.
+
 The bearer token comes from the `hrlms_lms` connection / env and is never logged.
 """
 from __future__ import annotations
 
+import email.utils
 import os
+import random
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
 from scim2_models import Context, Email, EnterpriseUser, Group, GroupMember, Name, PatchOp, PatchOperation, User
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
 LMS_CONN_ID = "hrlms_lms"
@@ -37,8 +68,9 @@ USER_ATTRIBUTES = tuple(k for k in ATTRIBUTE_PATHS if k != "is_active")
 
 
 class ScimError(Exception):
-    def __init__(self, status: int | None, message: str):
+    def __init__(self, status: int | None, message: str, *, retry_after: float | None = None):
         self.status = status
+        self.retry_after = retry_after     # seconds the LMS asked us to wait (Retry-After), if it did
         super().__init__(f"SCIM {status}: {message}" if status else f"SCIM: {message}")
 
     @property
@@ -51,30 +83,54 @@ class Conflict(ScimError):
     pass
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+# Statuses worth retrying for an idempotent request; a non-idempotent one only on REFUSED (the LMS
+# did not act on it: RFC 6585 §4, 429 Too Many Requests).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REFUSED_STATUSES = frozenset({429})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+
+
 @dataclass(frozen=True)
 class LmsConfig:
+    """Where the LMS is, plus the transport knobs. None = the env var's value (see the module doc)."""
     base_url: str
     token: str
     timeout: tuple[float, float] = (5.0, 30.0)
     verify_tls: bool = True
+    max_attempts: int | None = None        # HRLMS_LMS_MAX_ATTEMPTS, default 4 (1 = no retry)
+    max_rps: float | None = None           # HRLMS_LMS_MAX_RPS, default 0 = unlimited
+    max_retry_after: float | None = None   # HRLMS_LMS_MAX_RETRY_AFTER, default 60 s
+    backoff_base: float = 0.5              # first retry after 0.25–0.5 s, then doubling…
+    backoff_max: float = 20.0              # …up to 10–20 s
 
     def __repr__(self) -> str:  # never show the token
         return f"LmsConfig(base_url={self.base_url!r}, token=***)"
 
 
 def lms_config_from_env() -> LmsConfig:
-    """`HRLMS_LMS_URL` + `HRLMS_LMS_TOKEN`, else the Airflow connection `hrlms_lms` (host, password)."""
+    """`HRLMS_LMS_URL` + `HRLMS_LMS_TOKEN`, else the Airflow connection `hrlms_lms` (host, password).
+    Timeouts: `HRLMS_LMS_CONNECT_TIMEOUT` (5 s), `HRLMS_LMS_READ_TIMEOUT` (30 s)."""
     verify = os.environ.get("HRLMS_LMS_VERIFY_TLS", "true").lower() not in ("0", "false", "no")
+    timeout = (_env_float("HRLMS_LMS_CONNECT_TIMEOUT", 5.0), _env_float("HRLMS_LMS_READ_TIMEOUT", 30.0))
     url = os.environ.get("HRLMS_LMS_URL")
     if url:
-        return LmsConfig(url.rstrip("/"), os.environ.get("HRLMS_LMS_TOKEN", ""), verify_tls=verify)
+        return LmsConfig(url.rstrip("/"), os.environ.get("HRLMS_LMS_TOKEN", ""), timeout=timeout,
+                         verify_tls=verify)
     from airflow.sdk import Connection
 
     conn = Connection.get(LMS_CONN_ID)
     host = conn.host or ""
     if "://" not in host:
         host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
-    return LmsConfig(host.rstrip("/"), conn.password or "", verify_tls=verify)
+    return LmsConfig(host.rstrip("/"), conn.password or "", timeout=timeout, verify_tls=verify)
 
 
 def user_resource(desired: dict[str, Any]) -> dict[str, Any]:
@@ -151,13 +207,110 @@ def remove_members_body(member_lms_ids: list[str]) -> dict[str, Any]:
     return PatchOp[Group](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
 
 
+class RateLimiter:
+    """Token bucket shared by every thread of a client: `rate` requests per second (0 = unlimited),
+    bursts of up to `burst` (default one second's worth). Callers reserve a token and sleep outside
+    the lock, so waiting threads are served in arrival order. `hold(s)` makes every caller wait until
+    s seconds from now (a 429's Retry-After applies to the whole client)."""
+
+    def __init__(self, rate: float = 0.0, burst: float | None = None):
+        self.rate = max(0.0, float(rate))
+        self.burst = float(burst) if burst else max(1.0, self.rate)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._hold_until = 0.0
+        self._lock = threading.Lock()
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._hold_until = max(self._hold_until, time.monotonic() + seconds)
+
+    def acquire(self) -> float:
+        """Take one token, sleeping as long as needed; returns the seconds slept."""
+        with self._lock:
+            now = time.monotonic()
+            wait = max(0.0, self._hold_until - now)
+            if self.rate > 0:
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                self._tokens -= 1.0
+                if self._tokens < 0:
+                    wait = max(wait, -self._tokens / self.rate)
+        if wait > 0:
+            time.sleep(wait)
+        return wait
+
+
+class TransportStats:
+    """Thread-safe counters of what the client did on the wire."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.attempts = 0              # HTTP requests sent (first tries + retries)
+        self.retries: Counter = Counter()   # retries by reason ("429", "503", "ReadTimeout"…)
+        self.gave_up: Counter = Counter()   # errors handed back to the caller after retrying, by reason
+        self.waited_s = 0.0            # seconds spent in backoff / Retry-After / rate limit
+
+    def add(self, *, attempts: int = 0, retry: str | None = None, gave_up: str | None = None,
+            waited: float = 0.0) -> None:
+        with self._lock:
+            self.attempts += attempts
+            self.waited_s += waited
+            if retry:
+                self.retries[retry] += 1
+            if gave_up:
+                self.gave_up[gave_up] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {"attempts": self.attempts, "retries": sum(self.retries.values()),
+                    "retries_by_reason": dict(self.retries), "gave_up": dict(self.gave_up),
+                    "waited_s": round(self.waited_s, 2)}
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: delay-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent
+    or unparseable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True only when no connection was established, so the LMS cannot have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.ConnectionError) and exc.args:
+        reason = getattr(exc.args[0], "reason", None)   # urllib3 MaxRetryError(reason=…)
+        return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+    return False
+
+
 class ScimClient:
     def __init__(self, config: LmsConfig, pool_size: int = 8):
         self.config = config
+        self.max_attempts = max(1, int(config.max_attempts if config.max_attempts is not None
+                                        else _env_float("HRLMS_LMS_MAX_ATTEMPTS", 4)))
+        self.max_retry_after = (config.max_retry_after if config.max_retry_after is not None
+                                else _env_float("HRLMS_LMS_MAX_RETRY_AFTER", 60.0))
+        rate = config.max_rps if config.max_rps is not None else _env_float("HRLMS_LMS_MAX_RPS", 0.0)
+        self.limiter = RateLimiter(rate)
+        self.stats = TransportStats()
+        self._random = random.Random()
         self.session = requests.Session()
-        retry = Retry(total=4, connect=4, read=2, status=4, backoff_factor=0.5, backoff_jitter=0.3,
-                      status_forcelist=(429, 502, 503, 504), allowed_methods=("GET", "PATCH", "PUT"),
-                      respect_retry_after_header=True, raise_on_status=False)
+        # urllib3 retries nothing: every attempt goes through _request (rate limit, Retry-After, what is safe).
+        retry = Retry(total=0, read=False, redirect=False, status=0, other=0, raise_on_status=False)
         adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -174,11 +327,51 @@ class ScimClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kw) -> requests.Response:
-        try:
-            return self.session.request(method, self.config.base_url + path, timeout=self.config.timeout, **kw)
-        except requests.RequestException as exc:
-            raise ScimError(None, f"{method} {path}: {type(exc).__name__}") from None
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: drawn from [d/2, d], d = base × 2^(attempt-1), capped."""
+        d = min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1))
+        return d / 2 + self._random.uniform(0, d / 2)
+
+    def _request(self, method: str, path: str, *, idempotent: bool | None = None, **kw) -> requests.Response:
+        """Send with retries (see the module doc). Returns the last response — the caller turns a
+        non-2xx into a ScimError — or raises ScimError(None) when no response came back."""
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
+        attempt = 0
+        while True:
+            attempt += 1
+            waited = self.limiter.acquire()
+            self.stats.add(attempts=1, waited=waited)
+            last = attempt >= self.max_attempts
+            try:
+                resp = self.session.request(method, self.config.base_url + path, timeout=self.config.timeout, **kw)
+            except requests.RequestException as exc:
+                reason, unsent = type(exc).__name__, _never_sent(exc)
+                if not last and (idempotent or unsent):
+                    self._pause(self._backoff(attempt), reason)
+                    continue
+                self.stats.add(gave_up=reason)
+                maybe = "" if idempotent or unsent else " (outcome unknown: the LMS may have acted on it)"
+                raise ScimError(None, f"{method} {path}: {reason} after {attempt} attempt(s){maybe}") from None
+            status = resp.status_code
+            if status not in RETRY_STATUSES or not (idempotent or status in REFUSED_STATUSES):
+                return resp
+            retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status in (429, 503) else None
+            if last or (retry_after is not None and retry_after > self.max_retry_after):
+                self.stats.add(gave_up=str(status))
+                return resp
+            resp.close()
+            if retry_after is None:
+                self._pause(self._backoff(attempt), str(status))
+            elif status == 429:    # the whole client slows down, this thread included (in acquire)
+                self.limiter.hold(retry_after)
+                self.stats.add(retry=str(status))
+            else:
+                self._pause(retry_after, str(status))
+
+    def _pause(self, seconds: float, reason: str) -> None:
+        self.stats.add(retry=reason, waited=seconds)
+        time.sleep(seconds)
 
     @staticmethod
     def _error(resp: requests.Response, what: str) -> ScimError:
@@ -187,7 +380,7 @@ class ScimClient:
         except ValueError:
             detail = resp.text[:200]
         cls = Conflict if resp.status_code == 409 else ScimError
-        return cls(resp.status_code, f"{what}: {detail}")
+        return cls(resp.status_code, f"{what}: {detail}", retry_after=parse_retry_after(resp.headers.get("Retry-After")))
 
     def service_provider_config(self) -> dict[str, Any]:
         resp = self._request("GET", "/ServiceProviderConfig")
@@ -205,7 +398,9 @@ class ScimClient:
     def bulk(self, operations: list[dict[str, Any]]) -> list[tuple[int, str | None, str | None]]:
         """POST /Bulk; per operation (status, resource id, error detail), in request order."""
         body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": operations}
-        resp = self._request("POST", "/Bulk", json=body)
+        # Only PATCHes (idempotent here): safe to resend after a lost response. With creates: not.
+        idempotent = all(str(op.get("method", "")).upper() in IDEMPOTENT_METHODS for op in operations)
+        resp = self._request("POST", "/Bulk", idempotent=idempotent, json=body)
         if resp.status_code != 200:
             raise self._error(resp, "POST /Bulk")
         results = resp.json().get("Operations") or []
