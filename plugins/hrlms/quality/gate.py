@@ -255,9 +255,14 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
     if entity == "workers" and not result.batch_failures:
         q_lines = {k[0] for k in quarantine}
         if snap["rows"] and len(q_lines) > max_quarantine_share * snap["rows"]:
+            by_check: dict[str, int] = {}
+            for q in quarantine.values():     # (…, rule, record_key, field, …): which checks, on which fields
+                name = f"{q[3]} ({snap['columns'].get(q[5], q[5])})" if q[5] else q[3]
+                by_check[name] = by_check.get(name, 0) + 1
+            top = ", ".join(f"{n} × {name}" for name, n in sorted(by_check.items(), key=lambda x: -x[1])[:3])
             result.batch_failures.append(
                 f"{snap['source']}: {len(q_lines)} of {snap['rows']} rows failed row checks "
-                f"(limit {max_quarantine_share:.0%}): is the mapping right for this file?")
+                f"(limit {max_quarantine_share:.0%}; mostly {top}): is the mapping right for this file?")
             gate_rows = [(s, n, False if n == "workers_batch" else ok, st, f) for s, n, ok, st, f in gate_rows]
 
     gate_rows.append((snapshot_id, "snapshot_hold", result_hold is None, json.dumps({"previous_rows": prev}),

@@ -48,13 +48,23 @@ def workers_rows() -> list:
         gxe.ExpectColumnValuesToBeNull(
             column="unparseable_date_field",
             meta=_m("unparseable_date", "", "A date does not match the export's date format")),
-        gxe.ExpectColumnValuesToBeBetween(
-            column="hire_date", min_value="1900-01-01", max_value="2100-12-31",
-            meta=_m("implausible_date", "hire_date", "Hire date is before 1900 or after 2100")),
+        # every date that moves an account: a typo'd start date (2202) or an end date of 9999/2200 would
+        # otherwise decide who has access
+        *(gxe.ExpectColumnValuesToBeBetween(
+            column=col, min_value="1900-01-01", max_value="2100-12-31",
+            meta=_m("implausible_date", col, f"{label} is before 1900 or after 2100"))
+          for col, label in (("hire_date", "Hire date"), ("start_date", "Start date"),
+                             ("termination_date", "Termination date"), ("last_day_of_work", "Last day of work"))),
         gxe.ExpectColumnValuesToBeInSet(
             column="employment_status", value_set=EMPLOYMENT_STATUSES,
             meta=_m("unknown_status", "employment_status",
                     "Employment status is not one the mapping knows (add it to value_maps)")),
+        # a last day of work before the hire date (e.g. a 1900-01-01 placeholder) would deactivate the account;
+        # before the termination check, so a row with both reports the termination date (one entry per rule)
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="last_day_of_work", column_B="hire_date", or_equal=True,
+            ignore_row_if="either_value_is_missing",
+            meta=_m("termination_before_hire", "last_day_of_work", "Last day of work is before the hire date")),
         gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="termination_date", column_B="hire_date", or_equal=True,
             ignore_row_if="either_value_is_missing",

@@ -10,6 +10,7 @@ import codecs
 import csv
 import hashlib
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -22,6 +23,11 @@ from hrlms.warehouse.load import IngestError, LoadResult, SnapshotMeta, copy_csv
 
 CHUNK = 1 << 20
 BOM = codecs.BOM_UTF8
+# Files that are recognisably something else than text (the first bytes say so).
+_NOT_TEXT = ((b"PK\x03\x04", "the file is a ZIP archive (an Excel .xlsx workbook saved as .csv?)"),
+             (b"\xd0\xcf\x11\xe0", "the file is an OLE2 document (an Excel .xls workbook saved as .csv?)"),
+             (codecs.BOM_UTF16_LE, "the file is UTF-16 encoded (it starts with a UTF-16 byte-order mark)"),
+             (codecs.BOM_UTF16_BE, "the file is UTF-16 encoded (it starts with a UTF-16 byte-order mark)"))
 
 
 def landing_path(landing_dir: str | Path, em: EntityMapping, logical_date: date) -> Path:
@@ -37,14 +43,50 @@ def sha256_file(path: Path) -> str:
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
+    """The file's bytes, without blank lines at its very end (an export artefact COPY would reject as a
+    row with missing fields); line numbers are unchanged."""
+    held = b""
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
-            yield chunk
+            chunk = held + chunk
+            body = chunk.rstrip(b"\r\n")
+            held = chunk[len(body):]
+            if body:
+                yield body
+    if held:
+        yield held[:2] if held.startswith(b"\r\n") else held[:1]   # the last line's own line end
+
+
+def _unterminated_quote_line(path: Path, em: EntityMapping) -> int | None:
+    """The line where the record with the unclosed quote starts (COPY reports the end of the file)."""
+    with path.open("r", encoding=em.encoding, errors="replace", newline="") as f:
+        reader = csv.reader(f, delimiter=em.delimiter, strict=True)
+        start = 1
+        try:
+            for _row in reader:
+                start = reader.line_num + 1
+        except csv.Error:
+            return start
+    return None
+
+
+def _line_is_blank(path: Path, line_no: int) -> bool:
+    with path.open("rb") as f:
+        line = next(itertools.islice(f, line_no - 1, None), None)
+    return line is not None and not line.strip()
 
 
 def match_columns(source: str, em: EntityMapping, header: list[str]) -> tuple[list[str | None], dict[str, str]]:
     """Map the file's header to canonical fields. Returns (canonical per file column, canonical->source)."""
     by_norm = {h.strip().lower(): i for i, h in enumerate(header)}
+    mapped = {s.strip().lower() for s in em.columns.values()}
+    seen: set[str] = set()
+    for h in header:     # two columns with a mapped name: which one holds the data is anyone's guess
+        norm = h.strip().lower()
+        if norm in seen and norm in mapped:
+            raise IngestError(source, f"column '{h.strip()}' appears more than once in the header", line=1,
+                              field=h.strip())
+        seen.add(norm)
     per_column: list[str | None] = [None] * len(header)
     present: dict[str, str] = {}
     missing = []
@@ -65,6 +107,8 @@ def match_columns(source: str, em: EntityMapping, header: list[str]) -> tuple[li
                 if d != em.delimiter and d in header[0]:
                     hint = f" — the header looks {d!r}-delimited but the mapping says {em.delimiter!r} (wrong delimiter?)"
                     break
+        if not hint and not present:
+            hint = " — no column of the mapping is in it (no header line, or not this export?)"
         raise IngestError(source, f"required column(s) missing: {', '.join(missing)}; "
                                   f"header has {len(header)} column(s){hint}", line=1, field=missing[0])
     return per_column, present
@@ -78,11 +122,38 @@ def read_csv_header(path: Path, em: EntityMapping) -> list[str]:
         raise IngestError(source, "file is empty (no header line)" if not first else "header line is blank", line=1)
     if first.startswith(BOM):
         first = first[len(BOM):]
+    for magic, what in _NOT_TEXT:
+        if first.startswith(magic):
+            raise IngestError(source, f"{what}, not a {em.encoding} CSV export", line=1)
+    if b"\x00" in first:
+        raise IngestError(source, f"the header contains NUL bytes: UTF-16 or binary data, not a {em.encoding} "
+                                  f"CSV export", line=1)
     try:
         text = first.decode(em.encoding)
     except UnicodeDecodeError as exc:
         raise IngestError(source, f"header is not valid {em.encoding} (byte {exc.start}): wrong encoding?", line=1) from None
-    return next(csv.reader(io.StringIO(text), delimiter=em.delimiter))
+    try:
+        return next(csv.reader(io.StringIO(text), delimiter=em.delimiter))
+    except csv.Error as exc:
+        hint = (" — the lines end in a carriage return (CR) alone; export with LF or CRLF line ends"
+                if "\r" in text.rstrip("\r\n") else "")
+        raise IngestError(source, f"the header cannot be read as CSV: {exc}{hint}", line=1) from None
+
+
+def _check_columns_kept(conn: psycopg.Connection, source: str, em: EntityMapping, mapping_name: str,
+                        present: dict[str, str]) -> None:
+    """A mapped column that the previous file of this export had and this one lacks would blank that
+    attribute for everyone (titles, managers…): reject; removing it from the mapping is the deliberate way."""
+    row = conn.execute(
+        """select source_columns from raw_hris.snapshots where entity = %s and mapping_name = %s
+           and source_kind = 'file' order by snapshot_id desc limit 1""", (em.entity, mapping_name)).fetchone()
+    lost = [c for c in (row[0] if row else {}) if c in em.columns and c not in present]
+    if lost:
+        names = ", ".join(f"{em.columns[c]} ({c})" for c in lost)
+        raise IngestError(source, f"column(s) {names} were in the previous file of this export but are missing from "
+                                  f"this one: their values would be blanked for everyone. Restore them in the export, "
+                                  f"or remove them from the mapping if they are gone for good",
+                          line=1, field=f"{em.columns[lost[0]]} ({lost[0]})")
 
 
 def _check_encoding(path: Path, encoding: str) -> None:
@@ -123,10 +194,23 @@ def ingest_file(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
         return _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at)
     header = read_csv_header(path, em)
     per_column, present = match_columns(source, em, header)
+    _check_columns_kept(conn, source, em, mapping_name, present)
     _check_encoding(path, em.encoding)
     meta = SnapshotMeta(em.entity, "file", source, checksum, mapping_name, em.hints(), present,
                         logical_date, extracted_at)
-    return copy_csv(conn, meta, _chunks(path), per_column, em.delimiter, em.encoding)
+    try:
+        return copy_csv(conn, meta, _chunks(path), per_column, em.delimiter, em.encoding)
+    except IngestError as exc:     # COPY's own words, made specific where they mislead
+        if "unterminated CSV quoted field" in exc.detail:
+            start = _unterminated_quote_line(path, em)
+            if start is not None:
+                raise IngestError(source, f"unterminated CSV quoted field: the quote opened on line {start} is "
+                                          f"never closed (the rest of the file was read as one value)",
+                                  line=start) from None
+        elif "missing data for column" in exc.detail and exc.line and _line_is_blank(path, exc.line):
+            raise IngestError(source, "the line is blank: missing data for every column after the first "
+                                      "(rows lost in the export?)", line=exc.line) from None
+        raise
 
 
 def _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at) -> LoadResult:
