@@ -10,10 +10,11 @@ DEFAULT_MAPPING = Path(__file__).resolve().parent / "mappings" / "synthetic_hr.y
 DEFAULT_RULES = Path(__file__).resolve().parent / "rules" / "learning_rules.yaml"
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
+def env_float(name: str, default: float) -> float:
+    """A numeric setting from the environment (blank = default); a clear error names the variable."""
+    raw = (os.environ.get(name) or "").strip()
     try:
-        return float(raw) if raw not in (None, "") else default
+        return float(raw) if raw else default
     except ValueError:
         raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
 
@@ -43,11 +44,11 @@ class Settings:
             source=source,
             landing_dir=Path(os.environ.get("HRLMS_LANDING_DIR") or REPO_ROOT / ".local" / "landing"),
             reports_dir=reports_dir,
-            max_drop_share=_float("HRLMS_MAX_DROP_SHARE", 0.2),
-            max_quarantine_share=_float("HRLMS_MAX_QUARANTINE_SHARE", 0.2),
-            lms_concurrency=int(_float("HRLMS_LMS_CONCURRENCY", 4)),
-            lms_batch_size=int(_float("HRLMS_LMS_BATCH_SIZE", 500)),
+            max_drop_share=env_float("HRLMS_MAX_DROP_SHARE", 0.2),
+            max_quarantine_share=env_float("HRLMS_MAX_QUARANTINE_SHARE", 0.2),
+            lms_concurrency=int(env_float("HRLMS_LMS_CONCURRENCY", 4)),
+            lms_batch_size=int(env_float("HRLMS_LMS_BATCH_SIZE", 500)),
             learning_rules=Path(os.environ.get("HRLMS_LEARNING_RULES") or DEFAULT_RULES),
             export_dir=Path(os.environ.get("HRLMS_EXPORT_DIR") or reports_dir / "exports"),
-            xapi_page_size=int(_float("HRLMS_XAPI_PAGE_SIZE", 1000)),
+            xapi_page_size=int(env_float("HRLMS_XAPI_PAGE_SIZE", 1000)),
         )

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +49,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from hrlms.settings import env_float
 from hrlms.sync.plan import USER_OP_TYPES
 from hrlms.sync.scim import (
     USER_ATTRIBUTES,
@@ -111,13 +111,6 @@ class ApplyHalted(RuntimeError):
             f"(escrow {result.escrow}, dead letters {result.dead_letter}; limit {share:.0%} once "
             f"{min_sample} were attempted); applied {result.writes}, left pending {pending}")
 
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
 class _FailureGuard:
@@ -549,10 +542,10 @@ def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, ba
     single requests at a time. Raises ApplyHalted on mass failure (see the module doc); settings
     default to HRLMS_MAX_FAILURE_SHARE (0.4), HRLMS_MIN_FAILURE_SAMPLE (20), HRLMS_ESCROW_BASE_SECONDS
     (60) and HRLMS_ESCROW_MAX_SECONDS (86400)."""
-    share = max_failure_share if max_failure_share is not None else _env_number("HRLMS_MAX_FAILURE_SHARE", 0.4)
+    share = max_failure_share if max_failure_share is not None else env_float("HRLMS_MAX_FAILURE_SHARE", 0.4)
     sample = int(min_failure_sample if min_failure_sample is not None
-                 else _env_number("HRLMS_MIN_FAILURE_SAMPLE", 20))
-    backoff = (_env_number("HRLMS_ESCROW_BASE_SECONDS", 60.0), _env_number("HRLMS_ESCROW_MAX_SECONDS", 86400.0))
+                 else env_float("HRLMS_MIN_FAILURE_SAMPLE", 20))
+    backoff = (env_float("HRLMS_ESCROW_BASE_SECONDS", 60.0), env_float("HRLMS_ESCROW_MAX_SECONDS", 86400.0))
     guard = _FailureGuard(share, max(1, sample))
     result = ApplyResult(plan_id)
     limits = client.bulk_limits() if use_bulk else None

@@ -15,12 +15,12 @@ HRLMS_MAX_DROP_SHARE (a truncated export must not deactivate anyone without a pe
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from hrlms.settings import env_float
 
 SAMPLES_PER_OP_TYPE = 5
 
@@ -40,13 +40,6 @@ class PlanDecisionError(ValueError):
     """An approval/rejection that cannot be honoured (unknown, superseded, already decided plan)."""
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        return float(raw) if raw not in (None, "") else default
-    except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
-
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -56,8 +49,8 @@ class Thresholds:
 
     @classmethod
     def from_env(cls) -> Thresholds:
-        return cls(_env_float("HRLMS_BREAKER_MAX_SHARE", 0.05), int(_env_float("HRLMS_BREAKER_MAX_COUNT", 500)),
-                   int(_env_float("HRLMS_BREAKER_MIN_COUNT", 10)))
+        return cls(env_float("HRLMS_BREAKER_MAX_SHARE", 0.05), int(env_float("HRLMS_BREAKER_MAX_COUNT", 500)),
+                   int(env_float("HRLMS_BREAKER_MIN_COUNT", 10)))
 
     def trips(self, count: int, base: int) -> bool:
         return count > self.max_count or (count > self.min_count and count > self.max_share * max(base, 0))

@@ -46,6 +46,7 @@ from requests.adapters import HTTPAdapter
 from scim2_models import Context, Email, EnterpriseUser, Group, GroupMember, Name, PatchOp, PatchOperation, User
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
+from hrlms.settings import env_float
 
 LMS_CONN_ID = "hrlms_lms"
 SCIM_JSON = "application/scim+json"
@@ -83,13 +84,6 @@ class Conflict(ScimError):
     pass
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-
 
 # Statuses worth retrying for an idempotent request; a non-idempotent one only on REFUSED (the LMS
 # did not act on it: RFC 6585 §4, 429 Too Many Requests).
@@ -119,7 +113,7 @@ def lms_config_from_env() -> LmsConfig:
     """`HRLMS_LMS_URL` + `HRLMS_LMS_TOKEN`, else the Airflow connection `hrlms_lms` (host, password).
     Timeouts: `HRLMS_LMS_CONNECT_TIMEOUT` (5 s), `HRLMS_LMS_READ_TIMEOUT` (30 s)."""
     verify = os.environ.get("HRLMS_LMS_VERIFY_TLS", "true").lower() not in ("0", "false", "no")
-    timeout = (_env_float("HRLMS_LMS_CONNECT_TIMEOUT", 5.0), _env_float("HRLMS_LMS_READ_TIMEOUT", 30.0))
+    timeout = (env_float("HRLMS_LMS_CONNECT_TIMEOUT", 5.0), env_float("HRLMS_LMS_READ_TIMEOUT", 30.0))
     url = os.environ.get("HRLMS_LMS_URL")
     if url:
         return LmsConfig(url.rstrip("/"), os.environ.get("HRLMS_LMS_TOKEN", ""), timeout=timeout,
@@ -301,10 +295,10 @@ class ScimClient:
     def __init__(self, config: LmsConfig, pool_size: int = 8):
         self.config = config
         self.max_attempts = max(1, int(config.max_attempts if config.max_attempts is not None
-                                        else _env_float("HRLMS_LMS_MAX_ATTEMPTS", 4)))
+                                        else env_float("HRLMS_LMS_MAX_ATTEMPTS", 4)))
         self.max_retry_after = (config.max_retry_after if config.max_retry_after is not None
-                                else _env_float("HRLMS_LMS_MAX_RETRY_AFTER", 60.0))
-        rate = config.max_rps if config.max_rps is not None else _env_float("HRLMS_LMS_MAX_RPS", 0.0)
+                                else env_float("HRLMS_LMS_MAX_RETRY_AFTER", 60.0))
+        rate = config.max_rps if config.max_rps is not None else env_float("HRLMS_LMS_MAX_RPS", 0.0)
         self.limiter = RateLimiter(rate)
         self.stats = TransportStats()
         self._random = random.Random()
