@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from hrlms.quality.suites import SUITES
+from hrlms.settings import env_float
 from hrlms.sources.mapping import KEY_FIELD
 from hrlms.warehouse.db import sqlalchemy_url
 
@@ -149,14 +150,71 @@ def _run_suite(ctx, suite_name: str, params: dict, run_name: str, key: str):
     )
 
 
-def build_docs(ctx, run_names: list[str]) -> None:
-    """Render these runs' validation results (not every result ever stored) and refresh the index."""
+KEEP_VAR = "HRLMS_GX_KEEP_RESULTS"
+DOCS_SITE = "local_site"
+
+
+def keep_results_from_env() -> int:
+    """HRLMS_GX_KEEP_RESULTS (default 30): validation results kept per suite in the GX store, and so
+    pages in the Data Docs; 0 keeps all. Older ones go: dq.gate_runs / dq.quarantine hold every
+    snapshot's outcome, the GX JSON only repeats it, and unpruned it grows by a few files per run forever."""
+    keep = env_float(KEEP_VAR, 30)
+    if keep < 0 or keep != int(keep):
+        raise ValueError(f"environment variable {KEEP_VAR}={os.environ.get(KEEP_VAR)!r} is not a whole number >= 0")
+    return int(keep)
+
+
+def build_docs(ctx, run_names: list[str], keep: int | None = None) -> list:
+    """Render this run's validation results only, drop results beyond the newest `keep` per suite (None =
+    HRLMS_GX_KEEP_RESULTS), and rebuild the index over what is kept. Returns the rendered result keys.
+
+    "This run's" = the newest stored result per suite and run name: a run name recurs (a snapshot gated
+    again, snapshot ids restarting in a rebuilt warehouse) and the older results under it are earlier
+    runs, rendered when they ran. Rendering every result with the name (as before) cost ~1 s per stored
+    result once they piled up; the index still reads every kept result, hence the retention."""
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
     ctx = ctx or get_context()
-    keys = [k for k in ctx.validation_results_store.list_keys() if k.run_id.run_name in run_names]
+    keep = keep_results_from_env() if keep is None else keep
+    store = ctx.validation_results_store
+    by_suite: dict[str, list] = {}
+    for key in store.list_keys():
+        by_suite.setdefault(key.expectation_suite_identifier.name, []).append(key)
+    current, dropped = [], []
+    for keys in by_suite.values():
+        keys.sort(key=lambda k: k.run_id.run_time, reverse=True)
+        seen: set[str] = set()
+        for k in keys:
+            if k.run_id.run_name in run_names and k.run_id.run_name not in seen:
+                seen.add(k.run_id.run_name)
+                current.append(k)
+        if keep:
+            dropped += [k for k in keys[keep:] if k not in current]
+    for key in dropped:
+        try:
+            store.remove_key(key)
+        except OSError as err:          # a concurrent gate pruned it first
+            log.debug("validation result %s already gone: %s", key, err)
     suites = [ExpectationSuiteIdentifier(name=n) for n in SUITES]
-    ctx.build_data_docs(resource_identifiers=keys + suites)
+    # The index drops the pages of removed results itself (skip_and_clean_missing).
+    ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=current + suites)
+    if dropped:
+        site = ctx.variables.data_docs_sites[DOCS_SITE]["store_backend"]["base_directory"]
+        for base in (Path(store.store_backend.full_base_directory), Path(ctx.root_directory) / site / "validations"):
+            _remove_empty_dirs(base)
+    return current
+
+
+def _remove_empty_dirs(base: Path) -> None:
+    """GX's TupleFilesystemStoreBackend.remove_key means to remove the emptied suite/run/time folders
+    (`rrmdir`) but never does (`not Path.iterdir()` is always False), so one empty folder per dropped
+    result would pile up instead: remove them here, by file operations, as no GX API does."""
+    for dirpath, _dirnames, _filenames in os.walk(base, topdown=False):
+        if Path(dirpath) != base and not os.listdir(dirpath):   # listed afresh: children may be gone now
+            try:
+                os.rmdir(dirpath)
+            except OSError:             # refilled meanwhile by a concurrent gate
+                pass
 
 
 def _describe(meta: dict, res: Any, snap: dict) -> str:
