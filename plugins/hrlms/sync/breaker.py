@@ -10,8 +10,19 @@ held one (the newer plan is evaluated again); approving a superseded or rejected
 Thresholds (env): a plan is held when deactivations exceed HRLMS_BREAKER_MAX_COUNT (default 500), or
 exceed both HRLMS_BREAKER_MIN_COUNT (default 10: a handful of leavers in a small company is normal) and
 HRLMS_BREAKER_MAX_SHARE (default 0.05) of the active accounts we hold; the same for memberships removed
-(share of the memberships we hold); and whenever the gate flagged the snapshot as shrunk beyond
-HRLMS_MAX_DROP_SHARE (a truncated export must not deactivate anyone without a person saying so).
+(share of the memberships we hold); the same, per user attribute, for values blanked; and whenever
+the gate flagged the snapshot as shrunk beyond HRLMS_MAX_DROP_SHARE (a truncated export must not
+deactivate anyone without a person saying so).
+
+Blanking: an export that empties a column in every row (all job titles, all departments) plans one
+update_user per person that wipes that attribute in the LMS — no deactivation at all. So, per
+attribute of USER_ATTRIBUTES, the breaker counts the update_user ops that would set a value we hold as
+non-empty (sync.applied_users) to empty (null or blank), and compares it with the active accounts that
+hold a non-empty value for that attribute (the people who can lose it: an attribute only some people
+have is measured against them, not against everybody). The manager counts too: set_manager ops that
+remove a manager we set because HR names none (payload hr_manager_person_id null); a manager removed
+because the manager left or holds no account is not counted — that follows from a deactivation, which
+is measured above. Reactivations are not counted (their accounts are inactive, outside the base).
 """
 from __future__ import annotations
 
@@ -21,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 from hrlms.settings import env_float
+from hrlms.sync.scim import USER_ATTRIBUTES
 
 SAMPLES_PER_OP_TYPE = 5
 
@@ -63,6 +75,46 @@ class Verdict:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
+def _filled(expr: str) -> str:
+    return f"nullif(btrim({expr}), '') is not null"
+
+
+def _empty(expr: str) -> str:
+    return f"nullif(btrim({expr}), '') is null"
+
+
+def _blanks(attr: str) -> str:
+    value = f"o.payload ->> '{attr}'"
+    return (f"count(*) filter (where o.op_type = 'update_user' and '{attr}' = any(o.changed_fields) "
+            f"and {_empty(value)} and {_filled('a.' + attr)})")
+
+
+# One pass over the plan's update_user / set_manager ops joined to what we hold, one count per attribute:
+# the ops that would turn a non-empty value into an empty one.
+_BLANKED_SQL = f"""
+    select {', '.join(_blanks(c) for c in USER_ATTRIBUTES)},
+        count(*) filter (where o.op_type = 'set_manager' and o.payload ->> 'manager_person_id' is null
+                         and o.payload ->> 'hr_manager_person_id' is null and {_filled('a.manager_person_id')})
+    from sync.ops o
+    join sync.applied_users a on a.person_id = o.person_id
+    where o.plan_id = %s and o.op_type in ('update_user', 'set_manager') and a.is_active
+"""
+# Per attribute, the active accounts holding a non-empty value (the base of the share).
+_FILLED_SQL = f"""
+    select {', '.join(f"count(*) filter (where {_filled(c)})" for c in USER_ATTRIBUTES + ('manager_person_id',))}
+    from sync.applied_users where is_active
+"""
+
+
+def blanked(conn: psycopg.Connection, plan_id: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per attribute: (values the plan would blank, active accounts holding a value). The manager is
+    keyed 'manager'."""
+    names = USER_ATTRIBUTES + ("manager",)
+    counts = conn.execute(_BLANKED_SQL, (plan_id,)).fetchone()
+    filled = conn.execute(_FILLED_SQL).fetchone()
+    return dict(zip(names, counts)), dict(zip(names, filled))
+
+
 def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, thresholds: Thresholds | None = None) -> Verdict:
     """Breaker figures for a plan just inserted (same transaction as make_plan)."""
     t = thresholds or Thresholds.from_env()
@@ -85,6 +137,12 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
     if t.trips(int(removed), memberships):
         reasons.append(f"{removed} group memberships removed of {memberships} "
                        f"(limit {t.max_share:.0%} or {t.max_count})")
+    blanks, filled = blanked(conn, plan_id)
+    figures["blanked"] = {a: n for a, n in blanks.items() if n}
+    for attr, n in blanks.items():
+        if t.trips(n, filled[attr]):
+            reasons.append(f"{n} {attr} values blanked of {filled[attr]} active accounts that have one "
+                           f"(limit {t.max_share:.0%} or {t.max_count})")
     if shrink:
         detail = shrink[0][0] if isinstance(shrink[0], list) and shrink[0] else shrink[0]
         reasons.append(f"the snapshot shrank beyond the threshold ({detail.get('message', detail) if isinstance(detail, dict) else detail})")

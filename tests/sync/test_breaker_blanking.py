@@ -1,0 +1,208 @@
+"""The breaker holds a plan that blanks an attribute for many accounts (an export with an empty column):
+nothing reaches the LMS and the reason names the attribute; a few legitimate blankings are applied.
+
+The first test runs real pipeline days (ingest → staging → gate → dbt → plan → apply) against a real
+Postgres and a real scim2-server. dbt dominates its time, so the legitimate case reuses day 2's
+snapshot with the mart edited instead of a third day. The second test sets the marts directly (as
+tests/sync/test_groups_managers.py does) for the manager: HR blanking it vs. a manager who leaves."""
+from __future__ import annotations
+
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from hrlms import pipeline
+from hrlms.sync.apply import apply_plan
+from hrlms.sync.breaker import PlanHeld
+from hrlms.sync.plan import make_plan
+from hrlms.sync.scim import ENTERPRISE, LmsConfig, ScimClient
+from hrlms.warehouse import db
+
+from ..sources.hrfiles import ORG_CSV, csv_text, worker
+
+D1, D2 = date(2026, 2, 2), date(2026, 2, 3)
+N = 40
+_RESET = ("HRLMS_MAPPING", "HRLMS_MAX_DROP_SHARE", "HRLMS_MAX_QUARANTINE_SHARE", "HRLMS_MAX_GROWTH_FACTOR",
+          "HRLMS_ORG_ROLLUP_GROUPS", "HRLMS_LRS_URL", "HRLMS_EXPORT_DIR", "HRLMS_BREAKER_MAX_SHARE",
+          "HRLMS_BREAKER_MAX_COUNT", "HRLMS_BREAKER_MIN_COUNT")
+
+
+def pid(i: int) -> str:
+    return f"P{i:07d}"
+
+
+def title(i: int) -> str:
+    return "Director" if i == 1 else f"Analyst {i}"
+
+
+def q(sql: str, *args):
+    with db.connect() as c:
+        return c.execute(sql, args or None).fetchall()
+
+
+def lms(client) -> dict[str, dict]:
+    return {u["externalId"]: u for u in client.iter_users(page_size=500)}
+
+
+def versions(client) -> dict[str, str]:
+    """Every write bumps the user's meta.version."""
+    return {k: u["meta"]["version"] for k, u in lms(client).items()}
+
+
+def manager(user: dict) -> str | None:
+    return ((user.get(ENTERPRISE) or {}).get("manager") or {}).get("value")
+
+
+def latest_plan():
+    return q("select plan_id, status, held_reason, review from sync.plans order by plan_id desc limit 1")[0]
+
+
+# -- through the pipeline --------------------------------------------------------------------------------
+
+@pytest.fixture
+def pipeline_env(fresh_db, fresh_lms, landing, tmp_path, monkeypatch):
+    from hrlms import report
+    from hrlms.quality import gate
+
+    for var in _RESET:
+        monkeypatch.delenv(var, raising=False)
+    rules = tmp_path / "no_rules.yaml"
+    rules.write_text("requirements: [{id: NONE, kind: course, title: none}]\n")
+    monkeypatch.setenv("HRLMS_LEARNING_RULES", str(rules))
+    # A GX context without the shared store's results: the gate rebuilds Data Docs from all of them.
+    gx = tmp_path / "expectations"
+    shutil.copytree(gate.GX_ROOT, gx, ignore=lambda d, names: [
+        n for n in names if Path(d).name == "uncommitted" and n in ("validations", "data_docs")])
+    monkeypatch.setattr(gate, "GX_ROOT", gx)
+    monkeypatch.setattr(report, "GX_ROOT", gx)
+    with ScimClient(LmsConfig(*fresh_lms)) as client:
+        yield landing, client
+
+
+def export(**over: str) -> list[dict[str, str]]:
+    """P1 heads the company; P2..P40 report to P1, each with a title of their own."""
+    return [worker(1, **({"Job_Title": title(1)} | over))] + [
+        worker(i, **({"Job_Title": title(i), "Manager_ID": pid(1)} | over)) for i in range(2, N + 1)]
+
+
+def run_day(landing: Path, day: date, rows: list[dict[str, str]]) -> dict[str, int]:
+    """Land the day's files and run ingest → staging → gate → transform; returns the snapshots."""
+    (landing / f"workers_{day.isoformat()}.csv").write_text(csv_text(rows))
+    (landing / f"org_units_{day.isoformat()}.csv").write_text(ORG_CSV)
+    key = f"blanking-{day.isoformat()}"
+    snaps = pipeline.ingest(key, day)
+    pipeline.stage_models(key, day, snaps)
+    pipeline.gate(key, day, snaps)
+    pipeline.transform(key, day, snaps)
+    return snaps
+
+
+def plan_and_apply(key: str, day: date, snaps: dict[str, int]) -> int:
+    plan_id = pipeline.plan(key, day, snaps)["plan_id"]
+    pipeline.apply(key, day, plan_id)
+    return plan_id
+
+
+def test_an_export_with_every_job_title_blank_is_held_two_blank_titles_are_applied(pipeline_env):
+    landing, client = pipeline_env
+    snaps = run_day(landing, D1, export())
+    plan_and_apply("d1", D1, snaps)
+    before = lms(client)
+    assert len(before) == N and all(u["active"] for u in before.values())
+    assert {k: u["title"] for k, u in before.items()} == {pid(i): title(i) for i in range(1, N + 1)}
+
+    # Day 2: the export arrives with Job_Title empty in every row (the mapping does not require it, so
+    # the gate accepts it) → 40 update_user ops that would wipe every title in the LMS.
+    snaps = run_day(landing, D2, export(Job_Title=""))
+    with pytest.raises(PlanHeld, match="40 title values blanked of 40 active accounts") as held:
+        plan_and_apply("d2", D2, snaps)
+    plan_id, status, reason, review = latest_plan()
+    assert held.value.plan_id == plan_id and status == "held"
+    assert reason == "40 title values blanked of 40 active accounts that have one (limit 5% or 500)"
+    assert review["breaker"]["blanked"] == {"title": 40} and review["breaker"]["deactivations"] == 0
+    assert q("select op_type, status, count(*) from sync.ops where plan_id = %s group by 1, 2",
+             plan_id) == [("update_user", "held", 40)]
+    after = lms(client)
+    assert {k: u["meta"]["version"] for k, u in after.items()} == {
+        k: u["meta"]["version"] for k, u in before.items()}                 # zero LMS writes
+    assert {k: u["title"] for k, u in after.items()} == {pid(i): title(i) for i in range(1, N + 1)}
+
+    # The same snapshot, but only P5 and P6 lose their title (the mart as dbt would build it): applied.
+    with db.connect() as c:
+        c.execute("update marts.lms_desired_users set title = case when person_id = %s then 'Director' "
+                  "else 'Analyst ' || ltrim(substr(person_id, 2), '0') end where person_id not in (%s, %s)",
+                  (pid(1), pid(5), pid(6)))
+    plan_id = plan_and_apply("d2-fixed", D2, snaps)
+    plan_id, status, reason, review = latest_plan()
+    assert status == "applied" and reason is None
+    assert review["breaker"]["blanked"] == {"title": 2} and review["breaker"]["held"] is False
+    after = lms(client)
+    assert {k for k, u in after.items() if not u.get("title")} == {pid(5), pid(6)}
+    assert after[pid(7)]["title"] == "Analyst 7"
+    assert q("select distinct status from sync.plans where status <> 'applied' order by 1") == [("superseded",)]
+
+
+# -- managers, marts set directly -------------------------------------------------------------------------
+
+COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
+        "employee_number", "department", "is_active", "manager_person_id")
+
+
+def person(i: int, **over):
+    row = {"person_id": pid(i), "user_name": f"user{i}", "given_name": f"G{i}", "family_name": f"F{i}",
+           "display_name": f"G{i} F{i}", "email": f"user{i}@example.com", "title": title(i),
+           "employee_number": str(1000 + i), "department": "Finance", "is_active": True,
+           "manager_person_id": None if i == 1 else pid(1)}
+    return row | over
+
+
+@pytest.fixture
+def conn(fresh_db, monkeypatch):
+    for var in _RESET:
+        monkeypatch.delenv(var, raising=False)
+    with db.connect(fresh_db) as c:
+        db.bootstrap(c)
+        c.execute("create schema marts")
+        c.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
+                  "family_name text, display_name text, email text, title text, employee_number text, "
+                  "department text, access_from_on date, access_until_on date, is_active boolean, "
+                  "manager_person_id text)")
+        yield c
+
+
+def set_desired(conn, people):
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("truncate marts.lms_desired_users")
+        cur.executemany(f"insert into marts.lms_desired_users ({', '.join(COLS)}) values "
+                        f"({', '.join(['%s'] * len(COLS))})", [tuple(r[c] for c in COLS) for r in people])
+
+
+def test_managers_blanked_by_hr_are_held_managers_removed_because_the_manager_left_are_not(conn, fresh_lms):
+    client = ScimClient(LmsConfig(*fresh_lms))
+    set_desired(conn, [person(i) for i in range(1, N + 1)])
+    p = make_plan(conn, logical_date=D1, snapshot_id=1)
+    apply_plan(conn, p.plan_id, client)
+    lms_p1 = lms(client)[pid(1)]["id"]
+    assert {k for k, u in lms(client).items() if manager(u) == lms_p1} == {pid(i) for i in range(2, N + 1)}
+    before = versions(client)
+
+    # HR names no manager for anyone: 39 managers would be removed → held, nothing sent.
+    set_desired(conn, [person(i, manager_person_id=None) for i in range(1, N + 1)])
+    p = make_plan(conn, logical_date=D2, snapshot_id=2)
+    assert p.held and p.counts == {"set_manager": 39}
+    assert p.held_reasons == ["39 manager values blanked of 39 active accounts that have one (limit 5% or 500)"]
+    assert apply_plan(conn, p.plan_id, client).writes == 0
+    assert versions(client) == before
+
+    # The manager leaves: their 39 reports lose their LMS manager, but HR still names one — that follows
+    # from one deactivation, not a blanking. Not held.
+    set_desired(conn, [person(1, is_active=False)] + [person(i) for i in range(2, N + 1)])
+    p = make_plan(conn, logical_date=D2, snapshot_id=3)
+    assert not p.held and p.counts == {"deactivate_user": 1, "set_manager": 39}
+    review = conn.execute("select review -> 'breaker' from sync.plans where plan_id = %s", (p.plan_id,)).fetchone()[0]
+    assert review["blanked"] == {}
+    assert apply_plan(conn, p.plan_id, client).dead_letter == 0
+    assert all(manager(u) is None for u in lms(client).values())
+    client.close()
