@@ -11,12 +11,17 @@ export PYTHONPATH := $(CURDIR)/plugins
 WORKERS ?= 10000
 SEED ?= 42
 PYTEST_ARGS ?=
+BENCH ?= ingest,transform,parse,provisioning,churn,xapi
+BENCH_SIZES ?= 10000,100000,1000000
+BENCH_REPEATS ?= 3
+BENCH_ARGS ?=
 
-.PHONY: help venv demo test airflow-ui dbt-docs lint clean compose-tools
+.PHONY: help venv demo test bench airflow-ui dbt-docs lint clean compose-tools
 
 help:
 	@echo "make demo        generate $(WORKERS) synthetic workers, run day 1, day 2 and day 2 again, print a summary"
 	@echo "make test        run the test suite (starts and stops its own services)"
+	@echo "make bench       benchmarks (BENCH=$(BENCH) BENCH_SIZES=$(BENCH_SIZES) BENCH_REPEATS=$(BENCH_REPEATS)) -> docs/benchmarks.md"
 	@echo "make airflow-ui  local Airflow UI on 127.0.0.1 with the same services"
 	@echo "make clean       remove .local/ (throwaway databases, reports, Airflow home)"
 
@@ -43,6 +48,16 @@ demo: venv
 test: venv compose-tools
 	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
 	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
+
+# Each benchmark in its own throwaway services; results in .local/bench/<name>.json, then docs/benchmarks.md.
+# Benchmarks whose bench/bench_<name>.py does not exist (yet) are skipped. BENCH_ARGS=--merge keeps the
+# other sizes of an earlier run (e.g. add 1M with BENCH_REPEATS=1 to a 10k/100k run).
+bench: venv
+	@rc=0; for b in $$(echo "$(BENCH)" | tr ',' ' '); do \
+	  if [ ! -f bench/bench_$$b.py ]; then echo "bench: skipping $$b (no bench/bench_$$b.py)"; continue; fi; \
+	  $(BIN)/python -m hrlms.devenv run --airflow-db -- \
+	    $(BIN)/python -m bench.bench_$$b --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) $(BENCH_ARGS) || rc=1; \
+	done; $(BIN)/python bench/report.py || rc=1; exit $$rc
 
 airflow-ui: venv
 	$(BIN)/python -m hrlms.devenv airflow-ui
