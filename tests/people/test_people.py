@@ -22,6 +22,7 @@ def run_day(landing, day, rows, org_csv=ORG_CSV_3):
     pipeline.stage_models(key, day, snaps)
     pipeline.gate(key, day, snaps)
     pipeline.transform(key, day, snaps)
+    return snaps
 
 
 def q(url, sql, *args):
@@ -132,3 +133,48 @@ def test_quarantined_bad_email_is_an_issue_until_fixed_and_reruns_change_nothing
     rows[3] = worker(4, Work_Email="still@bad@", Manager_ID="P0000001")      # it comes back: reopened
     run_day(landing, D3, rows)
     assert q(fresh_db, issue) == [("invalid_email", "work_email", "still@bad@", "invalid_email", D1, D3, True, None)]
+
+
+def test_a_quarantined_line_never_hands_its_account_to_a_new_person(fresh_db, fresh_lms, landing):
+    """A bad line keeps its person's LMS account exactly as it was — not linked to a newcomer carrying
+    its employee number or e-mail, not deactivated because the line lost its person_id."""
+    from hrlms.sync.scim import LmsConfig, ScimClient
+
+    def provision(day, rows):
+        planned = pipeline.plan(f"test-{day}", day, run_day(landing, day, rows))
+        pipeline.apply(f"test-{day}", day, planned["plan_id"])
+        return planned["plan_id"]
+
+    def lms():
+        with ScimClient(LmsConfig(*fresh_lms)) as c:
+            return {u["externalId"]: (u["userName"], u["emails"][0]["value"], u["active"]) for u in c.iter_users()}
+
+    base = [worker(i) for i in range(1, 11)]
+    provision(D1, base)
+    before = lms()
+    assert len(before) == 10
+    # P10's line says terminated but is bad (terminated before hire: quarantined) and P9's line lost its
+    # person id (quarantined); two new people carry P10's employee number and P9's work email.
+    day2 = base[:8] + [
+        worker(9, Employee_ID=""),
+        worker(10, Worker_Status="T", Termination_Date="01/01/2019"),
+        worker(11, Employee_Number="100010", Work_Email="new11@example.com", Login="new11"),
+        worker(12, Employee_Number="200012", Work_Email="user9@example.com", Login="new12"),
+    ]
+    plan2 = provision(D2, day2)
+    assert q(fresh_db, "select count(*) from dq.quarantine where entity = 'workers'") == [(2,)]
+    ident = {r[0]: r[1:] for r in q(fresh_db, "select person_id, account_person_id, is_ambiguous "
+                                              "from intermediate.int_workers_identity")}
+    assert ident["P0000011"] == (None, True) and ident["P0000012"] == (None, True)
+    assert {p for p, in q(fresh_db, "select person_id from marts.identity_review")} == {"P0000011", "P0000012"}
+    assert q(fresh_db, "select op_type, person_id from sync.ops where plan_id = %s", plan2) == []
+    assert lms() == before
+    # HR fixes both lines (and P12's e-mail): the newcomers are different people, with accounts of their own
+    provision(D3, base + [day2[10], worker(12, Employee_Number="200012", Work_Email="new12@example.com",
+                                            Login="new12")])
+    ident = {r[0]: r[1:] for r in q(fresh_db, "select person_id, account_person_id, is_ambiguous "
+                                              "from intermediate.int_workers_identity")}
+    assert ident["P0000011"] == ("P0000011", False) and ident["P0000012"] == ("P0000012", False)
+    after = lms()
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert after["P0000011"] == ("new11", "new11@example.com", True)

@@ -7,6 +7,9 @@
 --   4. identity_match_rules in confidence order: an earlier person with the same key who left (absent
 --      from this snapshot or terminated, at least rehire_min_gap_days ago) hands on their account;
 --      keys pointing at two or more different accounts        -> ambiguous (no account; review)
+--      a key that a quarantined line of someone else in this snapshot also carries -> ambiguous too
+--      (that line may be the same person; it waits until the line is clean or a person decides);
+--      a person whose own line is quarantined counts as present, whatever status the line says
 --   5. otherwise                                               -> new (an account of its own)
 -- Never full-refreshed (like a snapshot): the decisions are state.
 {{ config(
@@ -29,10 +32,40 @@ with workers as (
     select person_id, employee_number, work_email from {{ ref('int_workers_gated') }}
 ),
 
-snapshot_rows as (
+snapshot_lines as (
     -- every line of the run's snapshot, quarantined ones included: a person whose row was bad is still there
-    select person_id, employment_status from {{ ref('stg_hris__workers') }}
-    where snapshot_id = {{ var('snapshot_id') }} and person_id is not null
+    select
+        stg.person_id,
+        stg.employment_status,
+        stg.employee_number,
+        stg.work_email,
+        exists (
+            select 1 from {{ source('dq', 'quarantine') }} as q
+            where q.snapshot_id = stg.snapshot_id and q.entity = 'workers' and q.line_no = stg.line_no
+        ) as is_quarantined
+    from {{ ref('stg_hris__workers') }} as stg
+    where stg.snapshot_id = {{ var('snapshot_id') }}
+),
+
+snapshot_rows as (
+    select person_id, employment_status, is_quarantined from snapshot_lines where person_id is not null
+),
+
+quarantined_keys as (
+    -- the match keys on quarantined lines: nobody's account is handed on by a key a bad line still
+    -- carries (the line may be that very person, with a wrong status or without a usable person_id)
+{%- for rule in rules %}
+    select person_id, '{{ rule }}' as rule, {{ loop.index }} as rule_rank, {{ rule }} as key_value
+    from snapshot_lines
+    where is_quarantined and {{ rule }} is not null
+    {%- if not loop.last %}
+    union
+    {%- endif %}
+{%- else %}
+    select cast(null as text) as person_id, cast(null as text) as rule, 0 as rule_rank,
+        cast(null as text) as key_value
+    where false
+{%- endfor %}
 ),
 
 history as (
@@ -65,7 +98,8 @@ previous as (
 ),
 
 present as (
-    select person_id, bool_and(employment_status = 'terminated') as is_terminated
+    -- a quarantined line's status is not trusted: that person counts as still here
+    select person_id, bool_and(employment_status = 'terminated' and not is_quarantined) as is_terminated
     from snapshot_rows
     group by person_id
 ),
@@ -157,6 +191,21 @@ match_summary as (
     group by person_id
 ),
 
+blocked as (
+    -- new workers sharing a match key with a quarantined line of someone else (or of a line without a
+    -- usable person_id): that line may be the same person, so nothing is decided until it is clean
+    select
+        worker_keys.person_id,
+        (array_agg(quarantined_keys.rule order by quarantined_keys.rule_rank))[1] as rule,
+        string_agg(distinct coalesce(quarantined_keys.person_id, '(quarantined line)'), ','
+            order by coalesce(quarantined_keys.person_id, '(quarantined line)')) as candidate_ids
+    from worker_keys
+    inner join quarantined_keys
+        on worker_keys.rule = quarantined_keys.rule and worker_keys.key_value = quarantined_keys.key_value
+    where quarantined_keys.person_id is distinct from worker_keys.person_id
+    group by worker_keys.person_id
+),
+
 judged as (
     select
         workers.person_id,
@@ -167,7 +216,8 @@ judged as (
         previous.decided_on as previous_decided_on,
         match_summary.matched_rule,
         match_summary.matched_account_person_id,
-        match_summary.candidate_account_ids,
+        coalesce(match_summary.candidate_account_ids, blocked.candidate_ids) as candidate_account_ids,
+        blocked.rule as blocked_rule,
         coalesce(previous.first_seen_on, history_people.first_seen_on,
             cast('{{ var("logical_date") }}' as date)) as first_seen_on,
         case
@@ -175,6 +225,7 @@ judged as (
             when previous.person_id is not null and not previous.is_ambiguous then 'previous'
             when applied.person_id is not null then 'same_person_id'
             when history_people.person_id is not null and previous.person_id is null then 'same_person_id'
+            when blocked.person_id is not null then 'blocked'
             when match_summary.matched_accounts = 1 then 'match'
             when match_summary.matched_accounts > 1 then 'ambiguous'
             else 'new'
@@ -185,6 +236,7 @@ judged as (
     left join applied on workers.person_id = applied.person_id
     left join history_people on workers.person_id = history_people.person_id
     left join match_summary on workers.person_id = match_summary.person_id
+    left join blocked on workers.person_id = blocked.person_id
 ),
 
 decided as (
@@ -195,6 +247,7 @@ decided as (
             when 'previous' then previous_account_person_id
             when 'match' then matched_account_person_id
             when 'ambiguous' then null
+            when 'blocked' then null
             else person_id
         end as account_person_id,
         case basis
@@ -202,9 +255,10 @@ decided as (
             when 'previous' then previous_identity_rule
             when 'match' then matched_rule
             when 'ambiguous' then matched_rule
+            when 'blocked' then blocked_rule
             else basis
         end as identity_rule,
-        basis = 'ambiguous' as is_ambiguous,
+        basis in ('ambiguous', 'blocked') as is_ambiguous,
         candidate_account_ids,
         first_seen_on,
         case

@@ -60,7 +60,8 @@ def _changed_expr() -> str:
 
 
 # People whose row was quarantined in this snapshot, as HR ids and as the LMS accounts they hold
-# (identity decisions map a rehired/converted person to an earlier account).
+# (identity decisions map a rehired/converted person to an earlier account), and the accounts whose
+# employee number or e-mail is on a quarantined line (the line may have lost or garbled its person_id).
 _QUARANTINED = """
     select q.record_key as person_id from dq.quarantine q
     where q.snapshot_id = %(snapshot_id)s and q.entity = 'workers' and q.record_key is not null
@@ -68,6 +69,12 @@ _QUARANTINED = """
     select d.account_person_id from dq.quarantine q
     join hrlms_util.identity_accounts() d on d.person_id = q.record_key
     where q.snapshot_id = %(snapshot_id)s and q.entity = 'workers'
+    union
+    select a.person_id from hrlms_util.quarantined_worker_keys(%(snapshot_id)s) k
+    join sync.applied_users a on a.employee_number = k.employee_number
+    union
+    select a.person_id from hrlms_util.quarantined_worker_keys(%(snapshot_id)s) k
+    join sync.applied_users a on lower(a.email) = k.work_email
 """
 
 DIFF_SQL = f"""

@@ -12,3 +12,22 @@ create table if not exists sync.plan_decisions (
     decided_at  timestamptz not null default clock_timestamp(),
     note        text
 );
+
+-- The match keys (employee number, work e-mail) on the quarantined worker lines of a snapshot. The plan
+-- protects the accounts they point at too: a line that lost or garbled its person_id is still that
+-- person, who must not be deactivated as a "leaver" because of it. Empty before the first dbt build.
+create or replace function hrlms_util.quarantined_worker_keys(p_snapshot_id bigint)
+returns table (employee_number text, work_email text)
+language plpgsql stable as $$
+begin
+    if to_regclass('staging.stg_hris__workers') is null then
+        return;
+    end if;
+    return query execute
+        'select s.employee_number::text, s.work_email::text
+         from dq.quarantine q
+         join staging.stg_hris__workers s on s.snapshot_id = q.snapshot_id and s.line_no = q.line_no
+         where q.snapshot_id = $1 and q.entity = ''workers''
+           and (s.employee_number is not null or s.work_email is not null)'
+        using p_snapshot_id;
+end $$;
