@@ -107,13 +107,22 @@ def hrlms_provision():
         return pipeline.plan(*_run(), snapshots)
 
     @task
-    def apply(planned: dict) -> dict:
+    def shards(planned: dict) -> list[int]:
+        """One mapped apply task per shard (HRLMS_APPLY_SHARDS)."""
+        from hrlms import pipeline
+
+        return pipeline.apply_shards(planned["plan_id"])
+
+    @task(pool="hrlms_lms", map_index_template="shard {{ task.op_kwargs['shard'] }}")
+    def apply(planned: dict, shard: int, of: list[int]) -> dict:
+        """Mapped: the shards claim op batches with FOR UPDATE SKIP LOCKED, so a Celery/Kubernetes
+        executor spreads the apply across workers; the pool hrlms_lms bounds how many talk to the LMS."""
         from hrlms import pipeline
 
         # The run's own conf (the trigger form fills it from the param), never a default left over in
         # the DAG object by an earlier in-process run.
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
-        return pipeline.apply(*_run(), planned["plan_id"], dry_run=dry_run)
+        return pipeline.apply(*_run(), planned["plan_id"], dry_run=dry_run, shard=shard, shards=len(of))
 
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:
@@ -128,7 +137,9 @@ def hrlms_provision():
     routed >> [ingested, pulled]
     built = transform(gate(staging(ingested)), pulled)
     done = report()
-    [apply(plan(built)), export_enrolments(built)] >> done
+    planned = plan(built)
+    parts = shards(planned)
+    [apply.partial(planned=planned, of=parts).expand(shard=parts), export_enrolments(built)] >> done
     routed >> decide() >> done
 
 

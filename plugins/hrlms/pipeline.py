@@ -192,15 +192,64 @@ def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
     return {"plan_id": p.plan_id, "ops": p.total, "held": p.held}
 
 
-def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run: bool = False) -> dict[str, Any]:
-    from hrlms.sync.apply import ApplyHalted, apply_plan
-    from hrlms.sync.scim import ScimClient, lms_config_from_env
+def apply_shards(plan_id: int) -> list[int]:
+    """The shard indexes of a plan's apply (one mapped DAG task each; HRLMS_APPLY_SHARDS, default 2)."""
+    return list(range(Settings.from_env().apply_shards))
 
-    from hrlms.sync.breaker import PlanHeld
 
+def _merge_apply_stages(conn, run_key: str, logical_date: date | datetime) -> None:
+    """Stage 'apply' = the sum of the shards' 'apply[i]' stages (wall time: first start to last end)."""
+    rows = conn.execute("select extract(epoch from started_at), seconds, detail from audit.stage_runs "
+                        "where run_key = %s and stage like 'apply[%%'", (run_key,)).fetchall()
+    if not rows:
+        return
+
+    def add(into: dict[str, Any], d: dict[str, Any]) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                add(into.setdefault(k, {}), v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool) and k != "plan_id":
+                into[k] = into.get(k, 0) + v
+            else:                         # plan_id, dry_run, held, error: the first shard's
+                into.setdefault(k, v)
+
+    merged: dict[str, Any] = {"shards": len(rows)}
+    for _started, _seconds, d in rows:
+        add(merged, d)
+    start = min(float(r[0]) for r in rows)
+    end = max(float(r[0]) + float(r[1]) for r in rows)
+    with conn.transaction():
+        conn.execute(
+            """insert into audit.stage_runs (run_key, logical_date, stage, started_at, seconds, detail)
+               values (%s, %s, 'apply', to_timestamp(%s), %s, %s)
+               on conflict (run_key, stage) do update set started_at = excluded.started_at,
+                   seconds = excluded.seconds, detail = excluded.detail""",
+            (run_key, logical_instant(logical_date).date(), start, round(end - start, 3), Jsonb(merged)))
+
+
+def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run: bool = False,
+          shard: int | None = None, shards: int = 1) -> dict[str, Any]:
+    """Apply plan `plan_id` to the LMS. With `shard` (0 ≤ shard < shards) this is one of `shards`
+    parallel appliers (the DAG's mapped tasks): it records stage 'apply[shard]' and refreshes the
+    summed 'apply' stage."""
     settings = Settings.from_env()
     detail: dict[str, Any] = {"plan_id": plan_id, "dry_run": dry_run}
-    with _stage(run_key, logical_date, "apply", detail) as conn:
+    stage = "apply" if shard is None else f"apply[{shard}]"
+    try:
+        return _apply(run_key, logical_date, plan_id, dry_run, (shard or 0, shards if shard is not None else 1),
+                      settings, detail, stage)
+    finally:
+        if shard is not None:
+            with db.connect() as conn:
+                _merge_apply_stages(conn, run_key, logical_date)
+
+
+def _apply(run_key, logical_date, plan_id, dry_run, shard, settings, detail, stage) -> dict[str, Any]:
+    from hrlms.sync.apply import ApplyHalted, apply_plan
+    from hrlms.sync.breaker import PlanHeld
+    from hrlms.sync.scim import ScimClient, lms_config_from_env
+
+    with _stage(run_key, logical_date, stage, detail) as conn:
         status, reason = conn.execute("select status, held_reason from sync.plans where plan_id = %s",
                                       (plan_id,)).fetchone()
         if status == "held":
@@ -219,7 +268,7 @@ def apply(run_key: str, logical_date: date | datetime, plan_id: int, *, dry_run:
         with ScimClient(lms_config_from_env(), pool_size=settings.lms_concurrency) as client:
             try:
                 res = apply_plan(conn, plan_id, client, batch_size=settings.lms_batch_size,
-                                 concurrency=settings.lms_concurrency)
+                                 concurrency=settings.lms_concurrency, shard=shard)
             except ApplyHalted as halted:      # mass failure: the run stops and alerts (quarantine)
                 record(halted.result)
                 raise
@@ -286,4 +335,5 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
     return {"snapshots": snaps, "plan": p, "apply": a, "report": report(run_key, logical_date)}
 
 
-__all__ = ["ingest", "completions", "export_enrolments", "decide_plan", "stage_models", "gate", "transform", "plan", "apply", "report", "run_all"]
+__all__ = ["ingest", "completions", "export_enrolments", "decide_plan", "stage_models", "gate", "transform", "plan",
+           "apply", "apply_shards", "report", "run_all"]

@@ -29,6 +29,7 @@ class Settings:
     max_quarantine_share: float  # batch check: more rows failing row checks than this
     lms_concurrency: int
     lms_batch_size: int
+    apply_shards: int           # parallel apply tasks per plan (DAG dynamic task mapping, pool hrlms_lms)
     learning_rules: Path        # assignment rules file (hrlms.learning.rules)
     export_dir: Path            # CSV enrolment exports
     xapi_page_size: int         # statements asked for per LRS page (the LRS may cap it)
@@ -48,6 +49,7 @@ class Settings:
             max_quarantine_share=env_float("HRLMS_MAX_QUARANTINE_SHARE", 0.2),
             lms_concurrency=int(env_float("HRLMS_LMS_CONCURRENCY", 4)),
             lms_batch_size=int(env_float("HRLMS_LMS_BATCH_SIZE", 500)),
+            apply_shards=max(1, int(env_float("HRLMS_APPLY_SHARDS", 2))),
             learning_rules=Path(os.environ.get("HRLMS_LEARNING_RULES") or DEFAULT_RULES),
             export_dir=Path(os.environ.get("HRLMS_EXPORT_DIR") or reports_dir / "exports"),
             xapi_page_size=int(env_float("HRLMS_XAPI_PAGE_SIZE", 1000)),

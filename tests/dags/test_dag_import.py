@@ -19,14 +19,19 @@ def test_dagbag_has_no_import_errors(local_stack):
     dag = bag.get_dag("hrlms_provision")
     order = [t.task_id for t in dag.topological_sort()]
     assert set(order) == {"route", "decide", "ingest", "completions", "staging", "gate", "transform",
-                          "export_enrolments", "plan", "apply", "report"}
+                          "export_enrolments", "plan", "shards", "apply", "report"}
     before = {t: i for i, t in enumerate(order)}
     for a, b in [("route", "ingest"), ("route", "completions"), ("route", "decide"), ("decide", "report"),
                  ("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
-                 ("transform", "plan"), ("plan", "apply"), ("transform", "export_enrolments"),
+                 ("transform", "plan"), ("plan", "shards"), ("shards", "apply"), ("transform", "export_enrolments"),
                  ("apply", "report"), ("export_enrolments", "report")]:
         assert before[a] < before[b], f"{a} must run before {b}"
     assert dag.get_task("report").trigger_rule == "all_done"
+    # the apply fans out (dynamic task mapping) and the pool bounds LMS concurrency
+    apply = dag.get_task("apply")
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert apply.pool == "hrlms_lms" and isinstance(apply, MappedOperator)
     assert dag.max_active_runs == 1
     assert "hrlms_learning_rules_preview" in bag.dag_ids
 

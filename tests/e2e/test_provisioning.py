@@ -47,8 +47,9 @@ def test_day1_day2_rerun_and_rejected_snapshots(provision_dag, fresh_db, fresh_l
     r0 = run(provision_dag, D1, dry_run=True)
     assert r0.state == "success"
     assert stage(fresh_db, r0.run_id, "plan")["ops"]["create_user"] > 0
-    assert stage(fresh_db, r0.run_id, "apply") == {"plan_id": stage(fresh_db, r0.run_id, "plan")["plan_id"],
-                                                    "dry_run": True}
+    dry = stage(fresh_db, r0.run_id, "apply")
+    assert dry["plan_id"] == stage(fresh_db, r0.run_id, "plan")["plan_id"] and dry["dry_run"] is True
+    assert "writes" not in dry and dry["shards"] == 2        # every mapped apply task ran, none sent anything
     assert lms_actual(lms) == {}
 
     # Day 1: initial provisioning.

@@ -30,6 +30,8 @@ from hrlms.devenv.scim import LocalScimServer
 UNSET_VARS: tuple[str, ...] = ("AIRFLOW__CORE__UNIT_TEST_MODE",)
 _SECRETS_FILE = ".devenv-secrets.json"
 _MIGRATED_MARKER = ".devenv-migrated.json"
+# Airflow pools the DAGs use: name -> [slots, description] (docker-compose's airflow-init creates the same).
+AIRFLOW_POOLS = {"hrlms_lms": [4, "LMS (SCIM) apply tasks"]}
 
 
 def airflow_conn_uri(warehouse_url: str) -> str:
@@ -192,21 +194,25 @@ class LocalStack:
             done = json.loads(marker.read_text())
         except (OSError, ValueError):
             done = {}
-        if current and done == {"airflow": af_version, "revision": current}:
+        if current and done == {"airflow": af_version, "revision": current, "pools": AIRFLOW_POOLS}:
             return
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         airflow = Path(sys.executable).parent / "airflow"
-        proc = subprocess.run(
-            [str(airflow), "db", "migrate"],
-            env={**self._child_environ(), **self.env()},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            out = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-            raise RuntimeError(f"airflow db migrate failed ({proc.returncode}):\n{out}")
-        marker.write_text(json.dumps({"airflow": af_version, "revision": _alembic_revision(db)}))
+        commands = [["db", "migrate"]] + [["pools", "set", name, str(slots), about]
+                                          for name, (slots, about) in AIRFLOW_POOLS.items()]
+        for args in commands:
+            proc = subprocess.run(
+                [str(airflow), *args],
+                env={**self._child_environ(), **self.env()},
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                out = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+                raise RuntimeError(f"airflow {' '.join(args[:2])} failed ({proc.returncode}):\n{out}")
+        marker.write_text(json.dumps({"airflow": af_version, "revision": _alembic_revision(db),
+                                      "pools": AIRFLOW_POOLS}))
 
     def _child_environ(self) -> dict[str, str]:
         return {k: v for k, v in os.environ.items() if k not in UNSET_VARS}

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -369,7 +370,7 @@ def _create_group(client: ScimClient, group_key: str, desired: dict[str, Any], *
                              "needs a person") from None
 
 
-def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int) -> list[dict[str, Any]]:
+def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str = "0") -> list[dict[str, Any]]:
     """Claim up to batch_size pending ops that are not deferred (next_attempt_at in the future): phase 1
     first; phase 2 only once no phase-1 op of the plan is sending or pending-and-due (a batch never mixes
     phases). A create whose person/group had an earlier create attempt is flagged verify_first."""
@@ -383,7 +384,7 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int) -> list[dict
                           and (first.status = 'sending' or (first.status = 'pending' and (
                                first.next_attempt_at is null or first.next_attempt_at <= clock_timestamp())))))
                    order by phase, op_id for update skip locked limit %(n)s)
-               update sync.ops o set status = 'sending', attempts = o.attempts + 1,
+               update sync.ops o set status = 'sending', attempts = o.attempts + 1, claimed_by = %(w)s,
                    verify_first = o.verify_first
                        or (o.op_type = 'create_user' and exists (
                            select 1 from sync.ops prior where prior.person_id = o.person_id
@@ -394,7 +395,7 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int) -> list[dict
                from claimed where o.op_id = claimed.op_id
                returning o.op_id, o.person_id, o.op_type, o.changed_fields, o.payload, o.verify_first,
                          o.group_key, o.members, o.phase""",
-            {"p": plan_id, "n": batch_size}).fetchall()
+            {"p": plan_id, "n": batch_size, "w": worker}).fetchall()
     if not rows:
         return []
     ops = [{"op_id": r[0], "person_id": r[1], "op_type": r[2], "changed_fields": r[3], "payload": r[4],
@@ -535,13 +536,31 @@ def _defer(conn: psycopg.Connection, plan_id: int) -> None:
             conn.execute(_DEFER, {"p": plan_id})
 
 
+def _others_working(conn: psycopg.Connection, plan_id: int) -> bool:
+    """Another shard still holds ops of the plan ('sending'), or due ops are left that we could not
+    claim (phase 2 waiting for phase-1 ops another shard is sending, or rows locked by its claim)."""
+    return conn.execute(
+        """select exists (select 1 from sync.ops where plan_id = %(p)s and (status = 'sending' or (
+               status = 'pending' and (next_attempt_at is null or next_attempt_at <= clock_timestamp()))))""",
+        {"p": plan_id}).fetchone()[0]
+
+
 def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, batch_size: int = 500,
                concurrency: int = 4, use_bulk: bool = True, progress=None,
-               max_failure_share: float | None = None, min_failure_sample: int | None = None) -> ApplyResult:
+               max_failure_share: float | None = None, min_failure_sample: int | None = None,
+               shard: tuple[int, int] = (0, 1), wait_seconds: float | None = None) -> ApplyResult:
     """Apply the plan's pending ops in batches: /Bulk when the LMS advertises it, else `concurrency`
     single requests at a time. Raises ApplyHalted on mass failure (see the module doc); settings
     default to HRLMS_MAX_FAILURE_SHARE (0.4), HRLMS_MIN_FAILURE_SAMPLE (20), HRLMS_ESCROW_BASE_SECONDS
-    (60) and HRLMS_ESCROW_MAX_SECONDS (86400)."""
+    (60) and HRLMS_ESCROW_MAX_SECONDS (86400).
+
+    Scale-out: `shard` = (index, count) of this applier among `count` appliers of the same plan (the
+    DAG's mapped apply tasks, possibly on different Celery/Kubernetes workers). They share nothing but
+    the warehouse: each claims batches with ``FOR UPDATE SKIP LOCKED``, so no op is sent twice. After
+    a crash a shard takes back only the ops it had claimed itself (shard 0 also those of unknown or
+    out-of-range claimers). A shard that runs out of claimable work while others still hold phase-1
+    ops waits for them (polling, up to `wait_seconds`, default HRLMS_APPLY_WAIT_SECONDS = 900), because
+    phase 2 needs their LMS ids; after that it leaves the rest to the others / the next run."""
     share = max_failure_share if max_failure_share is not None else env_float("HRLMS_MAX_FAILURE_SHARE", 0.4)
     sample = int(min_failure_sample if min_failure_sample is not None
                  else env_float("HRLMS_MIN_FAILURE_SAMPLE", 20))
@@ -549,13 +568,30 @@ def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, ba
     guard = _FailureGuard(share, max(1, sample))
     result = ApplyResult(plan_id)
     limits = client.bulk_limits() if use_bulk else None
-    # A crashed earlier attempt of this plan left ops 'sending': their outcome is unknown.
+    index, count = shard
+    me = str(index)
+    wait = wait_seconds if wait_seconds is not None else env_float("HRLMS_APPLY_WAIT_SECONDS", 900.0)
+    # A crashed earlier attempt of this shard left ops 'sending': their outcome is unknown.
     with conn.transaction():
-        conn.execute("update sync.ops set status = 'pending', verify_first = true "
-                     "where plan_id = %s and status = 'sending'", (plan_id,))
+        conn.execute("""update sync.ops set status = 'pending', verify_first = true
+                        where plan_id = %(p)s and status = 'sending' and (claimed_by = %(me)s or (%(first)s
+                          and (claimed_by is null or claimed_by <> all(%(all)s))))""",
+                     {"p": plan_id, "me": me, "first": index == 0, "all": [str(i) for i in range(count)]})
     _defer(conn, plan_id)
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scim") as pool:
-        while not guard.tripped and (batch := _claim(conn, plan_id, batch_size)):
+        waited_since = None
+        while not guard.tripped:
+            batch = _claim(conn, plan_id, batch_size, me)
+            if not batch:
+                if count == 1 or not _others_working(conn, plan_id):
+                    break
+                waited_since = waited_since or time.monotonic()
+                if time.monotonic() - waited_since > wait:
+                    log.warning("plan %s shard %s: stopped waiting for the other shards after %.0fs", plan_id, me, wait)
+                    break
+                time.sleep(0.5)
+                continue
+            waited_since = None
             if limits:
                 outcomes = _execute_bulk(client, batch, limits, guard, pool)
             else:
