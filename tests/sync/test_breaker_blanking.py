@@ -134,9 +134,9 @@ def test_an_export_with_every_job_title_blank_is_held_two_blank_titles_are_appli
         c.execute("update marts.lms_desired_users set title = case when person_id = %s then 'Director' "
                   "else 'Analyst ' || ltrim(substr(person_id, 2), '0') end where person_id not in (%s, %s)",
                   (pid(1), pid(5), pid(6)))
-    plan_id = plan_and_apply("d2-fixed", D2, snaps)
+    fixed = plan_and_apply("d2-fixed", D2, snaps)
     plan_id, status, reason, review = latest_plan()
-    assert status == "applied" and reason is None
+    assert plan_id == fixed and status == "applied" and reason is None
     assert review["breaker"]["blanked"] == {"title": 2} and review["breaker"]["held"] is False
     after = lms(client)
     assert {k for k, u in after.items() if not u.get("title")} == {pid(5), pid(6)}
@@ -179,8 +179,13 @@ def set_desired(conn, people):
                         f"({', '.join(['%s'] * len(COLS))})", [tuple(r[c] for c in COLS) for r in people])
 
 
-def test_managers_blanked_by_hr_are_held_managers_removed_because_the_manager_left_are_not(conn, fresh_lms):
-    client = ScimClient(LmsConfig(*fresh_lms))
+@pytest.fixture
+def client(fresh_lms):
+    with ScimClient(LmsConfig(*fresh_lms)) as c:
+        yield c
+
+
+def test_managers_blanked_by_hr_are_held_managers_removed_because_the_manager_left_are_not(conn, client):
     set_desired(conn, [person(i) for i in range(1, N + 1)])
     p = make_plan(conn, logical_date=D1, snapshot_id=1)
     apply_plan(conn, p.plan_id, client)
@@ -205,4 +210,3 @@ def test_managers_blanked_by_hr_are_held_managers_removed_because_the_manager_le
     assert review["blanked"] == {}
     assert apply_plan(conn, p.plan_id, client).dead_letter == 0
     assert all(manager(u) is None for u in lms(client).values())
-    client.close()
