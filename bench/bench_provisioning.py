@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +92,14 @@ def child(spec: dict) -> int:
         import_s = time.perf_counter() - t
     common.isolate_artifacts(Path(spec["work"]), gx=stage == "gate")
     worked_around = common.work_around_parallel_safe_exception_functions()
+    if stage == "apply" and spec["shards"] > 1:
+        # Work-around: db.bootstrap (run by every stage) ALTERs sync.ops (AccessExclusiveLock) while the
+        # other shard's claim holds locks on it -> "deadlock detected" in _claim when shards start together.
+        # The schema exists by now (ingest bootstrapped it), so the shards skip it.
+        from hrlms.warehouse import db as _db
+
+        _db.bootstrap = lambda conn: None
+        worked_around = [*worked_around, "skip db.bootstrap in parallel apply shards"]
     from hrlms import pipeline
 
     day = date.fromisoformat(spec["day"])
@@ -124,7 +133,7 @@ def child(spec: dict) -> int:
 # -- one day, driven from the parent -----------------------------------------------------------------------
 
 def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, str], work: Path, shards: int,
-        log: str) -> dict:
+        log: str, apply_timeout: float | None = None) -> dict:
     """Run one day's stages (each a child) up to and including apply; returns per-stage walls (measured
     around each child: interpreter start, imports and the pipeline call) and the call times in the child."""
     env = {"WAREHOUSE_URL": db_url, "HRLMS_LANDING_DIR": str(folder), "HRLMS_SOURCE": "file",
@@ -147,13 +156,22 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
     plan_id = res["plan"]["plan_id"]
     if res["plan"].get("held"):
         raise common.BenchError(f"plan {plan_id} was held by the breaker: {res['plan']}")
+    def shard(i: int) -> dict:
+        try:
+            return common.run_child("bench.bench_provisioning",
+                                    {**base, "stage": "apply", "plan_id": plan_id, "shard": i},
+                                    env=env, log_name=f"{log}_apply{i}", timeout=apply_timeout)
+        except subprocess.TimeoutExpired:
+            return {"seconds": apply_timeout, "timed_out": True}
+
     t = time.perf_counter()
+    res["apply_started_epoch"] = time.time()
     with ThreadPoolExecutor(max_workers=shards) as pool:
-        outs = list(pool.map(lambda i: common.run_child(
-            "bench.bench_provisioning", {**base, "stage": "apply", "plan_id": plan_id, "shard": i},
-            env=env, log_name=f"{log}_apply{i}"), range(shards)))
+        outs = list(pool.map(shard, range(shards)))
     res["wall"]["apply"] = time.perf_counter() - t
     res["call"]["apply"] = max(o["seconds"] for o in outs)
+    res["apply_timed_out"] = any(o.get("timed_out") for o in outs)
+    res["worked_around"] = sorted({w for o in outs for w in o.get("worked_around", [])})
     res["file_to_lms"] = sum(res["wall"].values())
     res["snapshots"] = snaps
     res["env"] = env
@@ -175,14 +193,21 @@ def plan_facts(db_url: str, plan_id: int, run_key: str) -> dict:
         row = conn.execute("select extract(epoch from started_at), seconds, detail from audit.stage_runs "
                            "where run_key = %s and stage = 'apply'", (run_key,)).fetchone()
         started, seconds, detail = (float(row[0]), float(row[1]), row[2]) if row else (None, None, {})
+        if started is None:   # apply stopped by the benchmark's timeout: no stage rows
+            first = conn.execute("select extract(epoch from min(started_at)) from audit.stage_runs "
+                                 "where run_key = %s and stage like 'apply%%'", (run_key,)).fetchone()[0]
+            started = float(first) if first else None
+        writes = conn.execute("select count(*) from sync.ops where plan_id = %s and status = 'applied' "
+                              "and applied_at is not null", (plan_id,)).fetchone()[0]
         last_create = conn.execute(
             "select extract(epoch from max(applied_at)) from sync.ops where plan_id = %s "
             "and op_type = 'create_user' and status = 'applied'", (plan_id,)).fetchone()[0]
     phase1 = (float(last_create) - started) if (last_create and started) else None
-    return {"ops": {k: int(v) for k, v in by_type.items()}, "status": {k: int(v) for k, v in by_status.items()},
+    return {"last_create_epoch": float(last_create) if last_create else None,
+            "ops": {k: int(v) for k, v in by_type.items()}, "status": {k: int(v) for k, v in by_status.items()},
             "members": {k: int(v) for k, v in members.items()}, "apply_stage_s": seconds,
             "phase1_s": phase1, "lms_requests": (detail or {}).get("lms_requests"),
-            "writes": (detail or {}).get("writes")}
+            "writes": (detail or {}).get("writes"), "applied_ops": int(writes), "apply_started_epoch": started}
 
 
 def lms_user_count(url: str, token: str) -> int:
@@ -193,7 +218,7 @@ def lms_user_count(url: str, token: str) -> int:
     return int(r.json()["totalResults"])
 
 
-def one_repeat(size: int, folder: Path, rep: int, shards: int) -> dict:
+def one_repeat(size: int, folder: Path, rep: int, shards: int, apply_timeout: float | None) -> dict:
     from hrlms.devenv.scim import LocalScimServer
 
     tag = f"{size}-s{shards}-r{rep + 1}"
@@ -203,7 +228,7 @@ def one_repeat(size: int, folder: Path, rep: int, shards: int) -> dict:
     with common.fresh_database(f"prov_{size}") as url:
         with LocalScimServer(work) as lms:
             res = day(db_url=url, folder=folder, on=START, run_key="bench-prov", lms=(lms.base_url, lms.token),
-                      work=work, shards=shards, log=f"prov_{tag}")
+                      work=work, shards=shards, log=f"prov_{tag}", apply_timeout=apply_timeout)
             res["lms_users"] = lms_user_count(lms.base_url, lms.token)
         res["facts"] = plan_facts(url, res["plan"]["plan_id"], "bench-prov")
         with LocalScimServer(work) as bare_lms:
@@ -215,10 +240,15 @@ def one_repeat(size: int, folder: Path, rep: int, shards: int) -> dict:
             res["bare"]["lms_users"] = lms_user_count(bare_lms.base_url, bare_lms.token)
     f = res["facts"]
     creates = f["ops"].get("create_user", 0)
-    total_ops = sum(f["ops"].values())
     apply_s = res["wall"]["apply"]
+    start = f["apply_started_epoch"] or res["apply_started_epoch"]
+    f["phase1_s"] = (f["last_create_epoch"] - start) if f["last_create_epoch"] else None
+    # HR file -> every user created in the LMS: the warehouse stages' walls + the apply child's start to the
+    # last create_user applied (interpreter start and imports of the apply task included).
+    res["file_to_users"] = (sum(v for k, v in res["wall"].items() if k != "apply")
+                            + f["last_create_epoch"] - res["apply_started_epoch"]) if f["last_create_epoch"] else None
     res["ours_users_per_s"] = creates / apply_s
-    res["ours_ops_per_s"] = total_ops / apply_s
+    res["ours_ops_per_s"] = f["applied_ops"] / apply_s
     res["ours_users_per_s_phase1"] = creates / f["phase1_s"] if f["phase1_s"] else None
     res["bare_users_per_s"] = res["bare"]["users"] / res["bare"]["seconds"]
     return res
@@ -227,8 +257,11 @@ def one_repeat(size: int, folder: Path, rep: int, shards: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = common.parse_args(
         "python -m bench.bench_provisioning", __doc__.split("\n")[0], argv, default_sizes="10000,100000",
-        extra=lambda ap: ap.add_argument("--shards", default="1,2",
-                                         help="apply shards to run, comma-separated (default 1,2)"))
+        extra=lambda ap: (ap.add_argument("--shards", default="1,2",
+                                          help="apply shards to run, comma-separated (default 1,2)"),
+                          ap.add_argument("--apply-timeout", type=float, default=600.0,
+                                          help="stop the apply after this many seconds (default 600; the users "
+                                               "are in by then, phase 2 may not be)")))
     if args.child:
         return child(common.child_spec(args))
     shard_list = [int(s) for s in str(args.shards).split(",") if s.strip()]
@@ -254,6 +287,14 @@ def main(argv: list[str] | None = None) -> int:
              "users/s on /Bulk it, not our client, bounds both figures; a second shard adds little because "
              "the server is the bottleneck and the machine has 2 cores (server, Postgres and the appliers "
              "share them).")
+    if any(s > 1 for s in shard_list):
+        rec.note("Work-around applied by the benchmark (package defect, not fixed here): with 2 apply shards "
+                 "started together, one shard's `db.bootstrap` (pipeline._stage runs it for every stage; "
+                 "schema.sql does `alter table sync.ops alter column person_id drop not null` → "
+                 "AccessExclusiveLock on sync.ops every time) deadlocked with the other shard's claim "
+                 "(`psycopg.errors.DeadlockDetected` in hrlms.sync.apply._claim; seen in a 2,000-worker "
+                 "validation run). The advisory lock in db.bootstrap only serialises bootstraps against each "
+                 "other. The bench's apply shards skip the bootstrap (the schema exists by then).")
     sizes = sorted(args.sizes)
     for size in sizes:
         folder = common.synthetic_day(size, args.seed)
@@ -264,17 +305,18 @@ def main(argv: list[str] | None = None) -> int:
             results = []
             for rep in range(args.repeats):
                 before = common.loadavg()
-                res = one_repeat(size, folder, rep, shards)
+                res = one_repeat(size, folder, rep, shards, args.apply_timeout)
                 rec.run_load(f"{size} s{shards} r{rep + 1}", before, common.loadavg())
                 results.append(res)
                 f = res["facts"]
-                common.say(f"  r{rep + 1}: file→LMS {res['file_to_lms']:.1f}s ("
+                common.say(f"  r{rep + 1}: file→users {res['file_to_users'] or 0:.1f}s, file→apply end "
+                           f"{res['file_to_lms']:.1f}s{' (timed out)' if res['apply_timed_out'] else ''} ("
                            + ", ".join(f"{s} {v:.1f}" for s, v in res["wall"].items())
                            + f"); ops {f['ops']}; LMS users {res['lms_users']:,}; ours "
                            f"{res['ours_users_per_s_phase1'] or 0:.0f} users/s phase 1, "
                            f"{res['ours_ops_per_s']:.0f} ops/s; bare {res['bare_users_per_s']:.0f} users/s "
                            f"({res['bare']['seconds']:.1f}s)")
-                if f["status"].get("applied", 0) != sum(f["ops"].values()):
+                if f["status"].get("applied", 0) != sum(f["ops"].values()) and not res["apply_timed_out"]:
                     rec.note(f"{size:,} × {shards} shard(s) r{rep + 1}: not every op applied: {f['status']}")
             lab = f"{shards} shard(s)"
 
@@ -287,8 +329,14 @@ def main(argv: list[str] | None = None) -> int:
             for stage in (*WAREHOUSE_STAGES, "apply"):
                 rec.add_row(common.row(size, f"stage {stage} (wall)", col(lambda r, s=stage: r["wall"][s]),
                                        digits=2, **extra))
-            rec.add_row(common.row(size, "HR file → all users in the LMS", col(lambda r: r["file_to_lms"]),
+            rec.add_row(common.row(size, "HR file → all users in the LMS", col(lambda r: r["file_to_users"] or 0),
                                    digits=1, **extra))
+            timed_out = sum(1 for r in results if r["apply_timed_out"])
+            rec.add_row(common.row(size, "HR file → apply finished (managers, groups, memberships too)"
+                                   + (f" — apply stopped at {args.apply_timeout:.0f} s in {timed_out} run(s)"
+                                      if timed_out else ""), col(lambda r: r["file_to_lms"]), digits=1,
+                                   applied_ops=", ".join(f"{r['facts']['applied_ops']:,}" for r in results),
+                                   planned_ops=sum(results[0]["facts"]["ops"].values()), **extra))
             rec.add_row(common.row(size, "apply: users/s, phase 1 (ours)",
                                    col(lambda r: r["ours_users_per_s_phase1"] or 0), unit="users/s", digits=0,
                                    **extra))
@@ -313,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             rec.check(f"apply users/s ÷ bare at {size:,} workers, {lab} (phase 1)", "≥ 0.7×",
                       round(common.median(ratio1), 2), "×", common.median(ratio1) >= 0.7, size=size)
             if size >= 100_000:
-                v = common.median(col(lambda r: r["file_to_lms"]))
+                v = common.median(col(lambda r: r["file_to_users"] or float("inf")))
                 rec.check(f"HR file → all users in the LMS at {size:,} workers, {lab}", "≤ 300 s", round(v, 1), "s",
                           v <= 300, size=size)
             rec.save()
