@@ -5,6 +5,7 @@ logged (`redact` strips the password for messages).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
@@ -56,7 +57,18 @@ def bootstrap(conn: psycopg.Connection) -> None:
     pkg = resources.files("hrlms.warehouse")
     extra = sorted(p.name for p in pkg.iterdir() if p.name.startswith("schema_") and p.name.endswith(".sql"))
     sql = "\n".join(pkg.joinpath(name).read_text() for name in ["schema.sql", *extra])
+    digest = hashlib.sha256(sql.encode()).hexdigest()
+    # Already at this schema: no DDL at all. Every stage calls bootstrap, and an ALTER TABLE takes an
+    # ACCESS EXCLUSIVE lock even when it changes nothing — parallel apply shards claiming ops in
+    # sync.ops would deadlock with a shard that is bootstrapping.
+    if conn.execute("select to_regclass('hrlms_util.schema_state') is not null").fetchone()[0] and \
+            conn.execute("select exists (select 1 from hrlms_util.schema_state where digest = %s)",
+                         (digest,)).fetchone()[0]:
+        return
     with conn.transaction():
         # Serialise concurrent bootstraps (two tasks starting at once).
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.bootstrap'))")
         conn.execute(sql)
+        conn.execute("create table if not exists hrlms_util.schema_state (digest text primary key, "
+                      "applied_at timestamptz not null default now())")
+        conn.execute("insert into hrlms_util.schema_state (digest) values (%s) on conflict do nothing", (digest,))

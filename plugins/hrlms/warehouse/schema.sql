@@ -72,7 +72,9 @@ create sequence if not exists raw_hris.load_line_seq;
 -- Tolerant date parsing for staging: NULL instead of an error, so one bad value cannot fail a build;
 -- the quality gate reports it (raw text present, parsed value missing).
 create or replace function hrlms_util.try_date(v text, fmt text) returns date
-language plpgsql immutable parallel safe as $$
+-- parallel unsafe: its EXCEPTION block starts a subtransaction, which a parallel plan cannot (dbt
+-- failed with "cannot start subtransactions during a parallel operation" from ~100k workers on)
+language plpgsql immutable parallel unsafe as $$
 declare d date;
 begin
     if v is null or btrim(v) = '' then return null; end if;

@@ -75,7 +75,9 @@ create index if not exists transcripts_snapshot_idx on raw_lms.transcripts (_sna
 
 -- Tolerant timestamp parsing for transcripts (NULL instead of an error; years outside 1000-9999 too).
 create or replace function hrlms_util.try_timestamptz(v text) returns timestamptz
-language plpgsql stable parallel safe as $$
+-- parallel unsafe: its EXCEPTION block starts a subtransaction, which a parallel plan cannot (dbt
+-- failed with "cannot start subtransactions during a parallel operation" from ~100k workers on)
+language plpgsql stable parallel unsafe as $$
 declare t timestamptz;
 begin
     if v is null or btrim(v) = '' then return null; end if;
