@@ -13,6 +13,7 @@ HRLMS_APPLY_SHARDS (2) parallel processes — the stage driver is bench_provisio
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -130,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     rec.note("1M workers (the target's size) was not run: it needs 1M users in the LMS first and scim2-server "
              "(one Python process, in memory, ~500 users/s) would take ~35 min for day 1 alone; the warehouse-only "
              "variant (applied state seeded by SQL) was not done in the time available.")
+    if os.environ.get("HRLMS_LMS_READ_TIMEOUT"):
+        rec.note(f"Run with HRLMS_LMS_READ_TIMEOUT={os.environ['HRLMS_LMS_READ_TIMEOUT']} s (default 30 s): with the "
+                 "default, day 1 at 10k left 335 membership ops in escrow (a /Bulk of membership PATCHes into "
+                 "groups of thousands takes scim2-server longer than 30 s on this loaded machine; the client "
+                 "times out and retries), day 2 re-planned them, they failed again and apply halted "
+                 "(ApplyHalted: 381 of 424 attempted ops failed).")
     if args.shards > 1:
         rec.note("Apply shards skip db.bootstrap (work-around for a deadlock between one shard's schema "
                  "bootstrap and the other's claim; see c. provisioning).")
