@@ -5,7 +5,7 @@
 -- the logical date + 30 days; only recurring requirements have an expires_on.
 -- `dbt compile --select expiring_in_30_days --vars '{logical_date: 2026-01-20}'` (default: the
 -- project's logical_date var), then run the compiled SQL in psql.
-{% set as_of = var('logical_date') %}
+{% set as_of = run_param('logical_date') %}
 
 with status as (
     select * from {{ ref('learning_compliance_status') }}

@@ -1,6 +1,6 @@
 -- Who was where, and who reported to whom, on a given day (BI example; `dbt compile --vars '{as_of: 2026-01-06}'`).
 -- The pattern for any SCD2 mart here: valid_from_on <= D and (valid_to_on is null or D < valid_to_on).
-{% set as_of = var('as_of', var('logical_date')) %}
+{% set as_of = var('as_of', run_param('logical_date')) %}
 
 with workers as (
     select * from {{ ref('workers_history') }}

@@ -15,7 +15,7 @@ versioned as (
         parent_org_unit_code,
         org_unit_type,
         org_unit_status,
-        cast('{{ var("logical_date") }}' as timestamp without time zone) as as_of
+        cast('{{ run_param("logical_date") }}' as timestamp without time zone) as as_of
     from org_units
 )
 

@@ -7,5 +7,5 @@
     date of the run that saw it, so rerunning or backfilling a day gives the same history.
 #}
 {% macro snapshot_get_time() -%}
-    cast('{{ var("logical_date") }}' as timestamp without time zone)
+    cast('{{ run_param("logical_date") }}' as timestamp without time zone)
 {%- endmacro %}

@@ -32,19 +32,26 @@ with workers as (
     select person_id, employee_number, work_email from {{ ref('int_workers_gated') }}
 ),
 
+stg_lines as (
+    select * from {{ ref('stg_hris__workers') }}
+    where snapshot_id = {{ run_param('snapshot_id') }}
+),
+
+quarantined_lines as (
+    select distinct line_no from {{ source('dq', 'quarantine') }}
+    where snapshot_id = {{ run_param('snapshot_id') }} and entity = 'workers'
+),
+
 snapshot_lines as (
     -- every line of the run's snapshot, quarantined ones included: a person whose row was bad is still there
     select
-        stg.person_id,
-        stg.employment_status,
-        stg.employee_number,
-        stg.work_email,
-        exists (
-            select 1 from {{ source('dq', 'quarantine') }} as q
-            where q.snapshot_id = stg.snapshot_id and q.entity = 'workers' and q.line_no = stg.line_no
-        ) as is_quarantined
-    from {{ ref('stg_hris__workers') }} as stg
-    where stg.snapshot_id = {{ var('snapshot_id') }}
+        stg_lines.person_id,
+        stg_lines.employment_status,
+        stg_lines.employee_number,
+        stg_lines.work_email,
+        quarantined_lines.line_no is not null as is_quarantined
+    from stg_lines
+    left join quarantined_lines on stg_lines.line_no = quarantined_lines.line_no
 ),
 
 snapshot_rows as (
@@ -71,7 +78,7 @@ quarantined_keys as (
 history as (
     -- versions seen before the run's logical date (the snapshot already holds today's)
     select * from {{ ref('snap_workers') }}
-    where dbt_valid_from < cast('{{ var("logical_date") }}' as timestamp)
+    where dbt_valid_from < cast('{{ run_param("logical_date") }}' as timestamp)
 ),
 
 applied as (
@@ -108,7 +115,7 @@ history_people as (
     select
         person_id,
         cast(min(dbt_valid_from) as date) as first_seen_on,
-        max(coalesce(cast(dbt_valid_to as date), cast('{{ var("logical_date") }}' as date)))
+        max(coalesce(cast(dbt_valid_to as date), cast('{{ run_param("logical_date") }}' as date)))
             filter (where employment_status is distinct from 'terminated') as last_active_on
     from history
     group by person_id
@@ -152,7 +159,7 @@ candidates as (
         known_keys.key_value is not null
         and (present.person_id is null or present.is_terminated)
         and (history_people.last_active_on is null
-            or cast('{{ var("logical_date") }}' as date) - history_people.last_active_on
+            or cast('{{ run_param("logical_date") }}' as date) - history_people.last_active_on
                 >= {{ var('rehire_min_gap_days') }})
 ),
 
@@ -219,7 +226,7 @@ judged as (
         coalesce(match_summary.candidate_account_ids, blocked.candidate_ids) as candidate_account_ids,
         blocked.rule as blocked_rule,
         coalesce(previous.first_seen_on, history_people.first_seen_on,
-            cast('{{ var("logical_date") }}' as date)) as first_seen_on,
+            cast('{{ run_param("logical_date") }}' as date)) as first_seen_on,
         case
             when resolutions.resolution is not null then 'resolution'
             when previous.person_id is not null and not previous.is_ambiguous then 'previous'
@@ -263,9 +270,9 @@ decided as (
         first_seen_on,
         case
             when basis = 'previous' then previous_decided_on
-            else cast('{{ var("logical_date") }}' as date)
+            else cast('{{ run_param("logical_date") }}' as date)
         end as decided_on,
-        cast('{{ var("logical_date") }}' as date) as last_seen_on
+        cast('{{ run_param("logical_date") }}' as date) as last_seen_on
     from judged
 )
 

@@ -1,7 +1,7 @@
 -- The org units of this run's org snapshot (first row per code).
 with org_units as (
     select * from {{ ref('stg_hris__org_units') }}
-    where snapshot_id = {{ var('org_snapshot_id') }}
+    where snapshot_id = {{ run_param('org_snapshot_id') }}
 ),
 
 deduplicated as (

@@ -34,7 +34,7 @@ holding as (
         cast('holding' as text) as org_unit_type,
         cast('active' as text) as org_unit_status,
         cast(null as text) as manager_person_id,
-        cast({{ var("org_snapshot_id") }} as bigint) as snapshot_id,
+        cast({{ run_param("org_snapshot_id") }} as bigint) as snapshot_id,
         cast(null as bigint) as line_no
 ),
 

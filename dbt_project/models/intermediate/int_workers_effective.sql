@@ -26,7 +26,7 @@ zoned as (
 dated as (
     select
         *,
-        cast((cast('{{ var("logical_ts") }}' as timestamptz) at time zone effective_time_zone) as date)
+        cast((cast('{{ run_param("logical_ts") }}' as timestamptz) at time zone effective_time_zone) as date)
             as local_date,
         coalesce(start_date, hire_date) - {{ var("provision_days_before_start") }} as access_from_on,
         coalesce(last_day_of_work, termination_date) - {{ var("termination_lookahead_days") }}

@@ -7,13 +7,13 @@
 -- duplicate copies removed.
 with workers as (
     select * from {{ ref('stg_hris__workers') }}
-    where snapshot_id = {{ var('snapshot_id') }}
+    where snapshot_id = {{ run_param('snapshot_id') }}
 ),
 
 quarantined as (
     select distinct line_no
     from {{ source('dq', 'quarantine') }}
-    where snapshot_id = {{ var('snapshot_id') }} and entity = 'workers'
+    where snapshot_id = {{ run_param('snapshot_id') }} and entity = 'workers'
 ),
 
 gated as (

@@ -37,7 +37,7 @@ final as (
         workers.time_zone,
         workers.snapshot_id,
         workers.line_no,
-        cast('{{ var("logical_date") }}' as date) as as_of_date
+        cast('{{ run_param("logical_date") }}' as date) as as_of_date
     from workers
     left join placed on workers.person_id = placed.person_id
 )

@@ -6,7 +6,6 @@ dbt scrubs it from its logs.
 """
 from __future__ import annotations
 
-import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,13 +64,14 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     from dbt.cli.main import dbtRunner
 
     ts = logical_instant(logical_date)
-    dbt_vars = {"snapshot_id": snapshot_id, "org_snapshot_id": org_snapshot_id,
-                "logical_date": ts.date().isoformat(), "logical_ts": ts.isoformat()}
+    # As environment variables read by the run_param macro, not --vars: a change of --vars makes dbt
+    # re-parse the whole project (measured ~5.5 s against 0.8 s for a partial parse).
+    run_params = {"HRLMS_RUN_SNAPSHOT_ID": str(snapshot_id), "HRLMS_RUN_ORG_SNAPSHOT_ID": str(org_snapshot_id),
+                  "HRLMS_RUN_LOGICAL_DATE": ts.date().isoformat(), "HRLMS_RUN_LOGICAL_TS": ts.isoformat()}
     target = target_path or str(PROJECT_DIR / "target")
     cli = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
-           "--target-path", target, "--log-path", str(Path(target) / "logs"),
-           "--vars", json.dumps(dbt_vars), "--quiet", "--no-use-colors"]
-    with _env(dbt_env()):
+           "--target-path", target, "--log-path", str(Path(target) / "logs"), "--quiet", "--no-use-colors"]
+    with _env(dbt_env() | run_params):
         res = dbtRunner().invoke(cli)
     if res.exception is not None:
         raise DbtError(f"dbt {' '.join(args)} could not run: {res.exception}")

@@ -11,7 +11,7 @@
 
 with quarantined as (
     select * from {{ source('dq', 'quarantine') }}
-    where snapshot_id = {{ var('snapshot_id') }} and entity = 'workers' and record_key is not null
+    where snapshot_id = {{ run_param('snapshot_id') }} and entity = 'workers' and record_key is not null
 ),
 
 identities as (
@@ -91,8 +91,8 @@ seen as (
         today.field,
         today.value,
         today.check_name,
-        coalesce(previous.first_seen_on, cast('{{ var("logical_date") }}' as date)) as first_seen_on,
-        greatest(previous.last_seen_on, cast('{{ var("logical_date") }}' as date)) as last_seen_on,
+        coalesce(previous.first_seen_on, cast('{{ run_param("logical_date") }}' as date)) as first_seen_on,
+        greatest(previous.last_seen_on, cast('{{ run_param("logical_date") }}' as date)) as last_seen_on,
         true as is_open,
         cast(null as date) as closed_on
     from today
@@ -112,11 +112,11 @@ closed as (
         previous.first_seen_on,
         previous.last_seen_on,
         false as is_open,
-        cast('{{ var("logical_date") }}' as date) as closed_on
+        cast('{{ run_param("logical_date") }}' as date) as closed_on
     from previous
     where
         previous.is_open
-        and previous.last_seen_on <= cast('{{ var("logical_date") }}' as date)
+        and previous.last_seen_on <= cast('{{ run_param("logical_date") }}' as date)
         and not exists (
             select 1 from today
             where today.person_id = previous.person_id

@@ -29,7 +29,7 @@ workers as (
 
 quarantined as (
     select record_key as person_id from {{ source('dq', 'quarantine') }}
-    where snapshot_id = {{ var('snapshot_id') }} and entity = 'workers' and record_key is not null
+    where snapshot_id = {{ run_param('snapshot_id') }} and entity = 'workers' and record_key is not null
 ),
 
 requirements as (
@@ -153,7 +153,7 @@ ended as (
         open_previous.rule_ids,
         open_previous.last_seen_on,
         false as is_open,
-        coalesce(workers.local_date, cast('{{ var("logical_date") }}' as date)) as ended_on,
+        coalesce(workers.local_date, cast('{{ run_param("logical_date") }}' as date)) as ended_on,
         case
             when workers.person_id is null or not workers.is_active then 'left'
             when requirements.requirement_id is null then 'requirement_removed'

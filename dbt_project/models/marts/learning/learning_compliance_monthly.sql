@@ -15,7 +15,7 @@ with status as (
 
 final as (
     select
-        cast(date_trunc('month', cast('{{ var("logical_date") }}' as date)) + interval '1 month - 1 day' as date)
+        cast(date_trunc('month', cast('{{ run_param("logical_date") }}' as date)) + interval '1 month - 1 day' as date)
             as month_end_on,
         person_id,
         account_person_id,

@@ -63,7 +63,7 @@ final as (
         counted.expired,
         counted.exempt,
         round(counted.completed::numeric / nullif(counted.assigned - counted.exempt, 0), 4) as completion_rate,
-        cast('{{ var("logical_date") }}' as date) as as_of_date
+        cast('{{ run_param("logical_date") }}' as date) as as_of_date
     from counted
     left join units on counted.dimension = 'org_subtree' and counted.dimension_value = units.org_unit_code
     left join people on counted.dimension = 'manager' and counted.dimension_value = people.person_id

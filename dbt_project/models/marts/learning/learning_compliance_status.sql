@@ -156,7 +156,7 @@ final as (
         job_code,
         job_family,
         local_date as as_of_local_date,
-        cast('{{ var("logical_date") }}' as date) as as_of_date
+        cast('{{ run_param("logical_date") }}' as date) as as_of_date
     from dated
 )
 

@@ -21,7 +21,7 @@ final as (
         identities.identity_rule as matched_rule,
         identities.candidate_account_ids,
         identities.first_seen_on,
-        cast('{{ var("logical_date") }}' as date) as as_of_date
+        cast('{{ run_param("logical_date") }}' as date) as as_of_date
     from identities
     inner join workers on identities.person_id = workers.person_id
 )

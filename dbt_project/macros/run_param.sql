@@ -1,0 +1,17 @@
+{% macro run_param(name) -%}
+    {#- The run's parameters: snapshot_id, org_snapshot_id (raw_hris snapshot ids), logical_date (UTC date)
+        and logical_ts (the run's logical moment). hrlms.transform.dbt sets them as HRLMS_RUN_<NAME>
+        environment variables rather than --vars: any change of --vars makes dbt re-parse the whole
+        project (~5 s per invocation, twice per run). A --vars value or a unit test's `overrides: vars:`
+        still wins; the defaults make `dbt parse` / `dbt ls` work. -#}
+    {%- set defaults = {
+        'snapshot_id': '-1',
+        'org_snapshot_id': '-1',
+        'logical_date': '1970-01-01',
+        'logical_ts': '1970-01-01T00:00:00+00:00',
+    } -%}
+    {%- if name not in defaults -%}
+        {{ exceptions.raise_compiler_error("run_param: unknown run parameter '" ~ name ~ "'") }}
+    {%- endif -%}
+    {{- return(var(name, env_var('HRLMS_RUN_' ~ (name | upper), defaults[name]))) -}}
+{%- endmacro %}
