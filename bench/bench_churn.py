@@ -137,9 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                  "groups of thousands takes scim2-server longer than 30 s on this loaded machine; the client "
                  "times out and retries), day 2 re-planned them, they failed again and apply halted "
                  "(ApplyHalted: 381 of 424 attempted ops failed).")
-    if args.shards > 1:
-        rec.note("Apply shards skip db.bootstrap (work-around for a deadlock between one shard's schema "
-                 "bootstrap and the other's claim; see c. provisioning).")
     for size in sorted(args.sizes):
         folder = churn_days(size, args.seed)
         common.say(f"[churn] {size:,} workers, {args.repeats} repeat(s)")
