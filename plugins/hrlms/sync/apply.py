@@ -243,15 +243,23 @@ def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
     return out
 
 
-def _chunks(reqs: list[tuple[dict, dict]], max_ops: int, max_bytes: int):
-    chunk, size = [], 200
+def _chunks(reqs: list[tuple[dict, dict]], max_ops: int, max_bytes: int, max_members: int | None = None):
+    """/Bulk requests within the LMS's maxOperations and maxPayloadSize, and carrying at most
+    `max_members` membership changes (HRLMS_BULK_MAX_MEMBERS, default 2000): a request of 36 PATCHes
+    of 500 members each took scim2-server longer than the 30 s read timeout, so it was re-sent and
+    escrowed instead of applied."""
+    if max_members is None:
+        max_members = int(env_float("HRLMS_BULK_MAX_MEMBERS", 2000))
+    chunk, size, members = [], 200, 0
     for op, req in reqs:
         n = len(json.dumps(req)) + 2
-        if chunk and (len(chunk) >= max_ops or size + n > max_bytes * 0.9):
+        m = len(op.get("members") or [])
+        if chunk and (len(chunk) >= max_ops or size + n > max_bytes * 0.9 or members + m > max_members):
             yield chunk
-            chunk, size = [], 200
+            chunk, size, members = [], 200, 0
         chunk.append((op, req))
         size += n
+        members += m
     if chunk:
         yield chunk
 
