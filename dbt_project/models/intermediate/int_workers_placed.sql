@@ -29,6 +29,8 @@ units as (
 ),
 
 holding as (
+    -- one row, read through scalar subqueries (init plans: evaluated once). A cross join with it made
+    -- the planner rescan the units CTE for every worker: 1.1 billion rows and 157 s at 100k workers.
     select org_unit_code, org_unit_name, org_unit_status
     from units
     where org_unit_code = '{{ var("holding_org_unit_code") | replace("'", "''") }}'
@@ -37,11 +39,12 @@ holding as (
 placed as (
     select
         workers.person_id,
-        coalesce(units.org_unit_code, holding.org_unit_code) as org_unit_code,
-        coalesce(units.org_unit_name, holding.org_unit_name) as org_unit_name,
+        coalesce(units.org_unit_code, (select org_unit_code from holding)) as org_unit_code,
+        coalesce(units.org_unit_name, (select org_unit_name from holding)) as org_unit_name,
         workers.org_unit_code as hr_org_unit_code,
         units.org_unit_code is null as is_unknown_org_code,
-        coalesce(units.org_unit_status, holding.org_unit_status) = 'inactive' as is_org_unit_inactive,
+        coalesce(units.org_unit_status, (select org_unit_status from holding)) = 'inactive'
+            as is_org_unit_inactive,
         workers.employment_status,
         workers.local_date,
         workers.is_active,
@@ -52,7 +55,6 @@ placed as (
         workers.secondary_manager_person_ids
     from workers
     left join units on workers.org_unit_code = units.org_unit_code
-    cross join holding
 )
 
 select * from placed
