@@ -20,7 +20,9 @@ Contract for a benchmark ``bench/bench_<name>.py``:
      "notes": ["…"], "profile": {...optional, free form...},
      "meta": {"loadavg_before": [1, 5, 15 min], "loadavg_after": [...], "versions": {...}, ...}}
 
-  ``checks`` are the figures compared with the targets (DESIGN.md); report.py lists them first.
+  ``checks`` are the figures compared with the targets (DESIGN.md); report.py lists them first
+  (``"binding": false`` marks a check at a size the target is not set for; ``"lower_bound": true`` a
+  value that is at least this, e.g. a stage stopped by a timeout — rows may carry it too).
 - Work that must not share state between repeats runs in a child process (:func:`run_child`, the
   module's ``--child SPEC`` mode), against a fresh database (:func:`fresh_database`), with its own dbt
   target dir and GX context (:func:`isolate_artifacts`) — as an Airflow task does in production.
@@ -263,22 +265,56 @@ def versions() -> dict[str, str]:
 
 # -- isolated runs -----------------------------------------------------------------------------------
 
-def run_child(module: str, spec: dict, *, env: dict[str, str], log_name: str, timeout: float | None = None) -> dict:
+class ChildTimeout(BenchError):
+    """A child run took longer than its timeout and was stopped; `seconds` is the limit, `seen` what
+    the on_timeout callback found (e.g. the queries still running)."""
+
+    def __init__(self, message: str, seconds: float, seen: Any = None):
+        super().__init__(message)
+        self.seconds, self.seen = seconds, seen
+
+
+def run_child(module: str, spec: dict, *, env: dict[str, str], log_name: str, timeout: float | None = None,
+              on_timeout: Callable[[], Any] | None = None) -> dict:
     """Run one measurement in a fresh interpreter (``python -m <module> --child SPEC``), as an Airflow
     task runs: imports, caches and memory of earlier repeats do not carry over. Its output goes to
-    .local/bench/work/logs/<log_name>.log; it returns what the child passed to :func:`child_done`."""
+    .local/bench/work/logs/<log_name>.log; it returns what the child passed to :func:`child_done`.
+    After `timeout` seconds, `on_timeout()` is called (the child still running), the child is killed and
+    ChildTimeout is raised."""
     logs = WORK_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log, result = logs / f"{log_name}.log", logs / f"{log_name}.result.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", module, "--child", json.dumps({**spec, "result": str(result)})]
     with open(log, "wb") as fh:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
-    if proc.returncode != 0 or not result.is_file():
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            seen = on_timeout() if on_timeout else None
+            proc.kill()
+            proc.wait()
+            raise ChildTimeout(f"{module} run {log_name} stopped after {timeout:.0f} s", timeout, seen) from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    if returncode != 0 or not result.is_file():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-        raise BenchError(f"{module} run {log_name} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        raise BenchError(f"{module} run {log_name} failed (exit {returncode}); log {log}:\n{tail}")
     return json.loads(result.read_text())
+
+
+def running_queries(url: str) -> list[dict]:
+    """What the database is busy with (for a run stopped by its timeout)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            """select extract(epoch from now() - query_start)::int, left(regexp_replace(query, '\\s+', ' ', 'g'), 300)
+               from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()
+               and state = 'active' order by query_start""").fetchall()
+    return [{"running_s": r[0], "query": r[1]} for r in rows]
 
 
 def child_spec(args: argparse.Namespace) -> dict:
@@ -398,9 +434,12 @@ class Recorder:
         self.doc["rows"].append(r)
 
     def check(self, figure: str, target: str, value: float, unit: str, met: bool, **extra) -> None:
+        """A figure against its target. With lower_bound=True (the value is at least this) a value that
+        meets the target proves nothing: met is recorded as None (unknown)."""
         self.doc["checks"] = [c for c in self.doc["checks"] if c["figure"] != figure]
+        verdict = None if extra.get("lower_bound") and met else bool(met)
         self.doc["checks"].append({"figure": figure, "target": target, "value": value, "unit": unit,
-                                   "met": bool(met), **extra})
+                                   "met": verdict, **extra})
 
     def set_profile(self, profile: dict) -> None:
         """The profile of the largest size measured (an earlier, merged run's larger one stays)."""

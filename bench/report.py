@@ -3,7 +3,8 @@
 Usage: python bench/report.py [--in .local/bench] [--out docs/benchmarks.md]
 Renders whatever result files are present (see bench/common.py for their shape): the machine, the
 versions, a summary of the figures against their targets, then each benchmark's rows (medians and
-every run), checks, notes and profile.
+every run), checks, notes and profile, and bench/analysis/<name>.md when there is one (a person's
+reading of the figures: what costs what and why).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STANDARD = ("size", "label", "metric", "median", "runs", "unit")
+STANDARD = ("size", "label", "metric", "median", "runs", "unit", "lower_bound")
 
 
 def machine() -> dict[str, str]:
@@ -94,7 +95,8 @@ def rows_table(doc: dict) -> list[str]:
     for r in rows:
         unit = r.get("unit", "")
         body.append(([fmt(r.get("size"))] if has_size else []) + ([fmt(r.get("label"))] if has_label else [])
-                    + [fmt(r["metric"]), f"**{fmt(r['median'], unit)}**", unit, fmt(r.get("runs"), unit)]
+                    + [fmt(r["metric"]), f"**{'≥ ' if r.get('lower_bound') else ''}{fmt(r['median'], unit)}**",
+                       unit, fmt(r.get("runs"), unit)]
                     + [fmt(r.get(k)) for k in extra])
     right = {i for i, h in enumerate(headers) if h in ("workers", "median")}
     return table(headers, body, right)
@@ -104,9 +106,12 @@ def checks_rows(docs: list[dict]) -> list[list[str]]:
     out = []
     for d in docs:
         for c in d.get("checks", []):
-            out.append([d["title"].split(" ", 1)[0].rstrip("."), fmt(c["figure"]), fmt(c["target"]),
-                        f"{fmt(c['value'], c.get('unit', ''))} {c.get('unit', '')}".strip(),
-                        "✅ met" if c["met"] else "❌ not met"])
+            target = fmt(c["target"]) + (" (informational: the target is set for another size)"
+                                         if c.get("binding") is False else "")
+            out.append([d["title"].split(" ", 1)[0].rstrip("."), fmt(c["figure"]), target,
+                        f"{'≥ ' if c.get('lower_bound') else ''}{fmt(c['value'], c.get('unit', ''))} "
+                        f"{c.get('unit', '')}".strip(),
+                        {True: "✅ met", False: "❌ not met"}.get(c["met"], "? unknown (lower bound)")])
     return out
 
 
@@ -137,6 +142,11 @@ def transform_profile(p: dict) -> list[str]:
              "(which starts after the module imports):"), ""]
     out += table(["stage", "wall s", "audit.stage_runs s"],
                  [[s, fmt(v), fmt(runs.get(s))] for s, v in p["stage_wall"].items()], {1, 2})
+    if p.get("timed_out"):
+        t = p["timed_out"]
+        out += ["", f"**The {t['stage']} stage was stopped after {fmt(t['after_s'])} s.** Still running then:", ""]
+        out += table(["running for s", "query"],
+                     [[fmt(q["running_s"]), f"`{q['query'][:300]}`"] for q in t.get("running") or []], {0})
     gx = p["gx"]
     out += ["", (f"GX (gate stage, {fmt(gx['gate_wall'])} s wall; GX calls {fmt(gx['gx_calls_total'])} s, "
                  f"the rest {fmt(gx['outside_gx_calls'])} s — quarantine writes, views):"), ""]
@@ -224,8 +234,10 @@ def render(docs: list[dict], source: Path) -> str:
         lines += rows_table(d)
         if d.get("checks"):
             lines += ["", "Checks: " + "; ".join(
-                f"{c['figure']}: {fmt(c['value'], c.get('unit', ''))} {c.get('unit', '')} (target {c['target']}: "
-                f"{'met' if c['met'] else 'not met'})" for c in d["checks"]) + "."]
+                f"{c['figure']}: {'≥ ' if c.get('lower_bound') else ''}{fmt(c['value'], c.get('unit', ''))} "
+                f"{c.get('unit', '')} (target {c['target']}: "
+                f"{ {True: 'met', False: 'not met'}.get(c['met'], 'unknown: a lower bound')})" for c in d["checks"])
+                + "."]
         if d.get("notes"):
             lines += [""] + [f"- {n}" for n in d["notes"]]
         prof = d.get("profile")
@@ -237,9 +249,9 @@ def render(docs: list[dict], source: Path) -> str:
                 lines += transform_profile(prof)
             else:
                 lines += ["Profile:", "", "```json", json.dumps(prof, indent=1)[:6000], "```"]
-        extra_md = d.get("findings")
-        if extra_md:
-            lines += ["", "Findings:", ""] + [f"- {f}" for f in extra_md]
+        analysis = REPO_ROOT / "bench" / "analysis" / f"{d['name']}.md"
+        if analysis.is_file():     # hand-written reading of the figures (dated; update it with the figures)
+            lines += ["", analysis.read_text().strip()]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
