@@ -141,7 +141,8 @@ def outermost(calls: list[dict]) -> list[dict]:
     "inside": name of the enclosing call for the others — so totals do not count a call twice."""
     out, open_calls = [], []
     for c in sorted(calls, key=lambda c: (c["start"], -c["seconds"])):
-        while open_calls and c["start"] >= open_calls[-1]["start"] + open_calls[-1]["seconds"]:
+        # 1 ms of slack: "seconds" is rounded, so a call that starts as the previous one ends may seem inside it
+        while open_calls and c["start"] >= open_calls[-1]["start"] + open_calls[-1]["seconds"] - 0.001:
             open_calls.pop()
         out.append({**c, "inside": open_calls[-1]["name"] if open_calls else None})
         open_calls.append(c)

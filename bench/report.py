@@ -125,6 +125,25 @@ def load_line(meta: dict) -> str:
     return s
 
 
+def code_line(meta: dict) -> str:
+    earlier = list(meta.get("earlier_runs") or [])
+    older = {s for r in earlier for s in r.get("sizes") or []}
+    runs = [{**meta, "sizes": [s for s in meta.get("sizes") or [] if s not in older]}, *earlier]
+    if len({json.dumps(r.get("git"), sort_keys=True) for r in runs}) == 1:
+        runs = runs[:1]
+    parts = []
+    for r in runs:
+        g = r.get("git") or {}
+        dirty = g.get("uncommitted_changes_in") or []
+        what = f"commit {g.get('commit', '?')}"
+        if dirty:
+            shown = ", ".join(dirty[:6]) + (f" and {len(dirty) - 6} more" if len(dirty) > 6 else "")
+            what += f" + uncommitted changes in {shown}"
+        sizes = r.get("sizes")
+        parts.append((f"sizes {fmt(sizes)}: " if sizes and len(runs) > 1 else "") + what)
+    return "Code: " + "; ".join(parts) + "."
+
+
 def ingest_profile(p: dict) -> list[str]:
     out = [f"**Profile: {p['title']}** (raw COPY of the same file: {fmt(p.get('raw_copy'))} s)", ""]
     out += table(["part of ingest_file", "median s", "runs"],
@@ -205,10 +224,8 @@ def render(docs: list[dict], source: Path) -> str:
                "load average before and after each run is recorded (per benchmark below, per run in the JSON). "
                "Expect lower figures on an idle machine."), ""]
     commits = sorted({(m.get("git") or {}).get("commit", "?") for m in metas})
-    dirty = sorted({f for m in metas for f in (m.get("git") or {}).get("uncommitted_changes_in", [])})
-    lines += [f"Code measured: commit {', '.join(commits)}"
-              + (f" plus uncommitted changes (work in progress of others in the same checkout) in {', '.join(dirty)}"
-                 if dirty else "") + ".", ""]
+    lines += [(f"Code measured: commit(s) {', '.join(commits)} — each benchmark below names its commit and any "
+               "uncommitted changes in the checkout at the time (others work in the same checkout)."), ""]
     lines += ["## Versions", ""]
     vers: dict[str, str] = {}
     for m in metas:
@@ -231,6 +248,7 @@ def render(docs: list[dict], source: Path) -> str:
                    if meta.get("repeats_by_size") else
                    f"Sizes {fmt(meta.get('sizes')) or '-'}, {meta.get('repeats')} repeat(s) each; ") +
                   f"{load_line(meta)}." + ("" if meta.get("complete") else " **Incomplete run** (stopped early)."), ""]
+        lines += [code_line(meta), ""]
         lines += rows_table(d)
         if d.get("checks"):
             lines += ["", "Checks: " + "; ".join(
