@@ -91,8 +91,7 @@ def child(spec: dict) -> int:
         from hrlms.quality import gate as _gx_gate  # noqa: F401
         import_s = time.perf_counter() - t
     common.isolate_artifacts(Path(spec["work"]), gx=stage == "gate")
-    worked_around = common.work_around_parallel_safe_exception_functions()
-    from hrlms import pipeline
+    from hrlms import pipeline  # noqa: F401  (imported before the clock starts)
 
     day = date.fromisoformat(spec["day"])
     key = spec["run_key"]
@@ -102,24 +101,10 @@ def child(spec: dict) -> int:
         with db.connect() as conn:
             db.bootstrap(conn)
     t = time.perf_counter()
-    if stage == "ingest":
-        out = pipeline.ingest(key, day)
-    elif stage == "staging":
-        out = pipeline.stage_models(key, day, snaps)
-    elif stage == "gate":
-        out = pipeline.gate(key, day, snaps)
-    elif stage == "transform":
-        out = pipeline.transform(key, day, snaps)
-    elif stage == "plan":
-        out = pipeline.plan(key, day, snaps)
-    elif stage == "apply":
-        shards = spec["shards"]
-        out = pipeline.apply(key, day, spec["plan_id"], **({"shard": spec["shard"], "shards": shards}
-                                                            if shards > 1 else {}))
-    else:
-        raise ValueError(stage)
+    out = common.run_stage(stage, key, day, snaps, plan_id=spec.get("plan_id"), shard=spec.get("shard"),
+                           shards=spec.get("shards"))
     seconds = time.perf_counter() - t + import_s
-    return common.child_done(spec, {"stage": stage, "seconds": seconds, "out": out, "worked_around": worked_around})
+    return common.child_done(spec, {"stage": stage, "seconds": seconds, "out": out})
 
 
 # -- one day, driven from the parent -----------------------------------------------------------------------
@@ -163,7 +148,6 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
     res["wall"]["apply"] = time.perf_counter() - t
     res["call"]["apply"] = max(o["seconds"] for o in outs)
     res["apply_timed_out"] = any(o.get("timed_out") for o in outs)
-    res["worked_around"] = sorted({w for o in outs for w in o.get("worked_around", [])})
     res["file_to_lms"] = sum(res["wall"].values())
     res["snapshots"] = snaps
     res["env"] = env

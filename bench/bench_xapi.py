@@ -37,8 +37,7 @@ RUN_KEY = "bench-xapi"
 def child(spec: dict) -> int:
     stage = spec["stage"]
     invocations = common.isolate_artifacts(Path(spec["work"]), gx=stage == "gate")
-    common.work_around_parallel_safe_exception_functions()
-    from hrlms import pipeline
+    from hrlms import pipeline  # noqa: F401  (imported before the clock starts)
 
     snaps = spec.get("snapshots")
     if stage == "ingest":
@@ -47,16 +46,9 @@ def child(spec: dict) -> int:
         with db.connect() as conn:
             db.bootstrap(conn)
     t = time.perf_counter()
-    if stage == "ingest":
-        out = pipeline.ingest(RUN_KEY, START)
-    elif stage == "staging":
-        out = pipeline.stage_models(RUN_KEY, START, snaps)
-    elif stage == "gate":
-        out = pipeline.gate(RUN_KEY, START, snaps)
-    elif stage == "completions":
-        out = pipeline.completions(RUN_KEY, START)
-    else:
-        out = pipeline.transform(RUN_KEY + spec.get("suffix", ""), START, snaps)
+    is_transform = stage in ("transform", "transform2")   # transform2: the second transform, with statements
+    key = RUN_KEY + (spec.get("suffix", "") if is_transform else "")
+    out = common.run_stage("transform" if is_transform else stage, key, START, snaps)
     seconds = time.perf_counter() - t
     return common.child_done(spec, {"seconds": seconds, "out": out, "dbt": invocations})
 

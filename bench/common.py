@@ -364,6 +364,26 @@ def isolate_artifacts(work: Path, *, gx: bool = True) -> list[dict]:
     return invocations
 
 
+def run_stage(stage: str, run_key: str, day, snaps: dict | None = None, **kw):
+    """One pipeline stage as its Airflow task runs it (the children of every benchmark call this).
+    `kw` for apply: plan_id, shard, shards."""
+    from hrlms import pipeline
+
+    if stage == "ingest":
+        return pipeline.ingest(run_key, day)
+    if stage == "completions":
+        return pipeline.completions(run_key, day)
+    with_snapshots = {"staging": pipeline.stage_models, "gate": pipeline.gate, "transform": pipeline.transform,
+                      "plan": pipeline.plan}
+    if stage in with_snapshots:
+        return with_snapshots[stage](run_key, day, snaps)
+    if stage == "apply":
+        shards = kw.get("shards") or 1
+        return pipeline.apply(run_key, day, kw["plan_id"],
+                              **({"shard": kw["shard"], "shards": shards} if shards > 1 else {}))
+    raise ValueError(f"unknown stage {stage!r}")
+
+
 def dbt_summary(run_results: str | Path, top: int = 10) -> dict:
     """One dbt invocation from its run_results.json: elapsed time, time by resource type, slowest nodes."""
     doc = json.loads(Path(run_results).read_text())
