@@ -37,7 +37,7 @@ def churn_days(workers: int, seed: int) -> Path:
     """Two clean synthetic days (day 2 = 0.5% churn), generated once per (workers, seed) and reused."""
     folder = common.DATA_DIR / f"w{workers}_s{seed}_clean_2d"
     marker = folder / ".complete.json"
-    with common._file_lock(common.DATA_DIR / f".{folder.name}.lock"):
+    with common.file_lock(common.DATA_DIR / f".{folder.name}.lock"):
         if marker.is_file():
             return folder
         from hrlms.synth.generator import generate

@@ -32,7 +32,6 @@ Contract for a benchmark ``bench/bench_<name>.py``:
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -48,6 +47,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from hrlms.devenv.locks import file_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO_ROOT / ".local" / "bench"
@@ -157,23 +158,12 @@ def row(size: int | None, metric: str, runs: list[float], unit: str = "s", digit
 
 # -- synthetic data ----------------------------------------------------------------------------------
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def synthetic_day(workers: int, seed: int = 42, day: date = START) -> Path:
     """A folder with one synthetic HR export day (workers_/org_units_/truth_ files for `day`), generated
     once per (workers, seed, day) and reused; safe against two benchmarks generating it at once."""
     folder = DATA_DIR / f"w{workers}_s{seed}_{day.isoformat()}"
     marker = folder / ".complete.json"
-    with _file_lock(DATA_DIR / f".{folder.name}.lock"):
+    with file_lock(DATA_DIR / f".{folder.name}.lock"):
         if marker.is_file():
             return folder
         from hrlms.synth.generator import generate

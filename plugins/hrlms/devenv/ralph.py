@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import fcntl
 import hashlib
 import json
 import os
@@ -36,13 +35,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from hrlms.devenv import LOCAL_DIR, free_port, stop_process_group, tail
+from hrlms.devenv.locks import file_lock
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "ralph-requirements.txt"
@@ -65,17 +63,6 @@ def requirements_digest() -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Exclusive advisory lock, so two processes starting Ralph at once build the venv once."""
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_venv(venv_dir: Path | None = None) -> Path:
     """Return the Python of Ralph's venv, (re)building the venv if its stamp does not match.
 
@@ -93,7 +80,8 @@ def ensure_venv(venv_dir: Path | None = None) -> Path:
     if up_to_date():
         return python
     venv_dir.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(venv_dir.parent / f".{venv_dir.name}.lock"):
+    # so two processes starting Ralph at once build the venv once
+    with file_lock(venv_dir.parent / f".{venv_dir.name}.lock"):
         if not up_to_date():  # another process may have built it while we waited
             _build_venv(venv_dir)
             stamp.write_text(digest + "\n")
