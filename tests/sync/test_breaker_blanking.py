@@ -21,16 +21,14 @@ from hrlms.sync.scim import ENTERPRISE, LmsConfig, ScimClient
 from hrlms.warehouse import db
 
 from ..sources.hrfiles import ORG_CSV, csv_text, worker
+from . import helpers
+from .helpers import pid, set_desired
 
 D1, D2 = date(2026, 2, 2), date(2026, 2, 3)
 N = 40
 _RESET = ("HRLMS_MAPPING", "HRLMS_MAX_DROP_SHARE", "HRLMS_MAX_QUARANTINE_SHARE", "HRLMS_MAX_GROWTH_FACTOR",
           "HRLMS_ORG_ROLLUP_GROUPS", "HRLMS_LRS_URL", "HRLMS_EXPORT_DIR", "HRLMS_BREAKER_MAX_SHARE",
           "HRLMS_BREAKER_MAX_COUNT", "HRLMS_BREAKER_MIN_COUNT")
-
-
-def pid(i: int) -> str:
-    return f"P{i:07d}"
 
 
 def title(i: int) -> str:
@@ -146,42 +144,16 @@ def test_an_export_with_every_job_title_blank_is_held_two_blank_titles_are_appli
 
 # -- managers, marts set directly -------------------------------------------------------------------------
 
-COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
-        "employee_number", "department", "is_active", "manager_person_id")
-
-
 def person(i: int, **over):
-    row = {"person_id": pid(i), "user_name": f"user{i}", "given_name": f"G{i}", "family_name": f"F{i}",
-           "display_name": f"G{i} F{i}", "email": f"user{i}@example.com", "title": title(i),
-           "employee_number": str(1000 + i), "department": "Finance", "is_active": True,
-           "manager_person_id": None if i == 1 else pid(1)}
-    return row | over
+    """helpers.person with this file's title, and P1 as everyone else's manager."""
+    return helpers.person(i, **({"title": title(i), "manager_person_id": None if i == 1 else pid(1)} | over))
 
 
 @pytest.fixture
 def conn(fresh_db, monkeypatch):
     for var in _RESET:
         monkeypatch.delenv(var, raising=False)
-    with db.connect(fresh_db) as c:
-        db.bootstrap(c)
-        c.execute("create schema marts")
-        c.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
-                  "family_name text, display_name text, email text, title text, employee_number text, "
-                  "department text, access_from_on date, access_until_on date, is_active boolean, "
-                  "manager_person_id text)")
-        yield c
-
-
-def set_desired(conn, people):
-    with conn.transaction(), conn.cursor() as cur:
-        cur.execute("truncate marts.lms_desired_users")
-        cur.executemany(f"insert into marts.lms_desired_users ({', '.join(COLS)}) values "
-                        f"({', '.join(['%s'] * len(COLS))})", [tuple(r[c] for c in COLS) for r in people])
-
-
-@pytest.fixture
-def client(fresh_lms):
-    with ScimClient(LmsConfig(*fresh_lms)) as c:
+    with helpers.desired_state_db(fresh_db, groups=False) as c:
         yield c
 
 

@@ -11,63 +11,22 @@ from hrlms.sync.plan import make_plan
 from hrlms.sync.reconcile import reconcile, run
 from hrlms.sync.scim import (
     ENTERPRISE,
-    LmsConfig,
-    ScimClient,
     add_members_body,
     group_resource,
     patch_body,
     remove_members_body,
     user_resource,
 )
-from hrlms.warehouse import db
+
+from .helpers import desired_state_db, person, pid, set_desired
 
 D = date(2026, 1, 5)
-COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
-        "employee_number", "department", "is_active", "manager_person_id")
-
-
-def pid(i: int) -> str:
-    return f"P{i:07d}"
-
-
-def person(i: int, **over):
-    row = {"person_id": pid(i), "user_name": f"user{i}", "given_name": f"G{i}", "family_name": f"F{i}",
-           "display_name": f"G{i} F{i}", "email": f"user{i}@example.com", "title": "Analyst",
-           "employee_number": str(1000 + i), "department": "Finance", "is_active": True,
-           "manager_person_id": None}
-    row.update(over)
-    return row
 
 
 @pytest.fixture
 def conn(fresh_db):
-    with db.connect(fresh_db) as c:
-        db.bootstrap(c)
-        c.execute("create schema marts")
-        c.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
-                  "family_name text, display_name text, email text, title text, employee_number text, "
-                  "department text, access_from_on date, access_until_on date, is_active boolean, "
-                  "manager_person_id text)")
-        c.execute("create table marts.lms_desired_groups (group_key text, display_name text, group_kind text, "
-                  "org_unit_code text)")
-        c.execute("create table marts.lms_desired_group_members (group_key text, person_id text)")
+    with desired_state_db(fresh_db) as c:
         yield c
-
-
-@pytest.fixture
-def client(fresh_lms):
-    with ScimClient(LmsConfig(*fresh_lms)) as c:
-        yield c
-
-
-def set_desired(conn, people, groups, members):
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(f"insert into marts.lms_desired_users ({', '.join(COLS)}) values "
-                        f"({', '.join(['%s'] * len(COLS))})", [tuple(r[c] for c in COLS) for r in people])
-        cur.executemany("insert into marts.lms_desired_groups values (%s, %s, %s, %s)",
-                        [(k, name, k.split(":")[0], k.split(":")[1]) for k, name in groups.items()])
-        cur.executemany("insert into marts.lms_desired_group_members values (%s, %s)",
-                        [(k, pid(i)) for k, ids in members.items() for i in ids])
 
 
 def provision(conn, client):

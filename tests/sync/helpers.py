@@ -1,0 +1,64 @@
+"""The desired state the sync reads (marts.lms_desired_users / _groups / _group_members), set directly
+by the sync tests instead of being built by dbt: the tables, people rows and a replace-all setter."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+from hrlms.warehouse import db
+
+#: The columns of marts.lms_desired_users that person() fills.
+COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
+        "employee_number", "department", "is_active", "manager_person_id")
+
+
+def pid(i: int) -> str:
+    return f"P{i:07d}"
+
+
+def person(i: int, **over):
+    """A desired account for person number i (no manager); keyword arguments override columns."""
+    row = {"person_id": pid(i), "user_name": f"user{i}", "given_name": f"G{i}", "family_name": f"F{i}",
+           "display_name": f"G{i} F{i}", "email": f"user{i}@example.com", "title": "Analyst",
+           "employee_number": str(1000 + i), "department": "Finance", "is_active": True,
+           "manager_person_id": None}
+    row.update(over)
+    return row
+
+
+@contextmanager
+def desired_state_db(url: str, *, groups: bool = True) -> Iterator:
+    """A connection to the (fresh) database at url, bootstrapped, with empty desired-state marts:
+    lms_desired_users, and with groups=True also lms_desired_groups and lms_desired_group_members."""
+    with db.connect(url) as c:
+        db.bootstrap(c)
+        c.execute("create schema marts")
+        c.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
+                  "family_name text, display_name text, email text, title text, employee_number text, "
+                  "department text, access_from_on date, access_until_on date, is_active boolean, "
+                  "manager_person_id text)")
+        if groups:
+            c.execute("create table marts.lms_desired_groups (group_key text, display_name text, group_kind text, "
+                      "org_unit_code text)")
+            c.execute("create table marts.lms_desired_group_members (group_key text, person_id text)")
+        yield c
+
+
+def set_desired(conn, people: Iterable[Mapping], groups: Mapping[str, str] | None = None,
+                members: Mapping[str, Iterable[int]] | None = None) -> None:
+    """Replace the desired state. people: rows (person()); groups: {group_key "kind:ORG": display_name};
+    members: {group_key: [person numbers]}. The group tables are replaced when they exist."""
+    with conn.transaction(), conn.cursor() as cur:
+        has_groups = cur.execute("select to_regclass('marts.lms_desired_groups') is not null").fetchone()[0]
+        if has_groups:
+            cur.execute("truncate marts.lms_desired_users, marts.lms_desired_groups, "
+                        "marts.lms_desired_group_members")
+        else:
+            cur.execute("truncate marts.lms_desired_users")
+        cur.executemany(f"insert into marts.lms_desired_users ({', '.join(COLS)}) values "
+                        f"({', '.join(['%s'] * len(COLS))})", [tuple(r[c] for c in COLS) for r in people])
+        if groups or members:
+            cur.executemany("insert into marts.lms_desired_groups values (%s, %s, %s, %s)",
+                            [(k, name, k.split(":")[0], k.split(":")[1]) for k, name in (groups or {}).items()])
+            cur.executemany("insert into marts.lms_desired_group_members values (%s, %s)",
+                            [(k, pid(i)) for k, ids in (members or {}).items() for i in ids])
