@@ -22,14 +22,8 @@ import json
 import logging
 import os
 import re
-import smtplib
-from email.message import EmailMessage
 from typing import Any
 from urllib.parse import unquote, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +104,11 @@ def send_webhook(event: dict[str, Any]) -> bool:
     if not target:
         return False
     url, token = target
+    # imported here, not at module level: every DAG file imports this module at parse time (~0.1-0.2 s)
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
     s = requests.Session()
     s.mount("http://", HTTPAdapter(max_retries=Retry(total=3, backoff_factor=0.5, allowed_methods=None,
                                                      status_forcelist=(429, 500, 502, 503, 504))))
@@ -142,6 +141,9 @@ def send_email(event: dict[str, Any]) -> bool:
     smtp = _smtp_settings() if to else None
     if not to or not smtp:
         return False
+    import smtplib   # here rather than at parse time, like requests above
+    from email.message import EmailMessage
+
     msg = EmailMessage()
     msg["Subject"] = f"[hrlms] {event['kind']}: {event['dag_id']} {event['logical_date']}"
     msg["From"] = os.environ.get("HRLMS_ALERT_EMAIL_FROM", "hrlms@localhost")
