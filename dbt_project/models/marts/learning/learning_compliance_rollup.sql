@@ -1,8 +1,19 @@
 -- Compliance counts on the run's date by org subtree (a unit and everything below it, through the
 -- hierarchy bridge), by direct manager, by location and by job code; per requirement and for all
 -- requirements together (requirement_id = '*'). completion_rate = completed / (assigned - exempt).
-with status as (
-    select * from {{ ref('learning_compliance_status') }}
+--
+-- Scale: every figure is a plain row count (no distinct counts), so counts add up. Each dimension is
+-- first counted per (value, requirement) straight from the assignments; only the per-(unit,
+-- requirement) counts go through the hierarchy bridge and are summed per ancestor, instead of every
+-- assignment row being repeated for each ancestor of its unit (2.3M rows × depth at 1M workers). The
+-- rows are the same as counting the repeated assignment rows: the sum of the counts over the bridge
+-- rows is the count of the joined rows, and a group exists exactly when at least one assignment falls
+-- into it (a null unit still matches no bridge row; a null requirement_id is still its own group).
+-- `not materialized`: each aggregate reads the table itself (in parallel workers) instead of a copy of
+-- the status rows written out first (a CTE used more than once is materialized by default).
+with status as not materialized (
+    select org_unit_code, manager_person_id, location_code, job_code, requirement_id, status
+    from {{ ref('learning_compliance_status') }}
 ),
 
 bridge as (
@@ -17,23 +28,10 @@ people as (
     select person_id, first_name, last_name from {{ ref('workers') }}
 ),
 
-by_dimension as (
-    select 'org_subtree' as dimension, bridge.ancestor_org_unit_code as dimension_value, status.*
-    from status
-    inner join bridge on status.org_unit_code = bridge.descendant_org_unit_code
-    union all
-    select 'manager', status.manager_person_id, status.* from status where status.manager_person_id is not null
-    union all
-    select 'location', status.location_code, status.* from status where status.location_code is not null
-    union all
-    select 'job', status.job_code, status.* from status where status.job_code is not null
-),
-
-counted as (
+by_unit as (
     select
-        dimension,
-        dimension_value,
-        coalesce(requirement_id, '*') as requirement_id,
+        org_unit_code,
+        requirement_id,
         count(*) as assigned,
         count(*) filter (where status = 'completed') as completed,
         count(*) filter (where status = 'in_progress') as in_progress,
@@ -41,6 +39,63 @@ counted as (
         count(*) filter (where status = 'overdue') as overdue,
         count(*) filter (where status = 'expired') as expired,
         count(*) filter (where status = 'exempt') as exempt
+    from status
+    group by org_unit_code, requirement_id
+),
+
+by_dimension as (
+    select 'org_subtree' as dimension, bridge.ancestor_org_unit_code as dimension_value, by_unit.requirement_id,
+        by_unit.assigned, by_unit.completed, by_unit.in_progress, by_unit.not_started, by_unit.overdue,
+        by_unit.expired, by_unit.exempt
+    from by_unit
+    inner join bridge on by_unit.org_unit_code = bridge.descendant_org_unit_code
+    union all
+    select 'manager', manager_person_id, requirement_id,
+        count(*) as assigned,
+        count(*) filter (where status = 'completed') as completed,
+        count(*) filter (where status = 'in_progress') as in_progress,
+        count(*) filter (where status = 'not_started') as not_started,
+        count(*) filter (where status = 'overdue') as overdue,
+        count(*) filter (where status = 'expired') as expired,
+        count(*) filter (where status = 'exempt') as exempt
+    from status where manager_person_id is not null
+    group by manager_person_id, requirement_id
+    union all
+    select 'location', location_code, requirement_id,
+        count(*) as assigned,
+        count(*) filter (where status = 'completed') as completed,
+        count(*) filter (where status = 'in_progress') as in_progress,
+        count(*) filter (where status = 'not_started') as not_started,
+        count(*) filter (where status = 'overdue') as overdue,
+        count(*) filter (where status = 'expired') as expired,
+        count(*) filter (where status = 'exempt') as exempt
+    from status where location_code is not null
+    group by location_code, requirement_id
+    union all
+    select 'job', job_code, requirement_id,
+        count(*) as assigned,
+        count(*) filter (where status = 'completed') as completed,
+        count(*) filter (where status = 'in_progress') as in_progress,
+        count(*) filter (where status = 'not_started') as not_started,
+        count(*) filter (where status = 'overdue') as overdue,
+        count(*) filter (where status = 'expired') as expired,
+        count(*) filter (where status = 'exempt') as exempt
+    from status where job_code is not null
+    group by job_code, requirement_id
+),
+
+counted as (
+    select
+        dimension,
+        dimension_value,
+        coalesce(requirement_id, '*') as requirement_id,
+        cast(sum(assigned) as bigint) as assigned,
+        cast(sum(completed) as bigint) as completed,
+        cast(sum(in_progress) as bigint) as in_progress,
+        cast(sum(not_started) as bigint) as not_started,
+        cast(sum(overdue) as bigint) as overdue,
+        cast(sum(expired) as bigint) as expired,
+        cast(sum(exempt) as bigint) as exempt
     from by_dimension
     group by grouping sets ((dimension, dimension_value, requirement_id), (dimension, dimension_value))
 ),
