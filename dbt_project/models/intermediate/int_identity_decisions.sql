@@ -61,18 +61,7 @@ snapshot_rows as (
 quarantined_keys as (
     -- the match keys on quarantined lines: nobody's account is handed on by a key a bad line still
     -- carries (the line may be that very person, with a wrong status or without a usable person_id)
-{%- for rule in rules %}
-    select person_id, '{{ rule }}' as rule, {{ loop.index }} as rule_rank, {{ rule }} as key_value
-    from snapshot_lines
-    where is_quarantined and {{ rule }} is not null
-    {%- if not loop.last %}
-    union
-    {%- endif %}
-{%- else %}
-    select cast(null as text) as person_id, cast(null as text) as rule, 0 as rule_rank,
-        cast(null as text) as key_value
-    where false
-{%- endfor %}
+{{- match_keys(rules, ['snapshot_lines'], where='is_quarantined', keys_not_null=true) }}
 ),
 
 history as (
@@ -123,18 +112,7 @@ history_people as (
 
 known_keys as (
     -- the values each rule matches on, for every earlier person (history and what the LMS holds)
-{%- for rule in rules %}
-    select person_id, '{{ rule }}' as rule, {{ loop.index }} as rule_rank, {{ rule }} as key_value from history
-    union
-    select person_id, '{{ rule }}' as rule, {{ loop.index }} as rule_rank, {{ rule }} as key_value from applied
-    {%- if not loop.last %}
-    union
-    {%- endif %}
-{%- else %}
-    select cast(null as text) as person_id, cast(null as text) as rule, 0 as rule_rank,
-        cast(null as text) as key_value
-    where false
-{%- endfor %}
+{{- match_keys(rules, ['history', 'applied']) }}
 ),
 
 candidates as (
