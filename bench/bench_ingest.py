@@ -1,8 +1,8 @@
 """Benchmark a: ingest an N-worker HR CSV through our path vs a raw COPY of the same file (target ≤ 1.5×).
 
-Ours: `hrlms.pipeline.ingest` (header mapping, sha256 dedup, UTF-8 check, COPY with snapshot/line stamping
-into raw_hris.workers, row count, ANALYZE), timed as a whole and, inside it, `ingest_file` for the
-workers file alone. Baseline: psycopg `COPY … FROM STDIN (format csv, header true)` of the file's bytes
+Ours: `hrlms.pipeline.ingest` (header mapping, COPY with snapshot/line stamping into raw_hris.workers fed by
+one read of the file that also hashes it (sha256 dedup) and checks its UTF-8, the duplicate check after the
+COPY, ANALYZE), timed as a whole and, inside it, `ingest_file` for the workers file alone. Baseline: psycopg `COPY … FROM STDIN (format csv, header true)` of the file's bytes
 into an UNLOGGED table of text columns, in the same child process and database, right before or after
 (the order alternates between repeats). Each repeat gets a fresh database and a fresh interpreter.
 """
@@ -57,11 +57,16 @@ def child(spec: dict) -> int:
     prof: list[dict] = []
     # Labels carry the entity so the profile can keep the workers file's parts only.
     common.wrap_timer(files, "ingest_file", prof, lambda _c, em, *a, **k: f"{em.entity}: ingest_file (all)")
-    common.wrap_timer(files, "sha256_file", prof, lambda path: f"{Path(path).name.split('_2')[0]}: sha256 (dedup)")
-    common.wrap_timer(files, "_check_encoding", prof,
-                      lambda path, *a: f"{Path(path).name.split('_2')[0]}: UTF-8 check in Python")
-    common.wrap_timer(files, "copy_csv", prof, lambda _c, meta, *a, **k: f"{meta.entity}: copy_csv (COPY + count + ANALYZE)")
-    common.wrap_timer(load, "_finish", prof, lambda _c, table, *a: f"{table[1]}: count(*) + ANALYZE after COPY")
+    # A separate read for the hash only happens on a rerun of a day (not in this benchmark's fresh database).
+    common.wrap_timer(files, "sha256_file", prof,
+                      lambda path: f"{Path(path).name.split('_2')[0]}: sha256 pre-pass (rerun of a day only)")
+    common.wrap_timer(files, "copy_csv", prof,
+                      lambda _c, meta, *a, **k: f"{meta.entity}: copy_csv (COPY fed by the one read + ANALYZE)")
+    # Called once per 1 MiB chunk sent to COPY; summed below.
+    common.wrap_timer(files._OnePass, "_check", prof,
+                      lambda stream, *a: f"{stream.path.name.split('_2')[0]}: sha256 + UTF-8 check of each chunk "
+                                         f"(inside the COPY, summed)")
+    common.wrap_timer(load, "_finish", prof, lambda _c, table, *a: f"{table[1]}: row_count update + ANALYZE after COPY")
     url = common.warehouse_url()
     with db.connect() as conn:        # schema creation is not part of either figure
         db.bootstrap(conn)
@@ -83,7 +88,12 @@ def child(spec: dict) -> int:
         out["stage_seconds"] = float(conn.execute(
             "select seconds from audit.stage_runs where run_key = 'bench-ingest' and stage = 'ingest'").fetchone()[0])
     out["ingest_file"] = next(p["seconds"] for p in prof if p["name"] == "workers: ingest_file (all)")
-    out["profile"] = prof
+    summed: dict[str, dict] = {}      # one entry per label (per-chunk calls added up), in first-call order
+    for p in prof:
+        entry = summed.setdefault(p["name"], {"name": p["name"], "seconds": 0.0, "calls": 0})
+        entry["seconds"] += p["seconds"]
+        entry["calls"] += 1
+    out["profile"] = [{**e, "seconds": round(e["seconds"], 4)} for e in summed.values()]
     return common.child_done(spec, out)
 
 
@@ -96,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     rec.note("Each repeat: a fresh database and a fresh interpreter; our ingest and the raw COPY run in the same "
              "child, one right after the other (which goes first alternates between repeats). The file is read "
              "from the page cache in both (it was just generated or read).")
-    rec.note("Ours includes what the raw COPY does not: sha256 of the file (dedup), a UTF-8 check with line "
-             "numbers, snapshot/line stamping, the raw_hris.workers index, count(*) and ANALYZE after the load. "
-             "'pipeline.ingest' adds the org-units file and the learning rules file.")
+    rec.note("Ours includes what the raw COPY does not: sha256 of the file (dedup) and a UTF-8 check with line "
+             "numbers, both done on the chunks as they are sent to COPY (one read of the file), snapshot/line "
+             "stamping, the raw_hris.workers index, the duplicate-checksum lookup and ANALYZE after the load (the "
+             "row count is COPY's own). 'pipeline.ingest' adds the org-units file and the learning rules file.")
     sizes = sorted(args.sizes)
     for size in sizes:
         folder = common.synthetic_day(size, args.seed)

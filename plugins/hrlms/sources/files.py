@@ -1,4 +1,4 @@
-"""HR files from a landing folder (CSV, JSON Lines) → raw_hris, checked before a byte is loaded.
+"""HR files from a landing folder (CSV, JSON Lines) → raw_hris, checked before anything is committed.
 
 What is checked here is what makes a file unloadable (empty, unreadable header, wrong delimiter,
 missing required columns, wrong encoding, ragged rows); everything about values is the quality
@@ -12,9 +12,11 @@ import hashlib
 import io
 import itertools
 import json
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 
@@ -22,6 +24,7 @@ from hrlms.sources.mapping import EntityMapping
 from hrlms.warehouse.load import IngestError, LoadResult, SnapshotMeta, copy_csv, copy_records, find_snapshot
 
 CHUNK = 1 << 20
+_UTF8_BLOCK = 4096
 BOM = codecs.BOM_UTF8
 # Files that are recognisably something else than text (the first bytes say so).
 _NOT_TEXT = ((b"PK\x03\x04", "the file is a ZIP archive (an Excel .xlsx workbook saved as .csv?)"),
@@ -42,19 +45,87 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
+def _without_trailing_blank_lines(raw: Iterable[bytes]) -> Iterator[bytes]:
     """The file's bytes, without blank lines at its very end (an export artefact COPY would reject as a
     row with missing fields); line numbers are unchanged."""
     held = b""
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            chunk = held + chunk
-            body = chunk.rstrip(b"\r\n")
-            held = chunk[len(body):]
-            if body:
-                yield body
+    for chunk in raw:
+        chunk = held + chunk
+        body = chunk.rstrip(b"\r\n")
+        held = chunk[len(body):]
+        if body:
+            yield body
     if held:
         yield held[:2] if held.startswith(b"\r\n") else held[:1]   # the last line's own line end
+
+
+def _is_utf8(encoding: str) -> bool:
+    return encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+
+
+class _OnePass:
+    """The one read of a landing file, feeding COPY: every chunk is hashed (sha256, the snapshot checksum)
+    and, for a UTF-8 mapping, checked before it is sent — no separate read for either.
+
+    The UTF-8 check is an incremental decoder (a character split between two chunks is fine) fed in 4 KiB
+    blocks, skipping pure-ASCII blocks when no character is pending (they cannot be invalid): about half
+    the cost of decoding every chunk whole on the synthetic export. An invalid byte raises the same error
+    as `_check_encoding` (line of the first bad byte), which re-reads the file to find it.
+    """
+
+    def __init__(self, path: Path, encoding: str, hashed: bool = True):
+        self.path, self.encoding = path, encoding
+        self._sha = hashlib.sha256() if hashed else None
+        self._decoder = codecs.getincrementaldecoder("utf-8")() if _is_utf8(encoding) else None
+        self._pending = False          # the decoder holds the first bytes of a character
+        self.failed = False
+        self.complete = False
+        self._raw = self._read()
+
+    def chunks(self) -> Iterator[bytes]:
+        """What COPY is sent: the file's bytes, checked, without trailing blank lines."""
+        return _without_trailing_blank_lines(self._raw)
+
+    def finish(self) -> str | None:
+        """Read and check what COPY did not consume (an error stops it early), then the file's sha256
+        (None if not hashed, or if the read stopped on a bad byte)."""
+        if not self.failed:
+            for _chunk in self._raw:
+                pass
+        return self._sha.hexdigest() if self._sha is not None and self.complete else None
+
+    def _read(self) -> Iterator[bytes]:
+        with self.path.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                self._check(chunk)
+                yield chunk
+        if self._decoder is not None:
+            try:
+                self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                self._fail()
+        self.complete = True
+
+    def _check(self, chunk: bytes) -> None:
+        if self._sha is not None:
+            self._sha.update(chunk)
+        if self._decoder is None or (not self._pending and chunk.isascii()):
+            return
+        decode, state, pending = self._decoder.decode, self._decoder.getstate, self._pending
+        try:
+            for i in range(0, len(chunk), _UTF8_BLOCK):
+                block = chunk[i:i + _UTF8_BLOCK]
+                if pending or not block.isascii():
+                    decode(block)
+                    pending = bool(state()[0])
+        except UnicodeDecodeError:
+            self._fail()
+        self._pending = pending
+
+    def _fail(self) -> NoReturn:
+        self.failed = True
+        _check_encoding(self.path, self.encoding)      # raises with the line of the first bad byte
+        raise IngestError(str(self.path), "the file is not valid UTF-8 (set 'encoding' in the mapping)")
 
 
 def _unterminated_quote_line(path: Path, em: EntityMapping) -> int | None:
@@ -157,8 +228,9 @@ def _check_columns_kept(conn: psycopg.Connection, source: str, em: EntityMapping
 
 
 def _check_encoding(path: Path, encoding: str) -> None:
-    """Fail with the exact line of the first undecodable byte (COPY would report it too, less clearly)."""
-    if encoding.lower().replace("_", "-") not in ("utf-8", "utf8", "utf-8-sig"):
+    """Fail with the exact line of the first undecodable byte (COPY would report it too, less clearly).
+    Reads the whole file: ingest calls it only once the stream that feeds COPY has found a bad byte."""
+    if not _is_utf8(encoding):
         return
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
@@ -166,9 +238,9 @@ def _check_encoding(path: Path, encoding: str) -> None:
         while chunk := f.read(CHUNK):
             try:
                 decoder.decode(chunk)
-            except UnicodeDecodeError as exc:
-                line += chunk.count(b"\n", 0, exc.start)
-                raise IngestError(str(path), f"invalid UTF-8 byte 0x{chunk[exc.start]:02x}: the file is not "
+            except UnicodeDecodeError as exc:     # exc.object: the bytes held from the last chunk + this one
+                line += exc.object.count(b"\n", 0, exc.start)
+                raise IngestError(str(path), f"invalid UTF-8 byte 0x{exc.object[exc.start]:02x}: the file is not "
                                              f"UTF-8 (set 'encoding' in the mapping)", line=line) from None
             line += chunk.count(b"\n")
         try:
@@ -179,38 +251,106 @@ def _check_encoding(path: Path, encoding: str) -> None:
 
 def ingest_file(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, path: str | Path,
                 logical_date: date) -> LoadResult:
+    """Load one landing file as a snapshot. The same bytes as a snapshot of the entity already loaded are a
+    no-op: already_loaded=True, that snapshot, nothing written (whatever the checks would say of the file now).
+
+    CSV: the file is read once, by the COPY, which hashes and checks it on the way; whether the checksum is
+    a duplicate is known after the COPY, inside its transaction (a duplicate is rolled back). If the entity
+    already has a snapshot for this logical date or path (a rerun: most likely the same file), the file is
+    hashed first instead, so a rerun stays a read of the file, not a load and a rollback.
+    """
     path = Path(path)
     source = str(path)
     if not path.is_file():
         raise IngestError(source, "file not found in the landing folder")
     if path.stat().st_size == 0:
         raise IngestError(source, "file is empty (0 bytes)", line=1)
-    checksum = sha256_file(path)
-    existing = find_snapshot(conn, em.entity, checksum)
-    if existing:
-        return LoadResult(existing[0], em.entity, existing[1], source, checksum, True)
+    checksum = None
+    if em.format == "jsonl" or _loaded_before(conn, em.entity, source, logical_date):
+        checksum = sha256_file(path)
+        existing = find_snapshot(conn, em.entity, checksum)
+        if existing:
+            return LoadResult(existing[0], em.entity, existing[1], source, checksum, True)
     extracted_at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
     if em.format == "jsonl":
         return _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at)
-    header = read_csv_header(path, em)
-    per_column, present = match_columns(source, em, header)
-    _check_columns_kept(conn, source, em, mapping_name, present)
-    _check_encoding(path, em.encoding)
-    meta = SnapshotMeta(em.entity, "file", source, checksum, mapping_name, em.hints(), present,
-                        logical_date, extracted_at)
+    return _ingest_csv(conn, em, mapping_name, path, logical_date, checksum, extracted_at)
+
+
+def _loaded_before(conn: psycopg.Connection, entity: str, source: str, logical_date: date) -> bool:
+    """The entity has a snapshot for this logical date or from this path: probably a rerun."""
+    return conn.execute(
+        """select exists (select 1 from raw_hris.snapshots
+                          where entity = %s and (logical_date = %s or source_uri = %s))""",
+        (entity, logical_date, source)).fetchone()[0]
+
+
+def _ingest_csv(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, path: Path, logical_date: date,
+                checksum: str | None, extracted_at: datetime) -> LoadResult:
+    """Check and COPY the CSV. `checksum` None: not known to be new yet — the stream hashes the file, the
+    snapshot row carries a placeholder until the COPY is done, then the real checksum, or the whole load
+    is rolled back if a snapshot of the entity has that checksum."""
+    source = str(path)
     try:
-        return copy_csv(conn, meta, _chunks(path), per_column, em.delimiter, em.encoding)
-    except IngestError as exc:     # COPY's own words, made specific where they mislead
-        if "unterminated CSV quoted field" in exc.detail:
-            start = _unterminated_quote_line(path, em)
-            if start is not None:
-                raise IngestError(source, f"unterminated CSV quoted field: the quote opened on line {start} is "
-                                          f"never closed (the rest of the file was read as one value)",
-                                  line=start) from None
-        elif "missing data for column" in exc.detail and exc.line and _line_is_blank(path, exc.line):
-            raise IngestError(source, "the line is blank: missing data for every column after the first "
-                                      "(rows lost in the export?)", line=exc.line) from None
+        header = read_csv_header(path, em)
+        per_column, present = match_columns(source, em, header)
+        _check_columns_kept(conn, source, em, mapping_name, present)
+    except IngestError:
+        if checksum is None and (loaded := _loaded_as(conn, em, path, None)):
+            return loaded
         raise
+    stream = _OnePass(path, em.encoding, hashed=checksum is None)
+    meta = SnapshotMeta(em.entity, "file", source, checksum or f"pending:{uuid.uuid4().hex}", mapping_name,
+                        em.hints(), present, logical_date, extracted_at)
+    duplicate = None
+    try:
+        with conn.transaction() as tx:       # copy_csv's own transaction is a savepoint inside this one
+            res = copy_csv(conn, meta, stream.chunks(), per_column, em.delimiter, em.encoding)
+            if checksum is None:
+                checksum = stream.finish()
+                duplicate = find_snapshot(conn, em.entity, checksum)
+                if duplicate:
+                    raise psycopg.Rollback(tx)
+                conn.execute("update raw_hris.snapshots set checksum = %s where snapshot_id = %s",
+                             (checksum, res.snapshot_id))
+    except IngestError as exc:      # a bad byte (from the stream), or COPY's own words
+        try:
+            err = _explained(exc, path, em, stream)
+        except IngestError as bad_byte:
+            err = bad_byte
+        if checksum is None and (loaded := _loaded_as(conn, em, path, stream.finish())):
+            return loaded
+        if err is exc:
+            raise
+        raise err from None
+    if duplicate:
+        return LoadResult(duplicate[0], em.entity, duplicate[1], source, checksum, True)
+    return LoadResult(res.snapshot_id, res.entity, res.rows, res.source_uri, checksum, False)
+
+
+def _loaded_as(conn: psycopg.Connection, em: EntityMapping, path: Path, digest: str | None) -> LoadResult | None:
+    """For a file that failed a check before its checksum was looked up: the snapshot with the same bytes,
+    if any (loading it again is a no-op, whatever today's checks say)."""
+    digest = digest or sha256_file(path)
+    existing = find_snapshot(conn, em.entity, digest)
+    return LoadResult(existing[0], em.entity, existing[1], str(path), digest, True) if existing else None
+
+
+def _explained(exc: IngestError, path: Path, em: EntityMapping, stream: _OnePass) -> IngestError:
+    """The error to report for a failed COPY. A bad byte anywhere in the file comes first, as when the
+    check read the file before the COPY (raised from here: the rest of the file is checked if COPY stopped
+    early); then COPY's own words, made specific where they mislead."""
+    stream.finish()
+    source = str(path)
+    if "unterminated CSV quoted field" in exc.detail:
+        start = _unterminated_quote_line(path, em)
+        if start is not None:
+            return IngestError(source, f"unterminated CSV quoted field: the quote opened on line {start} is "
+                                       f"never closed (the rest of the file was read as one value)", line=start)
+    elif "missing data for column" in exc.detail and exc.line and _line_is_blank(path, exc.line):
+        return IngestError(source, "the line is blank: missing data for every column after the first "
+                                   "(rows lost in the export?)", line=exc.line)
+    return exc
 
 
 def _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at) -> LoadResult:

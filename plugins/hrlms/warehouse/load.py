@@ -130,9 +130,11 @@ def copy_csv(conn: psycopg.Connection, meta: SnapshotMeta, chunks: Iterable[byte
                 with _stamped(conn, table, snapshot_id, first_line=2):
                     stmt = sql.SQL("copy {} ({}) from stdin {}").format(
                         sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, mapped)), opts)
-                    with conn.cursor().copy(stmt) as cp:
-                        for chunk in chunks:
-                            cp.write(chunk)
+                    with conn.cursor() as cur:
+                        with cur.copy(stmt) as cp:
+                            for chunk in chunks:
+                                cp.write(chunk)
+                        rows = cur.rowcount
             else:
                 temp_cols = [c if c else f"_unmapped_{i}" for i, c in enumerate(file_columns)]
                 conn.execute(sql.SQL("create temp table _landing ({}, _line_no bigserial) on commit drop").format(
@@ -142,13 +144,13 @@ def copy_csv(conn: psycopg.Connection, meta: SnapshotMeta, chunks: Iterable[byte
                 with conn.cursor().copy(stmt) as cp:
                     for chunk in chunks:
                         cp.write(chunk)
-                conn.execute(sql.SQL("insert into {} (_snapshot_id, _line_no, {}) select {}, _line_no + 1, {} "
-                                     "from _landing order by _line_no").format(
+                rows = conn.execute(sql.SQL("insert into {} (_snapshot_id, _line_no, {}) select {}, _line_no + 1, {} "
+                                            "from _landing order by _line_no").format(
                     sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, mapped)),
-                    sql.Literal(snapshot_id), sql.SQL(", ").join(map(sql.Identifier, mapped))))
+                    sql.Literal(snapshot_id), sql.SQL(", ").join(map(sql.Identifier, mapped)))).rowcount
         except psycopg.Error as exc:
             raise _copy_error(exc, meta.source_uri, to_source) from None
-        rows = _finish(conn, table, snapshot_id)
+        _finish(conn, table, snapshot_id, rows)
     return LoadResult(snapshot_id, meta.entity, rows, meta.source_uri, meta.checksum, False)
 
 
@@ -161,17 +163,17 @@ def copy_records(conn: psycopg.Connection, meta: SnapshotMeta, records: Iterable
         snapshot_id = _insert_snapshot(conn, meta)
         stmt = sql.SQL("copy {} (_snapshot_id, _line_no, {}) from stdin").format(
             sql.Identifier(*table), sql.SQL(", ").join(map(sql.Identifier, cols)))
-        with conn.cursor().copy(stmt) as cp:
-            for line_no, rec in records:
-                cp.write_row((snapshot_id, line_no, *(rec.get(c) for c in cols)))
-        rows = _finish(conn, table, snapshot_id)
+        with conn.cursor() as cur:
+            with cur.copy(stmt) as cp:
+                for line_no, rec in records:
+                    cp.write_row((snapshot_id, line_no, *(rec.get(c) for c in cols)))
+            rows = cur.rowcount
+        _finish(conn, table, snapshot_id, rows)
     return LoadResult(snapshot_id, meta.entity, rows, meta.source_uri, meta.checksum, False)
 
 
-def _finish(conn: psycopg.Connection, table: str, snapshot_id: int) -> int:
-    rows = conn.execute(sql.SQL("select count(*) from {} where _snapshot_id = %s").format(
-        sql.Identifier(*table)), (snapshot_id,)).fetchone()[0]
+def _finish(conn: psycopg.Connection, table: str, snapshot_id: int, rows: int) -> None:
+    """`rows`: the COPY's (or INSERT's) own row count — every row it wrote is this snapshot's."""
     conn.execute("update raw_hris.snapshots set row_count = %s where snapshot_id = %s", (rows, snapshot_id))
     # Fresh statistics: the gate's and dbt's queries over this snapshot plan badly without them.
     conn.execute(sql.SQL("analyze {}").format(sql.Identifier(*table)))
-    return rows
