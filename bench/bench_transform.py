@@ -31,15 +31,16 @@ FIGURE = ("staging", "gate", "transform")
 def child(spec: dict) -> int:
     """One stage of one repeat in a fresh interpreter.
 
-    The gate child must import hrlms.quality.gate (GX) before the call to point it at the isolated GX
-    context; that import is timed and added to the stage's figure, since the task pays it too
-    (pipeline.gate imports it first thing)."""
+    The gate child must import hrlms.quality.gate before the call to point it at the isolated GX
+    context; GX's import is timed and added to the stage's figure, since a task that gates pays it too
+    (run_gate imports it)."""
     stage, snaps = spec["stage"], spec.get("snapshots")
     gx: list[dict] = []
     import_s = 0.0
     if stage == "gate":
         t = time.perf_counter()
         from hrlms.quality import gate as gx_gate
+        from hrlms.quality import suites  # noqa: F401  (GX itself: run_gate imports it on first use)
         import_s = time.perf_counter() - t
         common.wrap_timer(gx_gate, "get_context", gx, "get_context (file context + sync suites)")
         common.wrap_timer(gx_gate, "_run_suite", gx, lambda _ctx, suite, *a, **k: f"validate {suite}")

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from hrlms.dates import logical_instant
 from hrlms.settings import Settings
-from hrlms.warehouse import db
+from hrlms.warehouse import builds, db
 
 log = logging.getLogger("hrlms.pipeline")
 
@@ -131,28 +131,63 @@ def export_enrolments(run_key: str, logical_date: date | datetime) -> dict[str, 
     return detail
 
 
+def _unchanged(conn, run_key: str, stage: str, inputs: dict[str, Any], detail: dict[str, Any],
+               still_valid=None) -> bool:
+    """True (and `detail` = the recorded outcome) when the stage last completed from the same inputs, so
+    its work would rebuild what the warehouse already holds (hrlms.warehouse.builds). Otherwise the stage
+    is marked 'building' and the caller does the work, then calls builds.finished. `still_valid(prev)`:
+    a further check against the recorded build, returning why it no longer holds ("" when it does)."""
+    prev, why = builds.unchanged(conn, stage, inputs)
+    if prev is not None and still_valid is not None:
+        why = still_valid(prev)
+        prev = None if why else prev
+    if prev is None:
+        detail["built_because"] = why
+        builds.started(conn, stage, run_key, inputs)
+        return False
+    detail.update(prev["detail"])
+    detail.pop("built_because", None)
+    detail["skipped"] = (f"inputs unchanged since run {prev['run_key']} built them "
+                         f"({prev['finished_at']:%Y-%m-%d %H:%M:%S %Z}); HRLMS_REBUILD=always rebuilds")
+    log.info("stage %s: %s", stage, detail["skipped"])
+    return True
+
+
 def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> None:
-    """Create/refresh the staging views the gate reads (typed rows of every snapshot)."""
+    """Build the staging layer and its tests: typed views of every snapshot, and the run's workers
+    snapshot parsed once into a table (stg_hris__snapshot_workers) that the gate and the transform read."""
     from hrlms.transform import dbt
 
     detail: dict[str, Any] = {}
-    with _stage(run_key, logical_date, "staging", detail):
-        res = dbt.run_dbt(["run", "--select", "staging"], snapshot_id=snapshots["workers"],
+    with _stage(run_key, logical_date, "staging", detail) as conn:
+        inputs = {"snapshots": builds.snapshot_keys(conn, snapshots), "dbt": dbt.project_digest()}
+        if _unchanged(conn, run_key, "staging", inputs, detail,
+                      still_valid=lambda prev: "" if dbt.is_staged(conn, snapshots["workers"]) else
+                      f"{dbt.SNAPSHOT_TABLE} no longer holds the snapshot"):
+            return
+        res = dbt.run_dbt(["build", "--select", "staging", "--exclude-resource-type", "unit_test"],
+                          snapshot_id=snapshots["workers"],
                           org_snapshot_id=snapshots.get("org_units", -1),
-                          logical_date=logical_instant(logical_date))
+                          logical_date=logical_instant(logical_date), tracked=True)
         if not res.success:
             raise dbt.DbtError("dbt staging failed: " + "; ".join(res.failures))
         detail.update(res.counts)
+        builds.finished(conn, "staging", run_key, detail)
 
 
 def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
     """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise."""
-    from hrlms.quality.gate import build_docs, run_gate, run_name_for
+    from hrlms.quality.gate import build_docs, gate_inputs, run_gate, run_name_for
 
     settings = Settings.from_env()
     detail: dict[str, Any] = {}
     entities = [e for e in ("org_units", "workers") if e in snapshots]
     with _stage(run_key, logical_date, "gate", detail) as conn:
+        inputs = gate_inputs(builds.snapshot_keys(conn, {e: snapshots[e] for e in entities}),
+                             max_drop_share=settings.max_drop_share,
+                             max_quarantine_share=settings.max_quarantine_share)
+        if _unchanged(conn, run_key, "gate", inputs, detail):
+            return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
         try:
             for entity in entities:
                 res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
@@ -163,6 +198,7 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
                     detail[entity]["hold"] = res.hold_reason
         finally:   # the report HR reads, also (especially) for a rejected snapshot
             build_docs(None, [run_name_for(e, snapshots[e]) for e in entities])
+        builds.finished(conn, "gate", run_key, detail)
     return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
 
 
@@ -171,10 +207,17 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
     from hrlms.transform import dbt
 
     detail: dict[str, Any] = {}
-    with _stage(run_key, logical_date, "transform", detail):
+    with _stage(run_key, logical_date, "transform", detail) as conn:
+        if _unchanged(conn, run_key, "transform", dbt.transform_inputs(conn, snapshots, logical_date), detail,
+                      still_valid=lambda prev: "" if dbt.accounts_only_from_later_plans(conn, prev["finished_at"])
+                      else "accounts were written since the last build by something other than its plans"):
+            return {k: v for k, v in detail.items() if isinstance(v, int)}
+        dbt.check_staged(conn, snapshots["workers"])
+        # staging (views + the run's parsed snapshot) was built and tested by the staging stage
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
-                        logical_date=logical_instant(logical_date))
+                        logical_date=logical_instant(logical_date), exclude="staging", tracked=True)
         detail.update(res.counts)
+        builds.finished(conn, "transform", run_key, detail)
     return res.counts
 
 

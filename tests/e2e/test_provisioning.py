@@ -79,6 +79,8 @@ def test_day1_day2_rerun_and_rejected_snapshots(provision_dag, fresh_db, fresh_l
     assert r3.state == "success"
     assert stage(fresh_db, r3.run_id, "ingest")["workers"]["already_loaded"] is True
     assert stage(fresh_db, r3.run_id, "apply")["writes"] == 0
+    for name in ("staging", "gate", "transform"):     # nothing changed: the warehouse is not rebuilt
+        assert "inputs unchanged" in stage(fresh_db, r3.run_id, name)["skipped"]
     assert diff(lms_actual(lms), expected2) == []
 
     # Day 3: a conflicting duplicate person_id — the run stops at the gate, the LMS is untouched.

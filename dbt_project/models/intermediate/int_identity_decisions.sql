@@ -33,7 +33,7 @@ with workers as (
 ),
 
 stg_lines as (
-    select * from {{ ref('stg_hris__workers') }}
+    select * from {{ ref('stg_hris__snapshot_workers') }}
     where snapshot_id = {{ run_param('snapshot_id') }}
 ),
 

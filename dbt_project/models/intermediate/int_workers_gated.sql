@@ -6,7 +6,8 @@
 -- The workers of this run's snapshot that passed the quality gate: quarantined lines and exact
 -- duplicate copies removed.
 with workers as (
-    select * from {{ ref('stg_hris__workers') }}
+    -- the run's snapshot, parsed once by the staging stage
+    select * from {{ ref('stg_hris__snapshot_workers') }}
     where snapshot_id = {{ run_param('snapshot_id') }}
 ),
 

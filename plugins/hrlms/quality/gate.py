@@ -2,7 +2,8 @@
 
 Runs GX Core checkpoints against the typed staging rows of the snapshot (pushed down to Postgres),
 writes the outcome to `dq.gate_runs` / `dq.quarantine` in one transaction, and rebuilds the Data Docs
-(the report HR reads). GX is imported here, inside the task, never at DAG parse time.
+(the report HR reads). GX is imported inside the functions that use it, never at DAG parse time, nor
+by a rerun whose gate is skipped (hrlms.warehouse.builds).
 """
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from hrlms.quality.suites import SUITES
 from hrlms.settings import env_float
 from hrlms.sources.mapping import KEY_FIELD
 from hrlms.warehouse.db import sqlalchemy_url
@@ -71,14 +71,22 @@ def previous_row_count(conn: psycopg.Connection, entity: str, snapshot_id: int) 
     return row[0] if row else None
 
 
-def _create_gate_views(conn: psycopg.Connection, snapshot_id: int) -> None:
+def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str) -> None:
+    """The relations GX reads. Workers come from the run's snapshot as the staging stage parsed it into a
+    table (a view over the staging view would re-parse the snapshot for each of GX's ~10 queries)."""
+    from hrlms.transform.dbt import SNAPSHOT_TABLE, check_staged
+
+    if entity == "workers":
+        check_staged(conn, snapshot_id)
     lit = sql.Literal(snapshot_id)
-    conn.execute(sql.SQL("create or replace view dq.gate_workers as select * from staging.stg_hris__workers "
-                         "where snapshot_id = {}").format(lit))
-    conn.execute(sql.SQL("create or replace view dq.gate_workers_distinct as select * from dq.gate_workers "
-                         "where copy_no = 1").format())
-    conn.execute(sql.SQL("create or replace view dq.gate_org_units as select * from staging.stg_hris__org_units "
-                         "where snapshot_id = {}").format(lit))
+    # All three on every call (GX's assets need them to exist); recreated on every run as dbt's rebuild
+    # of the table drops the views on it.
+    conn.execute(sql.SQL("create or replace view dq.gate_workers as select * from {} "
+                         "where snapshot_id = {}").format(sql.SQL(SNAPSHOT_TABLE), lit))
+    conn.execute("create or replace view dq.gate_workers_distinct as select * from dq.gate_workers "
+                 "where copy_no = 1")
+    conn.execute(sql.SQL("create or replace view dq.gate_org_units as select * from "
+                         "staging.stg_hris__org_units where snapshot_id = {}").format(lit))
 
 
 def get_context():
@@ -86,6 +94,8 @@ def get_context():
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
+
+    from hrlms.quality.suites import SUITES
 
     os.environ[URL_VAR] = sqlalchemy_url()
     ctx = gx.get_context(mode="file", project_root_dir=str(GX_ROOT))
@@ -195,6 +205,8 @@ def build_docs(ctx, run_names: list[str], keep: int | None = None) -> list:
             store.remove_key(key)
         except OSError as err:          # a concurrent gate pruned it first
             log.debug("validation result %s already gone: %s", key, err)
+    from hrlms.quality.suites import SUITES
+
     suites = [ExpectationSuiteIdentifier(name=n) for n in SUITES]
     # The index drops the pages of removed results itself (skip_and_clean_missing).
     ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=current + suites)
@@ -230,6 +242,17 @@ def _describe(meta: dict, res: Any, snap: dict) -> str:
             f" — {r.get('unexpected_count')} row(s), e.g. {values}")
 
 
+def gate_inputs(snapshots: dict[str, Any], *, max_drop_share: float, max_quarantine_share: float) -> dict[str, Any]:
+    """What a gate's outcome depends on, for the build ledger (hrlms.warehouse.builds): the snapshots,
+    the thresholds, and the checks themselves (this package's quality code and the GX project)."""
+    from hrlms.warehouse.builds import files_digest
+
+    code = [*Path(__file__).parent.glob("*.py"), GX_ROOT / "gx" / "great_expectations.yml"]
+    return {"snapshots": dict(sorted(snapshots.items())), "max_drop_share": max_drop_share,
+            "max_quarantine_share": max_quarantine_share, "max_growth_factor": max_growth_factor_from_env(),
+            "checks": files_digest([p for p in code if p.is_file()], GX_ROOT.parent)}
+
+
 def run_name_for(entity: str, snapshot_id: int) -> str:
     return f"{entity}-snapshot-{snapshot_id}"
 
@@ -249,11 +272,13 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
              docs: bool = True) -> GateResult:
     """Validate one snapshot. `docs=False` leaves the Data Docs to the caller (build_docs once per run).
     `max_growth_factor` None = HRLMS_MAX_GROWTH_FACTOR (default 5)."""
+    from hrlms.quality.suites import SUITES   # imports GX: here, not when the module is imported
+
     snap = _snapshot(conn, snapshot_id)
     entity = snap["entity"]
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.gate'))")
-        _create_gate_views(conn, snapshot_id)
+        _create_gate_views(conn, snapshot_id, entity)
     # An empty snapshot is a batch defect (GX row_count, min 1 row). A snapshot much smaller than the
     # last good one is not rejected here: it flows, and the breaker holds its plan until a person
     # approves or rejects it (hrlms.sync.breaker) — a divestiture is real, a truncated export is not.

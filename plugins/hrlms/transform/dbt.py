@@ -7,13 +7,16 @@ dbt scrubs it from its logs.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from hrlms.dates import logical_instant
+from hrlms.warehouse import builds
 from hrlms.warehouse.db import warehouse_url
 
 PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
@@ -58,10 +61,19 @@ def _env(extra: dict[str, str]):
 
 
 def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime,
-            target_path: str | None = None) -> DbtResult:
+            target_path: str | None = None, tracked: bool = False) -> DbtResult:
     """`logical_date` is the run's logical moment (a bare date = 00:00 UTC): models get its UTC date
-    (`logical_date`) and the instant itself (`logical_ts`) to derive each worker's local date."""
+    (`logical_date`) and the instant itself (`logical_ts`) to derive each worker's local date.
+    `tracked`: the caller is a pipeline stage that keeps the build ledger itself; any other command that
+    changes relations makes the ledger forget what it knew (hrlms.warehouse.builds)."""
     from dbt.cli.main import dbtRunner
+
+    if not tracked and args and args[0] in MUTATING:
+        from hrlms.warehouse import db
+
+        with db.connect() as conn:
+            db.bootstrap(conn)
+            builds.forget(conn)
 
     ts = logical_instant(logical_date)
     # As environment variables read by the run_param macro, not --vars: a change of --vars makes dbt
@@ -85,14 +97,104 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     return DbtResult(bool(res.success), counts, failures)
 
 
+SNAPSHOT_TABLE = "staging.stg_hris__snapshot_workers"
+#: dbt commands that change relations: run outside the pipeline's stages they make the build ledger stale
+MUTATING = {"build", "run", "snapshot", "seed"}
+_PROJECT_PARTS = ("dbt_project.yml", "profiles.yml", "packages.yml", "models", "macros", "snapshots", "tests",
+                  "seeds", "analyses")
+
+
+def project_digest() -> dict[str, Any]:
+    """What the dbt project builds from, for the build ledger: a digest of its files and the values of
+    the environment variables they read (env_var('HRLMS_...'); the run parameters excepted)."""
+    files = [p for part in _PROJECT_PARTS for p in ((PROJECT_DIR / part).rglob("*") if (PROJECT_DIR / part).is_dir()
+                                                   else [PROJECT_DIR / part]) if p.is_file()]
+    names = set()
+    for p in files:
+        if p.suffix in (".sql", ".yml", ".yaml"):
+            names.update(re.findall(r"env_var\(\s*['\"](HRLMS_[A-Z0-9_]+)['\"]", p.read_text(errors="replace")))
+    return {"files": builds.files_digest(files, PROJECT_DIR),
+            "env": {n: os.environ.get(n) for n in sorted(names) if not n.startswith("HRLMS_RUN_")}}
+
+
+def transform_inputs(conn, snapshots: dict[str, int], logical_date: date | datetime) -> dict[str, Any]:
+    """Everything the intermediate and mart models read besides staging, as small values: the run's
+    snapshots and moment, the code, the learning rules, completions (xAPI, transcripts), identity
+    decisions made by people, the quarantine, and reconcile runs (they rewrite sync.applied_users).
+    sync.applied_users as written by the run's own apply is left out: identity decisions are sticky
+    once made, so the accounts a plan created do not change what a rebuild would decide."""
+    row = conn.execute(
+        """select
+             (select coalesce(jsonb_agg(jsonb_build_array(ruleset, checksum) order by ruleset), '[]')
+                from learning.rule_sets),
+             (select jsonb_build_array(count(*), max(stored)::text) from raw_lms.xapi_statements),
+             (select jsonb_build_array(count(*), max(snapshot_id)) from raw_hris.snapshots
+               where entity = 'transcripts'),
+             (select jsonb_build_array(count(*), max(resolved_at)::text) from sync.identity_resolutions),
+             (select count(*) from dq.quarantine where snapshot_id = any(%s)),
+             (select max(started_at)::text from audit.stage_runs where run_key like 'reconcile:%%')""",
+        ([snapshots["workers"], snapshots.get("org_units", -1)],)).fetchone()
+    return {"snapshots": builds.snapshot_keys(conn, snapshots),
+            "logical_ts": logical_instant(logical_date).isoformat(), "dbt": project_digest(),
+            "rules": row[0], "xapi": row[1], "transcripts": row[2], "resolutions": row[3],
+            "quarantined": row[4], "reconciled": row[5]}
+
+
+class NotStaged(RuntimeError):
+    """The staging stage has not been run for this snapshot (its parsed rows are another snapshot's)."""
+
+
+def accounts_only_from_later_plans(conn, built_at) -> bool:
+    """True when every sync.applied_users row written after the build at `built_at` was written by an op
+    of a plan made after it (the run's own apply). Anything else (an older plan's late op, a hand edit)
+    may change an identity decision, so the transform must run again. Reconcile is in transform_inputs."""
+    row = conn.execute(
+        """select exists (
+             select 1 from sync.applied_users u
+             left join sync.ops o on o.op_id = u.last_op_id
+             left join sync.plans p on p.plan_id = o.plan_id
+             where u.applied_at > %s and (p.plan_id is null or p.created_at < %s))""",
+        (built_at, built_at)).fetchone()
+    return not row[0]
+
+
+def check_staged(conn, snapshot_id: int) -> None:
+    """The gate and the transform read the run's parsed snapshot from `SNAPSHOT_TABLE`, which the staging
+    stage rebuilds for each run: refuse to go on when it holds another snapshot (a stage run out of order
+    would check or model the wrong people) or nothing while the snapshot has rows (the table is unlogged:
+    a database crash empties it)."""
+    if conn.execute("select to_regclass(%s) is null", (SNAPSHOT_TABLE,)).fetchone()[0]:
+        held = "does not exist"
+    else:
+        row = conn.execute(f"select snapshot_id from {SNAPSHOT_TABLE} limit 1").fetchone()
+        if row and row[0] == snapshot_id:
+            return
+        expected = conn.execute("select row_count from raw_hris.snapshots where snapshot_id = %s",
+                                (snapshot_id,)).fetchone()
+        if row is None and (expected is None or expected[0] == 0):
+            return
+        held = f"holds snapshot {row[0]}" if row else "is empty"
+    raise NotStaged(f"{SNAPSHOT_TABLE} {held}, not snapshot {snapshot_id}: run the staging stage "
+                    f"(dbt build --select staging) for this snapshot first")
+
+
+def is_staged(conn, snapshot_id: int) -> bool:
+    try:
+        check_staged(conn, snapshot_id)
+    except NotStaged:
+        return False
+    return True
+
+
 def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime, select: str | None = None,
-          unit_tests: bool = False) -> DbtResult:
+          exclude: str | None = None, unit_tests: bool = False, tracked: bool = False) -> DbtResult:
     """dbt build (models, snapshots, data tests) for one run. dbt unit tests check the SQL, not the data,
     so a daily run skips them (~8 s each); CI runs them once (tests/dbt/test_dbt_unit_tests.py)."""
-    args = ["build"] + (["--select", select] if select else [])
+    args = ["build"] + (["--select", select] if select else []) + (["--exclude", exclude] if exclude else [])
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
-    result = run_dbt(args, snapshot_id=snapshot_id, org_snapshot_id=org_snapshot_id, logical_date=logical_date)
+    result = run_dbt(args, snapshot_id=snapshot_id, org_snapshot_id=org_snapshot_id, logical_date=logical_date,
+                     tracked=tracked)
     if not result.success:
         raise DbtError("dbt build failed: " + "; ".join(result.failures[:10]))
     return result
