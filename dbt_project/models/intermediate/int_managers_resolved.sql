@@ -7,13 +7,18 @@
 --   people), then the org chain; org chain = head of the worker's unit, then of the parent unit, …,
 --   never the worker nor anyone who reports (directly or not) to the worker. Loops in the reporting graph are cut at their smallest person_id.
 -- Set-based: recursive CTEs only, no per-row functions.
+-- Scale: the row estimates of the recursive CTEs are absurd (costs ~1e20), which made PostgreSQL JIT-compile
+-- the whole plan with inlining and optimisation: ~5 s of the 10 s at 100k workers, for no gain (jit off).
+-- `workers` is `not materialized` (it is read three times, so it would be): the planner then reads
+-- int_workers_placed itself, with its statistics — a materialized CTE has none, and the join to the
+-- chosen manager was estimated at N × N / 200 rows (49M at 100k) and done by sorting every worker twice.
 {{ config(
     materialized='table',
-    pre_hook="set local enable_nestloop = off",
+    pre_hook=["set local enable_nestloop = off", "set local jit = off"],
     post_hook="analyze {{ this }}"
 ) }}
 
-with workers as (
+with workers as not materialized (
     select
         person_id,
         manager_person_id,
