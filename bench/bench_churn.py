@@ -7,7 +7,8 @@ seeded defects, a different set of rows is quarantined each day, and people leav
 quarantine would add writes that are not churn. One repeat = a fresh database and a fresh scim2-server;
 day 1 (2026-01-05) provisioned through the whole pipeline (setup, its time is recorded but is not the
 figure); then day 2 (2026-01-06), then day 2 again under another run key (the same file: ingest
-recognises the bytes, everything downstream runs again). Each stage a fresh interpreter, apply as
+recognises the bytes, the build ledger skips staging, gate and transform, plan and apply run and find
+nothing to do). Each stage a fresh interpreter, apply as
 HRLMS_APPLY_SHARDS (2) parallel processes — the stage driver is bench_provisioning.day().
 
 **Warehouse-only mode** (`--warehouse-only`, and automatically for every size above `--lms-max-size`,
