@@ -151,19 +151,46 @@ def test_checksum_is_the_files_sha256_whichever_way_it_was_computed(conn, tmp_pa
     assert [s[2] for s in snaps] == [2, 2] and rows == 4 and defaults == 0
 
 
-def test_same_bytes_on_another_day_are_rolled_back_after_the_copy(conn, tmp_path):
-    """No snapshot for that day yet, so no hash before the COPY: the duplicate is found after it, the load is
-    rolled back (no rows, no snapshot, no stamping defaults left), the first snapshot is returned."""
+def _copies(conn) -> int:
+    """Snapshot ids handed out so far: a load that was started and rolled back used one up."""
+    return conn.execute("select last_value from pg_sequences where schemaname = 'raw_hris' and "
+                        "sequencename = (parse_ident(pg_get_serial_sequence('raw_hris.snapshots', "
+                        "'snapshot_id')))[2]").fetchone()[0]
+
+
+def test_same_bytes_on_another_day_are_recognised_before_any_copy(conn, tmp_path):
+    """An unchanged export landed under a new date: a snapshot of the same size exists, so the file is
+    hashed first and recognised — no rows are copied (and rolled back), the first snapshot is returned."""
     p1 = tmp_path / "workers_2026-01-05.csv"
     p1.write_text(csv_text([worker(i) for i in range(1, 4)]))
     first = ingest_file(conn, WORKERS, MAPPING.name, p1, D1)
-    before = _state(conn)
+    assert conn.execute("select byte_size from raw_hris.snapshots where snapshot_id = %s",
+                        (first.snapshot_id,)).fetchone()[0] == p1.stat().st_size
+    before, copied = _state(conn), _copies(conn)
     p2 = tmp_path / "workers_2026-01-06.csv"
     p2.write_bytes(p1.read_bytes())
     again = ingest_file(conn, WORKERS, MAPPING.name, p2, date(2026, 1, 6))
     assert (again.snapshot_id, again.rows, again.already_loaded, again.checksum) == (
         first.snapshot_id, 3, True, first.checksum)
-    assert _state(conn) == before
+    assert _state(conn) == before and _copies(conn) == copied
+
+
+def test_a_duplicate_the_size_check_misses_is_rolled_back_after_the_copy(conn, tmp_path):
+    """The checksum found after the COPY is the backstop (e.g. a concurrent load of the same file; here the
+    first snapshot's size is made to differ): the load is rolled back (no rows, no snapshot, no stamping
+    defaults left), the first snapshot is returned."""
+    p1 = tmp_path / "workers_2026-01-05.csv"
+    p1.write_text(csv_text([worker(i) for i in range(1, 4)]))
+    first = ingest_file(conn, WORKERS, MAPPING.name, p1, D1)
+    conn.execute("update raw_hris.snapshots set byte_size = byte_size + 1 where snapshot_id = %s",
+                 (first.snapshot_id,))
+    before, copied = _state(conn), _copies(conn)
+    p2 = tmp_path / "workers_2026-01-06.csv"
+    p2.write_bytes(p1.read_bytes())
+    again = ingest_file(conn, WORKERS, MAPPING.name, p2, date(2026, 1, 6))
+    assert (again.snapshot_id, again.rows, again.already_loaded, again.checksum) == (
+        first.snapshot_id, 3, True, first.checksum)
+    assert _state(conn) == before and _copies(conn) > copied      # copied, then rolled back
     # and the next real load is stamped as usual
     p3 = tmp_path / "workers_2026-01-07.csv"
     p3.write_text(csv_text([worker(7), worker(8)]))

@@ -256,8 +256,9 @@ def ingest_file(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
 
     CSV: the file is read once, by the COPY, which hashes and checks it on the way; whether the checksum is
     a duplicate is known after the COPY, inside its transaction (a duplicate is rolled back). If the entity
-    already has a snapshot for this logical date or path (a rerun: most likely the same file), the file is
-    hashed first instead, so a rerun stays a read of the file, not a load and a rollback.
+    already has a snapshot for this logical date or path (a rerun: most likely the same file), or one of
+    the same size in bytes (an unchanged export landed again under a new date), the file is hashed first
+    instead, so loading the same file again stays a read of the file, not a load and a rollback.
     """
     path = Path(path)
     source = str(path)
@@ -266,7 +267,8 @@ def ingest_file(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
     if path.stat().st_size == 0:
         raise IngestError(source, "file is empty (0 bytes)", line=1)
     checksum = None
-    if em.format == "jsonl" or _loaded_before(conn, em.entity, source, logical_date):
+    size = path.stat().st_size
+    if em.format == "jsonl" or _loaded_before(conn, em.entity, source, logical_date, size):
         checksum = sha256_file(path)
         existing = find_snapshot(conn, em.entity, checksum)
         if existing:
@@ -277,12 +279,14 @@ def ingest_file(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
     return _ingest_csv(conn, em, mapping_name, path, logical_date, checksum, extracted_at)
 
 
-def _loaded_before(conn: psycopg.Connection, entity: str, source: str, logical_date: date) -> bool:
-    """The entity has a snapshot for this logical date or from this path: probably a rerun."""
+def _loaded_before(conn: psycopg.Connection, entity: str, source: str, logical_date: date, size: int) -> bool:
+    """The entity has a snapshot for this logical date or from this path (probably a rerun), or of this
+    size in bytes (or of unknown size: loaded before sizes were kept): the file may be one already loaded."""
     return conn.execute(
         """select exists (select 1 from raw_hris.snapshots
-                          where entity = %s and (logical_date = %s or source_uri = %s))""",
-        (entity, logical_date, source)).fetchone()[0]
+                          where entity = %s and (logical_date = %s or source_uri = %s
+                                                 or byte_size = %s or byte_size is null))""",
+        (entity, logical_date, source, size)).fetchone()[0]
 
 
 def _ingest_csv(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, path: Path, logical_date: date,
@@ -301,7 +305,7 @@ def _ingest_csv(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
         raise
     stream = _OnePass(path, em.encoding, hashed=checksum is None)
     meta = SnapshotMeta(em.entity, "file", source, checksum or f"pending:{uuid.uuid4().hex}", mapping_name,
-                        em.hints(), present, logical_date, extracted_at)
+                        em.hints(), present, logical_date, extracted_at, path.stat().st_size)
     duplicate = None
     try:
         with conn.transaction() as tx:       # copy_csv's own transaction is a savepoint inside this one
@@ -367,7 +371,7 @@ def _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracte
                 yield line_no, parse_record(source, line_no, line, em)
 
     meta = SnapshotMeta(em.entity, "file", source, checksum, mapping_name, em.hints(), present,
-                        logical_date, extracted_at)
+                        logical_date, extracted_at, path.stat().st_size)
     try:
         return copy_records(conn, meta, records())
     except UnicodeDecodeError as exc:

@@ -65,15 +65,17 @@ class SnapshotMeta:
     source_columns: dict[str, str]
     logical_date: date
     extracted_at: datetime
+    byte_size: int | None = None     # of a landed file (None: an HTTP source)
 
 
 def _insert_snapshot(conn: psycopg.Connection, meta: SnapshotMeta) -> int:
     return conn.execute(
         """insert into raw_hris.snapshots (entity, source_kind, source_uri, checksum, mapping_name, hints,
-                                            source_columns, row_count, logical_date, extracted_at)
-           values (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s) returning snapshot_id""",
+                                            source_columns, row_count, logical_date, extracted_at, byte_size)
+           values (%s, %s, %s, %s, %s, %s, %s, 0, %s, %s, %s) returning snapshot_id""",
         (meta.entity, meta.source_kind, meta.source_uri, meta.checksum, meta.mapping_name,
-         json.dumps(meta.hints), json.dumps(meta.source_columns), meta.logical_date, meta.extracted_at),
+         json.dumps(meta.hints), json.dumps(meta.source_columns), meta.logical_date, meta.extracted_at,
+         meta.byte_size),
     ).fetchone()[0]
 
 

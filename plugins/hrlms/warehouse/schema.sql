@@ -63,6 +63,9 @@ create table if not exists raw_hris.org_units (
     type                  text,
     status                text
 );
+-- The size in bytes of a landed file: a file whose size no snapshot of its entity has cannot be a
+-- duplicate, so it is hashed on its way into COPY instead of by a read of its own (sources.files).
+alter table raw_hris.snapshots add column if not exists byte_size bigint;
 create index if not exists org_units_snapshot_idx on raw_hris.org_units (_snapshot_id);
 alter table raw_hris.org_units add column if not exists manager_person_id text;
 
