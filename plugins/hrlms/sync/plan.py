@@ -68,7 +68,7 @@ _QUARANTINED = """
     union
     select d.account_person_id from dq.quarantine q
     join hrlms_util.identity_accounts() d on d.person_id = q.record_key
-    where q.snapshot_id = %(snapshot_id)s and q.entity = 'workers'
+    where q.snapshot_id = %(snapshot_id)s and q.entity = 'workers' and d.account_person_id is not null
     union
     select a.person_id from hrlms_util.quarantined_worker_keys(%(snapshot_id)s) k
     join sync.applied_users a on a.employee_number = k.employee_number
@@ -131,11 +131,14 @@ _ACTIVE_AFTER = f"""
 MANAGER_SQL = f"""
 with active_after as ({_ACTIVE_AFTER}),
 wanted as (
+    -- a join, not "manager in (select … from active_after)" inside the CASE: that is a SubPlan, which
+    -- Postgres hashes only if active_after fits in work_mem; at 1M people it re-scanned active_after
+    -- for every worker (the day-1 plan ran for over 13 minutes)
     select d.person_id, d.manager_person_id as hr_manager_person_id,
-        case when d.manager_person_id <> d.person_id
-              and d.manager_person_id in (select person_id from active_after)
+        case when d.manager_person_id <> d.person_id and manager.person_id is not null
              then d.manager_person_id end as manager_person_id
     from marts.lms_desired_users d
+    left join active_after manager on manager.person_id = d.manager_person_id
     where d.is_active
 )
 select w.person_id, 'set_manager' as op_type, array['manager']::text[] as changed_fields,
@@ -179,7 +182,7 @@ changes as (
     union all
     select group_key, person_id, 'remove_members' from (
         select group_key, person_id from applied except select group_key, person_id from desired) y
-    where person_id not in (select person_id from quarantined)
+    where not exists (select 1 from quarantined q where q.person_id = y.person_id)
 ),
 chunked as (
     select *, (row_number() over (partition by group_key, op_type order by person_id) - 1)
@@ -273,8 +276,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int)
                 f"""select count(*) from marts.lms_desired_group_members m
                     join marts.lms_desired_groups g on g.group_key = m.group_key
                     where m.person_id is not null
-                      and m.person_id not in (select person_id from ({_ACTIVE_AFTER}) a
-                                              where person_id is not null)""",
+                      and not exists (select 1 from ({_ACTIVE_AFTER}) a where a.person_id = m.person_id)""",
                 {"snapshot_id": snapshot_id}).fetchone()[0]
             if skipped:
                 plan.member_counts["skipped_without_account"] = skipped
