@@ -16,12 +16,7 @@ counted as (
             as requirement_title,
         count(*) as assigned,
         count(distinct person_id) as people,
-        count(*) filter (where status = 'completed') as completed,
-        count(*) filter (where status = 'in_progress') as in_progress,
-        count(*) filter (where status = 'not_started') as not_started,
-        count(*) filter (where status = 'overdue') as overdue,
-        count(*) filter (where status = 'expired') as expired,
-        count(*) filter (where status = 'exempt') as exempt
+        {{- status_counts() }}
     from monthly
     group by grouping sets ((month_end_on, requirement_id), (month_end_on))
 ),

@@ -33,12 +33,7 @@ by_unit as (
         org_unit_code,
         requirement_id,
         count(*) as assigned,
-        count(*) filter (where status = 'completed') as completed,
-        count(*) filter (where status = 'in_progress') as in_progress,
-        count(*) filter (where status = 'not_started') as not_started,
-        count(*) filter (where status = 'overdue') as overdue,
-        count(*) filter (where status = 'expired') as expired,
-        count(*) filter (where status = 'exempt') as exempt
+        {{- status_counts() }}
     from status
     group by org_unit_code, requirement_id
 ),
@@ -49,39 +44,15 @@ by_dimension as (
         by_unit.expired, by_unit.exempt
     from by_unit
     inner join bridge on by_unit.org_unit_code = bridge.descendant_org_unit_code
+{%- for dimension, column in [('manager', 'manager_person_id'), ('location', 'location_code'),
+                              ('job', 'job_code')] %}
     union all
-    select 'manager', manager_person_id, requirement_id,
+    select '{{ dimension }}', {{ column }}, requirement_id,
         count(*) as assigned,
-        count(*) filter (where status = 'completed') as completed,
-        count(*) filter (where status = 'in_progress') as in_progress,
-        count(*) filter (where status = 'not_started') as not_started,
-        count(*) filter (where status = 'overdue') as overdue,
-        count(*) filter (where status = 'expired') as expired,
-        count(*) filter (where status = 'exempt') as exempt
-    from status where manager_person_id is not null
-    group by manager_person_id, requirement_id
-    union all
-    select 'location', location_code, requirement_id,
-        count(*) as assigned,
-        count(*) filter (where status = 'completed') as completed,
-        count(*) filter (where status = 'in_progress') as in_progress,
-        count(*) filter (where status = 'not_started') as not_started,
-        count(*) filter (where status = 'overdue') as overdue,
-        count(*) filter (where status = 'expired') as expired,
-        count(*) filter (where status = 'exempt') as exempt
-    from status where location_code is not null
-    group by location_code, requirement_id
-    union all
-    select 'job', job_code, requirement_id,
-        count(*) as assigned,
-        count(*) filter (where status = 'completed') as completed,
-        count(*) filter (where status = 'in_progress') as in_progress,
-        count(*) filter (where status = 'not_started') as not_started,
-        count(*) filter (where status = 'overdue') as overdue,
-        count(*) filter (where status = 'expired') as expired,
-        count(*) filter (where status = 'exempt') as exempt
-    from status where job_code is not null
-    group by job_code, requirement_id
+        {{- status_counts() }}
+    from status where {{ column }} is not null
+    group by {{ column }}, requirement_id
+{%- endfor %}
 ),
 
 counted as (
