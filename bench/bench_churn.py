@@ -55,7 +55,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from bench import common
-from bench.bench_provisioning import WAREHOUSE_STAGES, day, lms_user_count, plan_facts
+from bench.bench_provisioning import WAREHOUSE_STAGES, day, lms_user_count, plan_facts, warehouse_stages
 from bench.common import START
 
 NAME = "churn"
@@ -275,19 +275,7 @@ def warehouse_day(*, db_url: str, folder: Path, on: date, run_key: str, work: Pa
            "HRLMS_REPORTS_DIR": str(work / "reports"), "HRLMS_LMS_URL": NO_LMS, "HRLMS_LMS_TOKEN": "none",
            "HRLMS_APPLY_SHARDS": "1", "HRLMS_LRS_URL": ""}
     base = {"work": str(work), "day": on.isoformat(), "run_key": run_key, "shards": 1}
-    res: dict = {"wall": {}, "call": {}}
-    snaps = None
-    for stage in WAREHOUSE_STAGES:
-        t = time.perf_counter()
-        out = common.run_child("bench.bench_provisioning", {**base, "stage": stage, "snapshots": snaps},
-                               env=env, log_name=f"{log}_{stage}")
-        res["wall"][stage] = time.perf_counter() - t
-        res["call"][stage] = out["seconds"]
-        if stage == "ingest":
-            snaps = {k: v for k, v in out["out"].items() if k != "rows"}
-            res["rows"] = out["out"]["rows"]
-        if stage == "plan":
-            res["plan"] = out["out"]
+    res, snaps = warehouse_stages(base, env, log)
     res["file_to_plan"] = sum(res["wall"].values())
     t = time.perf_counter()
     out = common.run_child("bench.bench_churn", {**base, "stage": "apply_dry_run", "plan_id": res["plan"]["plan_id"]},

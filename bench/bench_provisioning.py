@@ -109,14 +109,9 @@ def child(spec: dict) -> int:
 
 # -- one day, driven from the parent -----------------------------------------------------------------------
 
-def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, str], work: Path, shards: int,
-        log: str, apply_timeout: float | None = None) -> dict:
-    """Run one day's stages (each a child) up to and including apply; returns per-stage walls (measured
-    around each child: interpreter start, imports and the pipeline call) and the call times in the child."""
-    env = {"WAREHOUSE_URL": db_url, "HRLMS_LANDING_DIR": str(folder), "HRLMS_SOURCE": "file",
-           "HRLMS_REPORTS_DIR": str(work / "reports"), "HRLMS_LMS_URL": lms[0], "HRLMS_LMS_TOKEN": lms[1],
-           "HRLMS_APPLY_SHARDS": str(shards), "HRLMS_LRS_URL": ""}
-    base = {"work": str(work), "day": on.isoformat(), "run_key": run_key, "shards": shards}
+def warehouse_stages(base: dict, env: dict, log: str) -> tuple[dict, dict]:
+    """ingest → staging → gate → transform → plan, each a fresh child. Returns ({"wall": per stage,
+    "call": per stage, "rows", "plan"}, the run's snapshots)."""
     res: dict = {"wall": {}, "call": {}}
     snaps = None
     for stage in WAREHOUSE_STAGES:
@@ -130,6 +125,18 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
             res["rows"] = out["out"]["rows"]
         if stage == "plan":
             res["plan"] = out["out"]
+    return res, snaps
+
+
+def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, str], work: Path, shards: int,
+        log: str, apply_timeout: float | None = None) -> dict:
+    """Run one day's stages (each a child) up to and including apply; returns per-stage walls (measured
+    around each child: interpreter start, imports and the pipeline call) and the call times in the child."""
+    env = {"WAREHOUSE_URL": db_url, "HRLMS_LANDING_DIR": str(folder), "HRLMS_SOURCE": "file",
+           "HRLMS_REPORTS_DIR": str(work / "reports"), "HRLMS_LMS_URL": lms[0], "HRLMS_LMS_TOKEN": lms[1],
+           "HRLMS_APPLY_SHARDS": str(shards), "HRLMS_LRS_URL": ""}
+    base = {"work": str(work), "day": on.isoformat(), "run_key": run_key, "shards": shards}
+    res, snaps = warehouse_stages(base, env, log)
     plan_id = res["plan"]["plan_id"]
     if res["plan"].get("held"):
         raise common.BenchError(f"plan {plan_id} was held by the breaker: {res['plan']}")
