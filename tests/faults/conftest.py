@@ -17,26 +17,13 @@ from hrlms.sync.plan import make_plan
 from hrlms.sync.scim import ENTERPRISE, LmsConfig, ScimClient, ScimError
 from hrlms.warehouse import db
 
+from ..sync.helpers import create_desired_marts, set_desired
+
 D = date(2026, 1, 5)
-COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
-        "employee_number", "department", "is_active", "manager_person_id")
 # Client settings for the fault tests: short read timeout (the proxy's timeout_after_forward hangs longer),
 # quicker backoff than production so the module stays within its time budget.
 TIMEOUT = (2.0, 1.0)
 HANG_SECONDS = 1.3
-
-
-def pid(i: int) -> str:
-    return f"P{i:07d}"
-
-
-def person(i: int, **over: Any) -> dict[str, Any]:
-    row = {"person_id": pid(i), "user_name": f"user{i}", "given_name": f"G{i}", "family_name": f"F{i}",
-           "display_name": f"G{i} F{i}", "email": f"user{i}@example.com", "title": "Analyst",
-           "employee_number": str(1000 + i), "department": "Finance", "is_active": True,
-           "manager_person_id": None}
-    row.update(over)
-    return row
 
 
 class World:
@@ -52,14 +39,7 @@ class World:
     def set_desired(self, people: list[dict], groups: dict[str, str] | None = None,
                     members: dict[str, list[str]] | None = None) -> None:
         self.people, self.groups, self.members = people, dict(groups or {}), dict(members or {})
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute("truncate marts.lms_desired_users, marts.lms_desired_groups, marts.lms_desired_group_members")
-            cur.executemany(f"insert into marts.lms_desired_users ({', '.join(COLS)}) values "
-                            f"({', '.join(['%s'] * len(COLS))})", [tuple(r[c] for c in COLS) for r in people])
-            cur.executemany("insert into marts.lms_desired_groups values (%s, %s, %s, %s)",
-                            [(k, name, k.split(":")[0], k.split(":")[1]) for k, name in self.groups.items()])
-            cur.executemany("insert into marts.lms_desired_group_members values (%s, %s)",
-                            [(k, p) for k, ps in self.members.items() for p in ps])
+        set_desired(self.conn, people, self.groups, self.members)
 
     # -- clients --------------------------------------------------------------------------------------
     def direct(self) -> ScimClient:
@@ -168,14 +148,7 @@ def world(fresh_db: str, fresh_lms: tuple[str, str], monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HRLMS_BREAKER_MAX_COUNT", "1000000")
     with db.connect(fresh_db) as conn:
         db.bootstrap(conn)
-        conn.execute("create schema marts")
-        conn.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
-                     "family_name text, display_name text, email text, title text, employee_number text, "
-                     "department text, access_from_on date, access_until_on date, is_active boolean, "
-                     "manager_person_id text)")
-        conn.execute("create table marts.lms_desired_groups (group_key text, display_name text, group_kind text, "
-                     "org_unit_code text)")
-        conn.execute("create table marts.lms_desired_group_members (group_key text, person_id text)")
+        create_desired_marts(conn)
         yield World(conn, *fresh_lms)
 
 

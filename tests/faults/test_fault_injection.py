@@ -17,7 +17,8 @@ import pytest
 
 from hrlms.sync.plan import make_plan
 
-from .conftest import D, person, pid
+from ..sync.helpers import person, pid
+from .conftest import D
 
 FAULT_RATE = 0.25
 CRASH_FAULT_RATE = 0.1     # the kills are the point there; faults on top, fewer to stay within the time budget

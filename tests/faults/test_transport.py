@@ -12,7 +12,8 @@ from hrlms.sync.apply import ApplyHalted, apply_plan
 from hrlms.sync.plan import make_plan
 from hrlms.sync.scim import RateLimiter, ScimError, user_resource
 
-from .conftest import D, person, pid
+from ..sync.helpers import person, pid
+from .conftest import D
 
 
 def users_in_lms(world) -> list[str]:

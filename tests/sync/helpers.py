@@ -32,22 +32,27 @@ def desired_state_db(url: str, *, groups: bool = True) -> Iterator:
     lms_desired_users, and with groups=True also lms_desired_groups and lms_desired_group_members."""
     with db.connect(url) as c:
         db.bootstrap(c)
-        c.execute("create schema marts")
-        c.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
-                  "family_name text, display_name text, email text, title text, employee_number text, "
-                  "department text, access_from_on date, access_until_on date, is_active boolean, "
-                  "manager_person_id text)")
-        if groups:
-            c.execute("create table marts.lms_desired_groups (group_key text, display_name text, group_kind text, "
-                      "org_unit_code text)")
-            c.execute("create table marts.lms_desired_group_members (group_key text, person_id text)")
+        create_desired_marts(c, groups=groups)
         yield c
+
+
+def create_desired_marts(conn, *, groups: bool = True) -> None:
+    """The empty desired-state marts in a bootstrapped database (see desired_state_db)."""
+    conn.execute("create schema marts")
+    conn.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
+                 "family_name text, display_name text, email text, title text, employee_number text, "
+                 "department text, access_from_on date, access_until_on date, is_active boolean, "
+                 "manager_person_id text)")
+    if groups:
+        conn.execute("create table marts.lms_desired_groups (group_key text, display_name text, group_kind text, "
+                     "org_unit_code text)")
+        conn.execute("create table marts.lms_desired_group_members (group_key text, person_id text)")
 
 
 def set_desired(conn, people: Iterable[Mapping], groups: Mapping[str, str] | None = None,
                 members: Mapping[str, Iterable[int]] | None = None) -> None:
     """Replace the desired state. people: rows (person()); groups: {group_key "kind:ORG": display_name};
-    members: {group_key: [person numbers]}. The group tables are replaced when they exist."""
+    members: {group_key: [person numbers or person ids]}. The group tables are replaced when they exist."""
     with conn.transaction(), conn.cursor() as cur:
         has_groups = cur.execute("select to_regclass('marts.lms_desired_groups') is not null").fetchone()[0]
         if has_groups:
@@ -61,4 +66,5 @@ def set_desired(conn, people: Iterable[Mapping], groups: Mapping[str, str] | Non
             cur.executemany("insert into marts.lms_desired_groups values (%s, %s, %s, %s)",
                             [(k, name, k.split(":")[0], k.split(":")[1]) for k, name in (groups or {}).items()])
             cur.executemany("insert into marts.lms_desired_group_members values (%s, %s)",
-                            [(k, pid(i)) for k, ids in (members or {}).items() for i in ids])
+                            [(k, pid(i) if isinstance(i, int) else i)
+                             for k, ids in (members or {}).items() for i in ids])
