@@ -15,6 +15,7 @@ turns skipping off.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -92,6 +93,4 @@ def forget(conn, stages: Iterable[str] = STAGES) -> None:
 
 def _jsonable(value: Any) -> Any:
     """The value as it reads back from jsonb (tuples -> lists, dates -> text) so comparisons hold."""
-    import json
-
     return json.loads(json.dumps(value, default=str, sort_keys=True))
