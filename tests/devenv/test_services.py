@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hrlms.devenv.postgres import LocalPostgres
+from hrlms.devenv.postgres import LocalPostgres, warehouse_settings
 from hrlms.devenv.scim import LocalScimServer, http_status
 from hrlms.devenv.stack import LocalStack
 
@@ -51,7 +51,11 @@ def test_postgres_starts_private_and_cleans_up(tmp_path: Path) -> None:
             db, listen, fsync = conn.execute(
                 "SELECT current_database(), current_setting('listen_addresses'), current_setting('fsync')"
             ).fetchone()
-        assert (db, listen, fsync) == ("warehouse", "127.0.0.1", "off")
+            assert (db, listen, fsync) == ("warehouse", "127.0.0.1", "off")
+            # the warehouse memory profile reached the server (pg_settings reports work_mem in kB)
+            expected_work_mem_kb = int(warehouse_settings()["work_mem"].removesuffix("MB")) * 1024
+            (work_mem_kb,) = conn.execute("SELECT setting::int FROM pg_settings WHERE name = 'work_mem'").fetchone()
+            assert work_mem_kb == expected_work_mem_kb
         assert listening_addresses(port) == {"127.0.0.1"}
         wrong = pg.url.replace(pg.password, "not-the-password")
         with pytest.raises(psycopg.OperationalError):
@@ -107,3 +111,13 @@ def test_stack_with_preset_services_starts_nothing(tmp_path: Path, monkeypatch: 
         assert stack.postgres is None and stack.scim is None
         assert json.loads(os.environ["AIRFLOW_CONN_HRLMS_LMS"])["host"] == "https://lms.example/scim/v2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["airflow"]
+
+
+def test_warehouse_settings_scale_with_memory_and_cap() -> None:
+    small = warehouse_settings(512 * 1024 * 1024)
+    big = warehouse_settings(24 * 1024**3)
+    huge = warehouse_settings(256 * 1024**3)
+    assert small["work_mem"] == "5MB" and small["shared_buffers"] == "128MB"  # never below the defaults
+    assert big["work_mem"] == "256MB" and big["shared_buffers"] == "2048MB"
+    # capped: more memory does not grow per-node work_mem or the buffer pool further
+    assert (huge["work_mem"], huge["shared_buffers"]) == (big["work_mem"], big["shared_buffers"])
