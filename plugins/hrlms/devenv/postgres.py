@@ -38,7 +38,8 @@ def warehouse_settings(mem_bytes: int | None = None) -> dict[str, str]:
 
     PostgreSQL's defaults (shared_buffers 128MB, work_mem 4MB, max_wal_size 1GB) are sized for a small
     OLTP box: at 1M workers every sort and hash of the transform spilled to disk and checkpoints came
-    every few seconds. Measured at 1M workers (bench b, 2 cores / 24 GB): transform 229 s -> 144 s.
+    every few seconds. Measured at 1M workers (bench b, 2 cores / 24 GB): transform 229 s -> 144 s
+    (before jit=off).
     Scaled to the machine's memory (caps reached at 24 GB); work_mem is per sort/hash node, and dbt
     runs 4 threads. wal_level=minimal lets a CREATE TABLE AS in dbt's transaction skip the WAL; it
     rules out replication, which a throwaway server does not need (docker-compose.yaml keeps the
@@ -60,6 +61,10 @@ def warehouse_settings(mem_bytes: int | None = None) -> dict[str, str]:
         "wal_level": "minimal",
         "max_wal_senders": "0",
         "random_page_cost": "1.1",  # local SSD / page cache, not spinning disks
+        # JIT compiles a plan when its estimated cost is high, and the CTE-heavy models here are
+        # estimated absurdly high: 1-4 s of compiling per query (int_identity_decisions at 100k:
+        # 6.2 s with JIT, 2.0 s without, same rows), more than it saves.
+        "jit": "off",
     }
 
 
