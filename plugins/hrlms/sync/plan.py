@@ -98,17 +98,19 @@ joined as (
     full join applied a on a.person_id = d.person_id
 ),
 ops as (
-    select person_id,
+    -- a join, not `person_id not in (select … from quarantined)` inside the CASE: that subplan is
+    -- hashed only while the quarantine fits in work_mem, and re-scanned for every account otherwise
+    select j.person_id,
         case
             when not in_applied and in_desired and want_active then 'create_user'
             when in_applied and has_active and in_desired and not want_active then 'deactivate_user'
-            when in_applied and has_active and not in_desired
-                 and person_id not in (select person_id from quarantined) then 'deactivate_user'
+            when in_applied and has_active and not in_desired and qn.person_id is null then 'deactivate_user'
             when in_applied and not has_active and want_active then 'reactivate_user'
             when in_applied and has_active and want_active and cardinality(changed) > 0 then 'update_user'
         end as op_type,
         changed, desired_row
-    from joined
+    from joined j
+    left join quarantined qn on qn.person_id = j.person_id
 )
 select person_id, op_type,
     case when op_type in ('update_user', 'reactivate_user') then changed
