@@ -228,7 +228,7 @@ def server_info(url: str | None = None) -> dict:
     import psycopg
 
     names = ("server_version", "shared_buffers", "work_mem", "maintenance_work_mem", "max_wal_size", "fsync",
-             "synchronous_commit", "max_parallel_workers_per_gather")
+             "synchronous_commit", "max_parallel_workers_per_gather", "jit", "wal_level")
     with psycopg.connect(url or warehouse_url(), autocommit=True) as conn:
         return {n: conn.execute(f"show {n}").fetchone()[0] for n in names}
 

@@ -236,9 +236,15 @@ def render(docs: list[dict], source: Path) -> str:
         vers = {"python": vers.pop("python", platform.python_version()),
                 "PostgreSQL server": server.get("server_version", "?"), **vers}
     lines += table(["component", "version"], [[k, v] for k, v in vers.items()])
-    if server:
-        lines += ["", "PostgreSQL settings: " + ", ".join(f"{k} {v}" for k, v in server.items()
-                                                          if k != "server_version") + "."]
+    # The server settings each benchmark ran with (they changed once: warehouse_settings() in the devenv)
+    by_settings: dict[str, list[str]] = {}
+    for d in docs:
+        settings = {k: v for k, v in (d["meta"].get("server") or {}).items() if k != "server_version"}
+        if settings:
+            by_settings.setdefault(", ".join(f"{k} {v}" for k, v in settings.items()), []).append(d["name"])
+    for text, names in by_settings.items():
+        which = f" ({', '.join(names)})" if len(by_settings) > 1 else ""
+        lines += ["", f"PostgreSQL settings{which}: {text}."]
     lines.append("")
     for d in docs:
         meta = d["meta"]
