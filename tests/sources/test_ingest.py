@@ -158,6 +158,13 @@ def _copies(conn) -> int:
                         "'snapshot_id')))[2]").fetchone()[0]
 
 
+def _land_copy_next_day(conn, tmp_path, original):
+    """The same bytes landed again under the next day's name and logical date (an unchanged export)."""
+    copy = tmp_path / "workers_2026-01-06.csv"
+    copy.write_bytes(original.read_bytes())
+    return ingest_file(conn, WORKERS, MAPPING.name, copy, date(2026, 1, 6))
+
+
 def test_same_bytes_on_another_day_are_recognised_before_any_copy(conn, tmp_path):
     """An unchanged export landed under a new date: a snapshot of the same size exists, so the file is
     hashed first and recognised — no rows are copied (and rolled back), the first snapshot is returned."""
@@ -167,9 +174,7 @@ def test_same_bytes_on_another_day_are_recognised_before_any_copy(conn, tmp_path
     assert conn.execute("select byte_size from raw_hris.snapshots where snapshot_id = %s",
                         (first.snapshot_id,)).fetchone()[0] == p1.stat().st_size
     before, copied = _state(conn), _copies(conn)
-    p2 = tmp_path / "workers_2026-01-06.csv"
-    p2.write_bytes(p1.read_bytes())
-    again = ingest_file(conn, WORKERS, MAPPING.name, p2, date(2026, 1, 6))
+    again = _land_copy_next_day(conn, tmp_path, p1)
     assert (again.snapshot_id, again.rows, again.already_loaded, again.checksum) == (
         first.snapshot_id, 3, True, first.checksum)
     assert _state(conn) == before and _copies(conn) == copied
@@ -185,9 +190,7 @@ def test_a_duplicate_the_size_check_misses_is_rolled_back_after_the_copy(conn, t
     conn.execute("update raw_hris.snapshots set byte_size = byte_size + 1 where snapshot_id = %s",
                  (first.snapshot_id,))
     before, copied = _state(conn), _copies(conn)
-    p2 = tmp_path / "workers_2026-01-06.csv"
-    p2.write_bytes(p1.read_bytes())
-    again = ingest_file(conn, WORKERS, MAPPING.name, p2, date(2026, 1, 6))
+    again = _land_copy_next_day(conn, tmp_path, p1)
     assert (again.snapshot_id, again.rows, again.already_loaded, again.checksum) == (
         first.snapshot_id, 3, True, first.checksum)
     assert _state(conn) == before and _copies(conn) > copied      # copied, then rolled back

@@ -264,19 +264,20 @@ def ingest_file(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
     source = str(path)
     if not path.is_file():
         raise IngestError(source, "file not found in the landing folder")
-    if path.stat().st_size == 0:
+    stat = path.stat()
+    size = stat.st_size
+    if size == 0:
         raise IngestError(source, "file is empty (0 bytes)", line=1)
     checksum = None
-    size = path.stat().st_size
     if em.format == "jsonl" or _loaded_before(conn, em.entity, source, logical_date, size):
         checksum = sha256_file(path)
         existing = find_snapshot(conn, em.entity, checksum)
         if existing:
             return LoadResult(existing[0], em.entity, existing[1], source, checksum, True)
-    extracted_at = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+    extracted_at = datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc)
     if em.format == "jsonl":
-        return _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at)
-    return _ingest_csv(conn, em, mapping_name, path, logical_date, checksum, extracted_at)
+        return _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at, size)
+    return _ingest_csv(conn, em, mapping_name, path, logical_date, checksum, extracted_at, size)
 
 
 def _loaded_before(conn: psycopg.Connection, entity: str, source: str, logical_date: date, size: int) -> bool:
@@ -290,7 +291,7 @@ def _loaded_before(conn: psycopg.Connection, entity: str, source: str, logical_d
 
 
 def _ingest_csv(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, path: Path, logical_date: date,
-                checksum: str | None, extracted_at: datetime) -> LoadResult:
+                checksum: str | None, extracted_at: datetime, size: int) -> LoadResult:
     """Check and COPY the CSV. `checksum` None: not known to be new yet — the stream hashes the file, the
     snapshot row carries a placeholder until the COPY is done, then the real checksum, or the whole load
     is rolled back if a snapshot of the entity has that checksum."""
@@ -305,7 +306,7 @@ def _ingest_csv(conn: psycopg.Connection, em: EntityMapping, mapping_name: str, 
         raise
     stream = _OnePass(path, em.encoding, hashed=checksum is None)
     meta = SnapshotMeta(em.entity, "file", source, checksum or f"pending:{uuid.uuid4().hex}", mapping_name,
-                        em.hints(), present, logical_date, extracted_at, path.stat().st_size)
+                        em.hints(), present, logical_date, extracted_at, size)
     duplicate = None
     try:
         with conn.transaction() as tx:       # copy_csv's own transaction is a savepoint inside this one
@@ -357,7 +358,7 @@ def _explained(exc: IngestError, path: Path, em: EntityMapping, stream: _OnePass
     return exc
 
 
-def _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at) -> LoadResult:
+def _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracted_at, size) -> LoadResult:
     source = str(path)
     present = {c: s for c, s in em.columns.items()}
 
@@ -371,7 +372,7 @@ def _ingest_jsonl(conn, em, mapping_name, path, logical_date, checksum, extracte
                 yield line_no, parse_record(source, line_no, line, em)
 
     meta = SnapshotMeta(em.entity, "file", source, checksum, mapping_name, em.hints(), present,
-                        logical_date, extracted_at, path.stat().st_size)
+                        logical_date, extracted_at, size)
     try:
         return copy_records(conn, meta, records())
     except UnicodeDecodeError as exc:
