@@ -43,7 +43,7 @@ def warehouse_settings(mem_bytes: int | None = None) -> dict[str, str]:
     Scaled to the machine's memory (caps reached at 24 GB); work_mem is per sort/hash node, and dbt
     runs 4 threads. wal_level=minimal lets a CREATE TABLE AS in dbt's transaction skip the WAL; it
     rules out replication, which a throwaway server does not need (docker-compose.yaml keeps the
-    default and sets the memory settings only)."""
+    default wal_level and sets the rest)."""
     if mem_bytes is None:
         mem_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     mib = mem_bytes // MiB
