@@ -22,5 +22,6 @@ def test_every_dbt_unit_test_passes(fresh_db, tmp_path):
     assert set(unit.values()) == {"pass"}, {k: v for k, v in unit.items() if v != "pass"}
     for name in ("compliance_status_flips_at_the_workers_local_day_boundaries",
                  "role_change_ends_assignments_and_keeps_history", "keep_assigned_keeps_open_spells_of_active_workers",
-                 "effective_dating_uses_each_workers_local_date"):
+                 "effective_dating_uses_each_workers_local_date",
+                 "dates_parse_in_snapshot_format_and_impossible_ones_flagged"):
         assert name in unit
