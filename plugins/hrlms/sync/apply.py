@@ -586,36 +586,52 @@ def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, ba
                           and (claimed_by is null or claimed_by <> all(%(all)s))))""",
                      {"p": plan_id, "me": me, "first": index == 0, "all": [str(i) for i in range(count)]})
     _defer(conn, plan_id)
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scim") as pool:
-        waited_since = None
-        while not guard.tripped:
-            batch = _claim(conn, plan_id, batch_size, me)
-            if not batch:
-                if count == 1 or not _others_working(conn, plan_id):
-                    break
-                waited_since = waited_since or time.monotonic()
-                if time.monotonic() - waited_since > wait:
-                    log.warning("plan %s shard %s: stopped waiting for the other shards after %.0fs", plan_id, me, wait)
-                    break
-                time.sleep(0.5)
-                continue
-            waited_since = None
-            if limits:
-                outcomes = _execute_bulk(client, batch, limits, guard, pool)
+
+    def send(batch: list[dict[str, Any]]) -> list[Outcome]:
+        if limits:
+            return _execute_bulk(client, batch, limits, guard, pool)
+        return _execute_singles(pool, client, batch, guard)
+
+    def record(outcomes: list[Outcome]) -> None:
+        _record(conn, outcomes, backoff=backoff)
+        done = [o for o in outcomes if o.status != "pending"]
+        for o in done:
+            if o.status == "applied":
+                if o.sent:
+                    result.applied[o.op_type] += 1
+            elif o.status == "escrow":
+                result.escrow += 1
             else:
-                outcomes = _execute_singles(pool, client, batch, guard)
-            _record(conn, outcomes, backoff=backoff)
-            done = [o for o in outcomes if o.status != "pending"]
-            for o in done:
-                if o.status == "applied":
-                    if o.sent:
-                        result.applied[o.op_type] += 1
-                elif o.status == "escrow":
-                    result.escrow += 1
-                else:
-                    result.dead_letter += 1
-            if progress and done:
-                progress(len(done))
+                result.dead_letter += 1
+        if progress and done:
+            progress(len(done))
+
+    # Pipelined: while one batch is on the wire (the `sender` thread), the warehouse round trips of its
+    # neighbours run here — the next batch is claimed and the previous one recorded — so the LMS does
+    # not wait for them. One batch is sent at a time per shard, in claim order, as before.
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scim") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="scim-send") as sender:
+        in_flight = None
+        waited_since = None
+        while True:
+            batch = [] if guard.tripped else _claim(conn, plan_id, batch_size, me)
+            if in_flight is not None:
+                outcomes = in_flight.result()
+                # Claimed before the guard could trip on `outcomes`: send() releases it untouched then.
+                in_flight = sender.submit(send, batch) if batch else None
+                record(outcomes)
+                continue     # nothing claimed: claim again now that the sent batch is recorded (phase 2)
+            if batch:
+                waited_since = None
+                in_flight = sender.submit(send, batch)
+                continue
+            if guard.tripped or count == 1 or not _others_working(conn, plan_id):
+                break
+            waited_since = waited_since or time.monotonic()
+            if time.monotonic() - waited_since > wait:
+                log.warning("plan %s shard %s: stopped waiting for the other shards after %.0fs", plan_id, me, wait)
+                break
+            time.sleep(0.5)
     result.attempted, result.failed = guard.attempted, guard.failed
     with conn.transaction():
         conn.execute(
