@@ -145,7 +145,7 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
             return common.run_child("bench.bench_provisioning",
                                     {**base, "stage": "apply", "plan_id": plan_id, "shard": i},
                                     env=env, log_name=f"{log}_apply{i}", timeout=apply_timeout)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, common.ChildTimeout):   # run_child raises the latter
             return {"seconds": apply_timeout, "timed_out": True}
 
     t = time.perf_counter()
