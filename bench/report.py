@@ -180,14 +180,14 @@ def transform_profile(p: dict) -> list[str]:
     out += table(["invocation", "wall s", "elapsed s", "outside nodes s", "node time by type (summed over 4 threads)"],
                  rows, {1, 2, 3})
     if p.get("slowest_models"):
-        out += ["", "10 slowest dbt models (`dbt build`):", ""]
+        out += ["", "10 slowest dbt models (all `dbt build` invocations):", ""]
         out += table(["model", "type", "s", "rows"],
                      [[f"`{m['node']}`", m["type"], fmt(m["seconds"]), fmt(m.get("rows"))]
                       for m in p["slowest_models"]], {2, 3})
-    build = next((d for d in p["dbt"] if d["command"].startswith("build")), None)
-    if build and build.get("slowest_tests"):
-        out += ["", "Slowest dbt data tests: " + "; ".join(f"`{t['node']}` {fmt(t['seconds'])} s"
-                                                            for t in build["slowest_tests"]) + "."]
+    tests = sorted((t for d in p["dbt"] for t in d.get("slowest_tests") or []), key=lambda t: -t["seconds"])[:5]
+    if tests:
+        out += ["", "Slowest dbt data tests (all invocations): " + "; ".join(
+            f"`{t['node']}` {fmt(t['seconds'])} s" for t in tests) + "."]
     return out
 
 
