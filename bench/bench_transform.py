@@ -121,8 +121,6 @@ def profile(size: int, res: dict, rep: int) -> dict:
                     "outside_nodes": round(inv["seconds"] - (s.get("elapsed") or 0), 3),
                     "by_type": s.get("by_type"), "slowest_models": s.get("slowest_models"),
                     "slowest_tests": s.get("slowest_tests")})
-    # the slowest models of every dbt invocation (staging and the transform are separate builds)
-    slowest = sorted((m for d in dbt for m in d["slowest_models"] or []), key=lambda m: -m["seconds"])[:10]
     return {
         "size": size, "repeat": rep + 1,
         "title": f"profile at {size:,} workers (repeat {rep + 1}, the one with the median total)",
@@ -132,7 +130,6 @@ def profile(size: int, res: dict, rep: int) -> dict:
                "gx_calls_total": round(gx_calls, 3),
                "outside_gx_calls": round(gate_wall - gx_calls, 3)},
         "dbt": dbt,
-        "slowest_models": slowest,
         "marts": res.get("marts"), "quarantined": res.get("quarantined"), "rows": res.get("rows"),
         "timed_out": res.get("timed_out"),
     }

@@ -238,8 +238,8 @@ def one_repeat(size: int, folder: Path, rep: int, seed: int, source: str = "ralp
 
 
 def _keep_earlier(rec: common.Recorder, args, source: str) -> None:
-    """--merge: common keeps the rows of other sizes; keep also this size's rows of the other source,
-    the notes (hand-written analyses included; the extrapolation note is recomputed) and the
+    """--merge: common keeps the rows of other sizes and the hand-written analyses; keep also this
+    size's rows of the other source, the other notes (the extrapolation note is recomputed) and the
     extrapolation. Rows written before --source existed are Ralph's."""
     if not (args.merge and rec.path.is_file()):
         return
@@ -247,8 +247,8 @@ def _keep_earlier(rec: common.Recorder, args, source: str) -> None:
     other = [r for r in old.get("rows", []) if r.get("size") in set(args.sizes)
              and r.get("source", SOURCES["ralph"]) != SOURCES[source]]
     rec.doc["rows"] = [_with_source(r, SOURCES["ralph"]) for r in rec.doc["rows"] + other]
-    for text in old.get("notes", []):
-        if not text.startswith("Pull time grew as N^"):
+    for text in old.get("notes", []):      # the analyses are kept by common; the other source's notes here
+        if not text.startswith(("Pull time grew as N^", common.ANALYSIS)):
             rec.note(text)
     if old.get("extrapolation"):
         rec.doc["extrapolation"] = old["extrapolation"]

@@ -397,6 +397,9 @@ def dbt_summary(run_results: str | Path, top: int = 10) -> dict:
 
 # -- results -----------------------------------------------------------------------------------------
 
+ANALYSIS = "Analysis"     # notes starting with this are written by hand and survive --merge
+
+
 class Recorder:
     """Collects rows/checks/notes of one benchmark and rewrites <out>/<name>.json after every size, so a
     long run that is stopped still leaves the sizes it finished."""
@@ -414,8 +417,10 @@ class Recorder:
 
     def _merge(self, old: dict, sizes: set[int]) -> None:
         """Keep what an earlier run measured at other sizes (rows, per-size checks, its profile if that
-        was at a larger size); this run's sizes replace theirs."""
+        was at a larger size); this run's sizes replace theirs. The hand-written analyses ("Analysis…"
+        notes, dated) are kept too; the generated notes are written again by this run."""
         self.doc["rows"] = [r for r in old.get("rows", []) if r.get("size") not in sizes]
+        self.doc["notes"] = [n for n in old.get("notes", []) if n.startswith(ANALYSIS)]
         self.doc["checks"] = [c for c in old.get("checks", []) if c.get("size") is not None
                               and c["size"] not in sizes]
         prof = old.get("profile") or {}
@@ -473,6 +478,7 @@ class Recorder:
             meta.pop("updated_at", None)
             meta["complete"] = True
         self.doc["rows"].sort(key=lambda r: (r.get("size") is None, r.get("size") or 0))
+        self.doc["notes"].sort(key=lambda n: n.startswith(ANALYSIS))    # analyses after the generated notes
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.doc, indent=2, default=str) + "\n")

@@ -151,6 +151,11 @@ def ingest_profile(p: dict) -> list[str]:
     return out
 
 
+def _slowest(invocations: list[dict], key: str, n: int) -> list[dict]:
+    """The n slowest nodes over every dbt invocation (staging and the transform are separate builds)."""
+    return sorted((x for inv in invocations for x in inv.get(key) or []), key=lambda x: -x["seconds"])[:n]
+
+
 def transform_profile(p: dict) -> list[str]:
     out = [f"### Profile at {p['size']:,} workers", "",
            f"Repeat {p['repeat']} (the one with the median figure). Rows in the snapshot: {fmt(p.get('rows'))}, "
@@ -179,12 +184,11 @@ def transform_profile(p: dict) -> list[str]:
                      types])
     out += table(["invocation", "wall s", "elapsed s", "outside nodes s", "node time by type (summed over 4 threads)"],
                  rows, {1, 2, 3})
-    if p.get("slowest_models"):
+    models, tests = _slowest(p["dbt"], "slowest_models", 10), _slowest(p["dbt"], "slowest_tests", 5)
+    if models:
         out += ["", "10 slowest dbt models (all `dbt build` invocations):", ""]
         out += table(["model", "type", "s", "rows"],
-                     [[f"`{m['node']}`", m["type"], fmt(m["seconds"]), fmt(m.get("rows"))]
-                      for m in p["slowest_models"]], {2, 3})
-    tests = sorted((t for d in p["dbt"] for t in d.get("slowest_tests") or []), key=lambda t: -t["seconds"])[:5]
+                     [[f"`{m['node']}`", m["type"], fmt(m["seconds"]), fmt(m.get("rows"))] for m in models], {2, 3})
     if tests:
         out += ["", "Slowest dbt data tests (all invocations): " + "; ".join(
             f"`{t['node']}` {fmt(t['seconds'])} s" for t in tests) + "."]
