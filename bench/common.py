@@ -20,7 +20,7 @@ Contract for a benchmark ``bench/bench_<name>.py``:
      "notes": ["…"], "profile": {...optional, free form...},
      "meta": {"loadavg_before": [1, 5, 15 min], "loadavg_after": [...], "versions": {...}, ...}}
 
-  ``checks`` are the figures compared with the targets (DESIGN.md); report.py lists them first
+  ``checks`` are the figures compared with the targets (``TARGET``; docs/architecture.md); report.py lists them first
   (``"binding": false`` marks a check at a size the target is not set for; ``"lower_bound": true`` a
   value that is at least this, e.g. a stage stopped by a timeout — rows may carry it too).
 - Work that must not share state between repeats runs in a child process (:func:`run_child`, the

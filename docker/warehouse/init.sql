@@ -21,7 +21,7 @@
 REVOKE ALL ON DATABASE warehouse FROM PUBLIC;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
--- Schemas (DESIGN.md "Schemas"); hrlms_util (helper functions) and audit (stage timings) come from
+-- Schemas (docs/architecture.md "Warehouse schemas and who writes them"); hrlms_util (helper functions) and audit (stage timings) come from
 -- plugins/hrlms/warehouse/schema.sql, which also creates them if missing.
 CREATE SCHEMA IF NOT EXISTS raw_hris;
 CREATE SCHEMA IF NOT EXISTS raw_lms;

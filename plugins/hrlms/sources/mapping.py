@@ -1,4 +1,4 @@
-"""YAML mappings from an HR export's columns to the canonical contract (DESIGN.md).
+"""YAML mappings from an HR export's columns to the canonical contract (docs/architecture.md, "Contracts").
 
 A new export format needs a mapping file, not code. Errors name the mapping file and the key.
 """
