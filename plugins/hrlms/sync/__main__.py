@@ -2,7 +2,7 @@
 
 Prints the plan's status, why it is held, the breaker figures, counts per op type and changed
 attribute, and sample records per op type (from sync.plans.review). Approve or reject by triggering
-hrlms_provision with {"approve_plan": PLAN_ID} / {"reject_plan": PLAN_ID} (README "Operations").
+hrlms_provision with {"approve_plan": PLAN_ID} / {"reject_plan": PLAN_ID} (docs/operations.md).
 """
 from __future__ import annotations
 

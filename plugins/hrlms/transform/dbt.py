@@ -1,7 +1,7 @@
 """Run dbt in-process (dbtRunner) for one snapshot and logical date.
 
-One `dbt build` task rather than a cosmos task per model: figures in the README ("dbt: one task or
-cosmos"). The warehouse credentials reach dbt as env vars; the password as DBT_ENV_SECRET_PASSWORD so
+One `dbt build` task rather than a cosmos task per model: figures in
+docs/dbt-runner.md. The warehouse credentials reach dbt as env vars; the password as DBT_ENV_SECRET_PASSWORD so
 dbt scrubs it from its logs.
 """
 from __future__ import annotations

@@ -197,7 +197,7 @@ create table if not exists audit.stage_runs (
     primary key (run_key, stage)
 );
 
--- Identity review: a person decides what an ambiguous match means (see README "Identity").
+-- Identity review: a person decides what an ambiguous match means (see docs/people-rules.md).
 --   resolution 'link': person_id gets the LMS account of account_person_id (a rehire/conversion)
 --   resolution 'new' : person_id is a new person and gets an account of its own
 create table if not exists sync.identity_resolutions (

@@ -14,7 +14,7 @@
 -- PostgreSQL would materialize it, and a materialized CTE has no statistics: the planner estimated
 -- the spells at 1.6e9 rows (100k workers) and hashed `open_now` in 256 batches. Nested loops are off
 -- because `matches` (a view with rule predicates) is still estimated at 1 row; with the CTEs inlined
--- a nested loop over it never finished. At 100k (with the warehouse's jit = off, README): day 2
+-- a nested loop over it never finished. At 100k (with the warehouse's jit = off, docs/deployment.md): day 2
 -- 15 s -> 3.7 s, day 1 5.1 s -> 2.8 s, the same rows (md5 of the output) in both.
 {{ config(
     materialized='incremental',
