@@ -2,7 +2,8 @@
 
 Also: the learning rules file is validated and loaded with the snapshot (ingest), new xAPI statements
 are pulled from the LRS (completions) before dbt builds assignments and compliance marts; audience
-groups go to the LMS through the same plan/apply, and a CSV enrolment file is exported.
+groups go to the LMS through the same plan/apply, and a CSV enrolment file is exported after the
+apply (what the LMS got; nothing is published while the plan is held).
 
 Thin on purpose: every task calls a stage in hrlms.pipeline (tested there). Nothing heavy is imported
 at parse time. XCom carries ids and counts only.
@@ -93,12 +94,15 @@ def hrlms_provision():
         pipeline.transform(*_run(), snapshots)
         return snapshots
 
-    @task
-    def export_enrolments(snapshots: dict) -> dict:
-        """CSV enrolment file for LMSs without an API."""
+    @task(trigger_rule="all_done")
+    def export_enrolments() -> dict:
+        """CSV enrolment file for LMSs without an API, after the apply (or the decision on a held plan),
+        whatever it did: published only when the run's plan was applied (a held plan's file is kept
+        aside for review, a dry run publishes nothing); it lists what the LMS really got."""
         from hrlms import pipeline
 
-        return pipeline.export_enrolments(*_run())
+        dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
+        return pipeline.export_enrolments(*_run(), dry_run=dry_run)
 
     @task
     def plan(snapshots: dict) -> dict:
@@ -139,8 +143,8 @@ def hrlms_provision():
     done = report()
     planned = plan(built)
     parts = shards(planned)
-    [apply.partial(planned=planned, of=parts).expand(shard=parts), export_enrolments(built)] >> done
-    routed >> decide() >> done
+    exported = export_enrolments()
+    [apply.partial(planned=planned, of=parts).expand(shard=parts), routed >> decide()] >> exported >> done
 
 
 hrlms_provision()

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from hrlms.settings import REPO_ROOT
 
-STAGES = ("ingest", "completions", "staging", "gate", "transform", "export", "plan", "apply", "report")
+STAGES = ("ingest", "completions", "staging", "gate", "transform", "plan", "apply", "export", "report")
 console = Console()
 
 
@@ -139,6 +139,9 @@ def print_summary(runs: list[tuple[str, date, dict]], lms: dict, issues: dict[st
     exports = sorted((reports / "exports").glob("enrolments_*.csv"))
     if exports:
         console.print(f"CSV enrolment export (LMSs without an API): {exports[-1]}")
+    held = sorted((reports / "exports" / "held").glob("enrolments_*.HELD.csv"))
+    if held:
+        console.print(f"[yellow]Held enrolment export (plan held by the breaker, not published): {held[-1]}[/]")
 
 
 def lms_counts() -> dict:

@@ -120,14 +120,32 @@ def completions(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
     return detail
 
 
-def export_enrolments(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
-    """CSV enrolment file for LMSs without an API (full state of open, non-exempt assignments)."""
-    from hrlms.learning.export import write_enrolments
+def _run_plan(conn, run_key: str) -> tuple[int | None, str]:
+    """The plan this run made or decided on (stage 'plan' or 'decision'), or (None, why there is none)."""
+    row = conn.execute("select stage, detail ->> 'plan_id', detail ->> 'error' from audit.stage_runs "
+                       "where run_key = %s and stage in ('plan', 'decision') order by started_at desc limit 1",
+                       (run_key,)).fetchone()
+    if row and row[2] is None and row[1]:
+        return int(row[1]), ""
+    if row and row[2] is not None:
+        return None, f"stage {row[0]} failed: nothing was applied, nothing is exported"
+    failed = conn.execute("select stage from audit.stage_runs where run_key = %s and detail ? 'error' "
+                          "order by started_at limit 1", (run_key,)).fetchone()
+    return None, (f"the run stopped at stage {failed[0]} before a plan was made: nothing was applied, "
+                  f"nothing is exported" if failed else "this run made no plan: nothing is exported")
+
+
+def export_enrolments(run_key: str, logical_date: date | datetime, *, dry_run: bool = False) -> dict[str, Any]:
+    """CSV enrolment file for LMSs without an API: after the apply, the full state the LMS holds, published
+    only when the run's plan was applied (held: kept aside for review; rejected/superseded: never;
+    dry run: nothing). See hrlms.learning.export."""
+    from hrlms.learning.export import deliver
 
     settings = Settings.from_env()
-    detail: dict[str, Any] = {}
+    detail: dict[str, Any] = {"dry_run": dry_run}
     with _stage(run_key, logical_date, "export", detail) as conn:
-        detail.update(write_enrolments(conn, settings.export_dir, logical_instant(logical_date).date()))
+        plan_id, why = _run_plan(conn, run_key)
+        detail.update(deliver(conn, settings.export_dir, plan_id, dry_run=dry_run, no_plan_reason=why))
     return detail
 
 
@@ -323,7 +341,8 @@ def _apply(run_key, logical_date, plan_id, dry_run, shard, settings, detail, sta
 
 def decide_plan(run_key: str, logical_date: date | datetime, plan_id: int, decision: str, decided_by: str) -> dict[str, Any]:
     """A person's decision on a held plan (DAG conf approve_plan / reject_plan). Approval applies exactly
-    that plan's ops (not a recomputed diff) right away; rejection records it and sends nothing."""
+    that plan's ops (not a recomputed diff) right away; rejection records it and sends nothing. The
+    export of the plan follows (export_enrolments with the same run_key: the DAG's export task)."""
     from hrlms.sync.breaker import decide
 
     detail: dict[str, Any] = {"plan_id": plan_id, "decision": decision, "decided_by": decided_by}
@@ -372,10 +391,12 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
     stage_models(run_key, logical_date, snaps)
     gate(run_key, logical_date, snaps)
     transform(run_key, logical_date, snaps)
-    export_enrolments(run_key, logical_date)
     p = plan(run_key, logical_date, snaps)
-    a = apply(run_key, logical_date, p["plan_id"], dry_run=dry_run)
-    return {"snapshots": snaps, "plan": p, "apply": a, "report": report(run_key, logical_date)}
+    try:
+        a = apply(run_key, logical_date, p["plan_id"], dry_run=dry_run)
+    finally:     # after the apply, whatever it did (as the DAG's export task: trigger rule all_done)
+        e = export_enrolments(run_key, logical_date, dry_run=dry_run)
+    return {"snapshots": snaps, "plan": p, "apply": a, "export": e, "report": report(run_key, logical_date)}
 
 
 __all__ = ["ingest", "completions", "export_enrolments", "decide_plan", "stage_models", "gate", "transform", "plan",

@@ -70,8 +70,27 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
                    limit 1000""")
         ]
     return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages, "issues": issues,
-            "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan,
+            "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan, "export": export_outcome(stages),
             "data_docs": str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")}
+
+
+def export_outcome(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """What happened to the CSV enrolment export (hrlms.learning.export): published file and rows, held
+    (plan, held copy) or not published and why."""
+    d = next((s["detail"] for s in stages if s["stage"] == "export"), None)
+    if d is None:
+        return {"published": False, "summary": "not exported: the run ended before the export ran"}
+    if d.get("error"):
+        return {"published": False, "summary": "not published: the export failed: " + d["error"]}
+    if d.get("published"):
+        summary = f"published {d['file']} ({d['rows']} rows)"
+    elif d.get("held"):
+        summary = (f"HELD with plan {d['plan_id']}: not published; the file it would publish ({d['rows']} rows) "
+                   f"is kept for review in {d['held']}")
+    else:
+        summary = "not published: " + str(d.get("why", ""))
+    out = {k: d[k] for k in ("published", "file", "rows", "held", "plan_id", "why", "held_copies") if k in d}
+    return out | {"summary": summary}
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -107,6 +126,7 @@ def render_html(data: dict[str, Any]) -> str:
 <p>Run <code>{html.escape(data['run_key'])}</code>, workers snapshot {data['snapshot_id']}.
 Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape(data['data_docs'])}">{html.escape(data['data_docs'])}</a></p>
 {banner}<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds', 'outcome'])}
+<h2>Enrolment export (CSV)</h2><p>{html.escape(data.get('export', {}).get('summary', ''))}</p>
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason'])}
 <h2>Open HR data issues ({len(data.get('issues', []))}{'+' if len(data.get('issues', [])) >= 1000 else ''}) — one row per person and defect</h2>

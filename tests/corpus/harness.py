@@ -1,10 +1,10 @@
 """The corpus harness: a provisioned baseline, later logical dates on top of it, and what each run did.
 
-A run executes the DAG's stages in its order (ingest → staging → gate → transform → export → plan →
-apply, then the report, which runs whatever happened) and stops at the first stage that raises, as the
-DAG does. What the LMS received is read from three places: ``sync.ops`` (what was planned and sent),
-the scim2-server access log (every non-GET request is a write) and the LMS's own records (``meta.version``
-changes on every write).
+A run executes the DAG's stages in its order (ingest → staging → gate → transform → plan → apply) and
+stops at the first stage that raises, as the DAG does; then, whatever happened, the enrolment export
+(which publishes only what an applied plan delivered) and the report. What the LMS received is read
+from three places: ``sync.ops`` (what was planned and sent), the scim2-server access log (every
+non-GET request is a write) and the LMS's own records (``meta.version`` changes on every write).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..sources.hrfiles import HEADER, ORG_CSV, csv_text, worker
 
 BASE_DAY = date(2026, 3, 2)
 N_WORKERS = 50
-STAGES = ("ingest", "staging", "gate", "transform", "export", "plan", "apply")
+STAGES = ("ingest", "staging", "gate", "transform", "plan", "apply")
 _WRITE = re.compile(r'"(POST|PUT|PATCH|DELETE) ')
 
 
@@ -53,6 +53,7 @@ class Run:
     ops: list[tuple] = field(default_factory=list)   # (op_type, person_id or group_key, changed_fields, status, members)
     lms_requests: list[str] = field(default_factory=list)  # non-GET requests the LMS received during the run
     report_path: Path | None = None
+    export: dict[str, Any] = field(default_factory=dict)   # what the export stage did (published / held / why)
     report_error: BaseException | None = None
 
     @property
@@ -110,15 +111,15 @@ class Corpus:
                     pipeline.gate(run.run_key, day, snaps)
                 elif stage == "transform":
                     pipeline.transform(run.run_key, day, snaps)
-                elif stage == "export":
-                    pipeline.export_enrolments(run.run_key, day)
                 elif stage == "plan":
                     run.plan_id = pipeline.plan(run.run_key, day, snaps)["plan_id"]
                 elif stage == "apply":
                     pipeline.apply(run.run_key, day, run.plan_id)
             run.failed_stage = None
-        except Exception as exc:  # noqa: BLE001 - any stage failure stops the DAG here; the report task still runs
+        except Exception as exc:  # noqa: BLE001 - any stage failure stops the DAG here; export and report still run
             run.error = exc
+        if until == "apply":
+            run.export = pipeline.export_enrolments(run.run_key, day)
         try:
             run.report_path = Path(pipeline.report(run.run_key, day))
         except pipeline.RunFailed as exc:

@@ -337,3 +337,9 @@ def test_held_sixty_percent_of_rows_missing(corpus: Corpus, injection_day: Day) 
     assert {s for *_x, s, _m in run.ops} == {"held"}
     assert sum(1 for t, *_x in run.ops if t == "deactivate_user") == 31
     assert isinstance(run.report_error, RunFailed)
+    # nor is the enrolment export published (a full-state file would drop 31 people's enrolments): it is
+    # kept aside as held, and the run report says so
+    assert not (c.reports / "exports" / f"enrolments_{day.isoformat()}.csv").exists()
+    held = c.reports / "exports" / "held" / f"enrolments_{day.isoformat()}.plan{run.plan_id}.HELD.csv"
+    assert held.is_file() and run.export["held"] == str(held) and not run.export["published"]
+    assert f"HELD with plan {run.plan_id}: not published" in run.report_path.read_text(encoding="utf-8")

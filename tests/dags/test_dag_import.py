@@ -23,10 +23,15 @@ def test_dagbag_has_no_import_errors(local_stack):
     before = {t: i for i, t in enumerate(order)}
     for a, b in [("route", "ingest"), ("route", "completions"), ("route", "decide"), ("decide", "report"),
                  ("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
-                 ("transform", "plan"), ("plan", "shards"), ("shards", "apply"), ("transform", "export_enrolments"),
-                 ("apply", "report"), ("export_enrolments", "report")]:
+                 ("transform", "plan"), ("plan", "shards"), ("shards", "apply"), ("apply", "export_enrolments"),
+                 ("decide", "export_enrolments"), ("export_enrolments", "report")]:
         assert before[a] < before[b], f"{a} must run before {b}"
     assert dag.get_task("report").trigger_rule == "all_done"
+    # the CSV export follows the apply (or the decision on a held plan), whatever it did: it publishes
+    # what the LMS got, and nothing while the plan is held
+    export = dag.get_task("export_enrolments")
+    assert export.trigger_rule == "all_done"
+    assert export.upstream_task_ids == {"apply", "decide"} and export.downstream_task_ids == {"report"}
     # the apply fans out (dynamic task mapping) and the pool bounds LMS concurrency
     apply = dag.get_task("apply")
     from airflow.sdk.definitions.mappedoperator import MappedOperator

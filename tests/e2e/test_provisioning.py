@@ -51,6 +51,9 @@ def test_day1_day2_rerun_and_rejected_snapshots(provision_dag, fresh_db, fresh_l
     assert dry["plan_id"] == stage(fresh_db, r0.run_id, "plan")["plan_id"] and dry["dry_run"] is True
     assert "writes" not in dry and dry["shards"] == 2        # every mapped apply task ran, none sent anything
     assert lms_actual(lms) == {}
+    exported = stage(fresh_db, r0.run_id, "export")          # nor is an enrolment file published
+    assert exported["published"] is False and "dry run" in exported["why"]
+    assert not list((landing.parent / "reports" / "exports").glob("*.csv"))
 
     # Day 1: initial provisioning.
     r1 = run(provision_dag, D1)
@@ -94,6 +97,7 @@ def test_day1_day2_rerun_and_rejected_snapshots(provision_dag, fresh_db, fresh_l
     err = stage(fresh_db, r4.run_id, "gate")["error"]
     assert f"workers_{d3}.csv" in err and "Employee_ID (person_id)" in err and "line(s) 6," in err
     assert stage(fresh_db, r4.run_id, "plan") == {}
+    assert "stopped at stage gate" in stage(fresh_db, r4.run_id, "export")["why"]   # no enrolment file either
     assert diff(lms_actual(lms), expected2) == []
 
     # Day 4: a truncated file — the run stops at ingest naming the line, the LMS is untouched.

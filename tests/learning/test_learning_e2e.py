@@ -92,6 +92,17 @@ def lms_audiences() -> dict[str, list[str]]:
     return out
 
 
+def exported(landing, day: date) -> dict[str, list[str]]:
+    """The day's published CSV enrolment export as audience group -> members."""
+    import csv
+
+    out: dict[str, list[str]] = {}
+    with (landing.parent / "reports" / "exports" / f"enrolments_{day.isoformat()}.csv").open(encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            out.setdefault("req:" + r["requirement_id"], []).append(r["user_external_id"])
+    return {k: sorted(v) for k, v in out.items()}
+
+
 @pytest.fixture
 def learning_env(fresh_db, fresh_lms, landing, lrs_config, tmp_path, monkeypatch):
     rules = tmp_path / "rules.yaml"
@@ -117,6 +128,7 @@ def test_assignments_reach_the_lms_and_completions_come_back_exactly_once(learni
     }
     export = (landing.parent / "reports" / "exports" / f"enrolments_{D1.isoformat()}.csv").read_text().splitlines()
     assert len(export) == 1 + 9 and export[0].startswith("user_external_id,user_name,email,requirement_id")
+    assert exported(landing, D1) == lms_audiences()        # the CSV export lists what the LMS holds
 
     # Learner activity arrives in the LRS during day 1 (and a year-old annual certification).
     first = [
@@ -132,6 +144,7 @@ def test_assignments_reach_the_lms_and_completions_come_back_exactly_once(learni
     # Day 2: the role change moves the ENG audience from P3 to P2; completions are pulled.
     run(landing, D2)
     assert lms_audiences()["req:ENG"] == ["P0000002"]
+    assert exported(landing, D2) == lms_audiences()
     ended = q("select person_id, ended_on, end_reason from marts.learning_assignments where not is_open")
     assert ended == [("P0000003", D2, "no_longer_matched")]
     s = statuses()
