@@ -21,11 +21,11 @@ DBT_DOCS_PORT ?= 8081
 
 help:
 	@echo "make demo        generate $(WORKERS) synthetic workers, run day 1, day 2 and day 2 again, print a summary"
-	@echo "make test        run the test suite (starts and stops its own services)"
+	@echo "make test        make lint, then the test suite (starts and stops its own services)"
 	@echo "make bench       benchmarks (BENCH=$(BENCH) BENCH_SIZES=$(BENCH_SIZES) BENCH_REPEATS=$(BENCH_REPEATS)) -> docs/benchmarks.md"
 	@echo "make airflow-ui  local Airflow UI on 127.0.0.1 with the same services"
 	@echo "make dbt-docs    generate the dbt docs (lineage of every model and exposure) and serve them on 127.0.0.1:$(DBT_DOCS_PORT)"
-	@echo "make lint        ruff (Python) and sqlfluff (dbt SQL); 'make test' runs it first. Fix: see the lint target"
+	@echo "make lint        ruff (ruff.toml) and sqlfluff (dbt_project/.sqlfluff); fix: .venv/bin/ruff check --fix . / .venv/bin/sqlfluff fix dbt_project"
 	@echo "make clean       remove .local/ (throwaway databases, reports, Airflow home)"
 
 venv: $(STAMP)
