@@ -15,14 +15,17 @@ BENCH ?= ingest,transform,parse,provisioning,churn,xapi
 BENCH_SIZES ?= 10000,100000,1000000
 BENCH_REPEATS ?= 3
 BENCH_ARGS ?=
+DBT_DOCS_PORT ?= 8081
 
 .PHONY: help venv demo test bench airflow-ui dbt-docs lint clean compose-tools
 
 help:
 	@echo "make demo        generate $(WORKERS) synthetic workers, run day 1, day 2 and day 2 again, print a summary"
-	@echo "make test        run the test suite (starts and stops its own services)"
+	@echo "make test        make lint, then the test suite (starts and stops its own services)"
 	@echo "make bench       benchmarks (BENCH=$(BENCH) BENCH_SIZES=$(BENCH_SIZES) BENCH_REPEATS=$(BENCH_REPEATS)) -> docs/benchmarks.md"
 	@echo "make airflow-ui  local Airflow UI on 127.0.0.1 with the same services"
+	@echo "make dbt-docs    generate the dbt docs (lineage of every model and exposure) and serve them on 127.0.0.1:$(DBT_DOCS_PORT)"
+	@echo "make lint        ruff (ruff.toml) and sqlfluff (dbt_project/.sqlfluff); fix: .venv/bin/ruff check --fix . / .venv/bin/sqlfluff fix dbt_project"
 	@echo "make clean       remove .local/ (throwaway databases, reports, Airflow home)"
 
 venv: $(STAMP)
@@ -45,7 +48,7 @@ compose-tools:
 demo: venv
 	$(BIN)/python -m hrlms.devenv run --airflow-db --lrs -- $(BIN)/python -m hrlms.demo --workers $(WORKERS) --seed $(SEED)
 
-test: venv compose-tools
+test: venv compose-tools lint
 	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
 	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
 
@@ -61,6 +64,21 @@ bench: venv
 
 airflow-ui: venv
 	$(BIN)/python -m hrlms.devenv airflow-ui
+
+# ruff.toml and dbt_project/.sqlfluff (+ .sqlfluffignore) hold the rules and why. Auto-fix what can be fixed:
+#   .venv/bin/ruff check --fix .            (import order, blank lines, unused imports)
+#   .venv/bin/sqlfluff fix -p 0 dbt_project  (review the diff: it rewrites SQL)
+# sqlfluff only warns (exit 0) when it cannot slice a template, and then lints nothing of that file: fail then.
+lint: venv
+	$(BIN)/ruff check .
+	@err=$$(mktemp); PYTHONWARNINGS=ignore::UserWarning:multiprocessing.resource_tracker $(BIN)/sqlfluff lint --processes 0 dbt_project 2>$$err; rc=$$?; cat $$err >&2; \
+	  if grep -q "templated file mismatch" $$err; then echo "sqlfluff: a file above could not be templated, so it was not linted" >&2; rc=1; fi; \
+	  rm -f $$err; exit $$rc
+
+# Generated inside a throwaway warehouse (built empty unless WAREHOUSE_URL has the models), served without it.
+dbt-docs: venv
+	$(BIN)/python -m hrlms.devenv run -- $(BIN)/python -m hrlms.transform.docs --target-path .local/dbt-docs
+	$(BIN)/python -m hrlms.transform.docs --target-path .local/dbt-docs --serve $(DBT_DOCS_PORT)
 
 clean:
 	rm -rf .local dbt_project/target dbt_project/logs expectations/gx/uncommitted

@@ -2,7 +2,8 @@
 
 Ours: `hrlms.pipeline.ingest` (header mapping, COPY with snapshot/line stamping into raw_hris.workers fed by
 one read of the file that also hashes it (sha256 dedup) and checks its UTF-8, the duplicate check after the
-COPY, ANALYZE), timed as a whole and, inside it, `ingest_file` for the workers file alone. Baseline: psycopg `COPY … FROM STDIN (format csv, header true)` of the file's bytes
+COPY, ANALYZE), timed as a whole and, inside it, `ingest_file` for the workers file alone. Baseline:
+psycopg `COPY … FROM STDIN (format csv, header true)` of the file's bytes
 into an UNLOGGED table of text columns, in the same child process and database, right before or after
 (the order alternates between repeats). Each repeat gets a fresh database and a fresh interpreter.
 """

@@ -18,7 +18,6 @@ The stage children are also what bench_churn drives (`day()` below).
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -140,6 +139,7 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
     plan_id = res["plan"]["plan_id"]
     if res["plan"].get("held"):
         raise common.BenchError(f"plan {plan_id} was held by the breaker: {res['plan']}")
+
     def shard(i: int) -> dict:
         try:
             return common.run_child("bench.bench_provisioning",

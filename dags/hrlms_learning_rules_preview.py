@@ -24,7 +24,7 @@ from airflow.sdk import Param, dag, get_current_context, task
     doc_md=__doc__,
 )
 def hrlms_learning_rules_preview():
-    @task
+    @task(multiple_outputs=True)
     def preview() -> dict:
         from pathlib import Path
 

@@ -40,7 +40,10 @@ def _run() -> tuple[str, pendulum.DateTime]:
     doc_md=__doc__,
 )
 def hrlms_provision():
-    @task.branch
+    # A real two-way branch (decide XOR ingest + completions), not a short-circuit: @task.short_circuit
+    # can only run all its downstream tasks or skip them all, and decide must run exactly when the
+    # pipeline does not. AIR004's heuristic only sees that one return is a non-empty list.
+    @task.branch  # noqa: AIR004
     def route() -> str | list[str]:
         """A decision on a held plan (approve_plan / reject_plan) skips the whole pipeline: the approved
         plan is applied as it was reviewed, never recomputed."""
@@ -49,7 +52,7 @@ def hrlms_provision():
             return "decide"
         return ["ingest", "completions"]
 
-    @task
+    @task(multiple_outputs=True)
     def decide() -> dict:
         from hrlms import pipeline
 
@@ -60,41 +63,41 @@ def hrlms_provision():
         by = str(conf.get("decided_by") or "") or f"dag run {ctx['run_id']}"
         return pipeline.decide_plan(*_run(), plan_id, decision, by)
 
-    @task
+    @task(multiple_outputs=True)
     def ingest() -> dict:
         from hrlms import pipeline
 
         return pipeline.ingest(*_run())
 
-    @task
+    @task(multiple_outputs=True)
     def completions() -> dict:
         """New xAPI statements from the LRS (skipped when no LRS is configured)."""
         from hrlms import pipeline
 
         return pipeline.completions(*_run())
 
-    @task
+    @task(multiple_outputs=True)
     def staging(snapshots: dict) -> dict:
         from hrlms import pipeline
 
         pipeline.stage_models(*_run(), snapshots)
         return snapshots
 
-    @task
+    @task(multiple_outputs=True)
     def gate(snapshots: dict) -> dict:
         from hrlms import pipeline
 
         pipeline.gate(*_run(), snapshots)
         return snapshots
 
-    @task
+    @task(multiple_outputs=True)
     def transform(snapshots: dict, pulled: dict) -> dict:
         from hrlms import pipeline
 
         pipeline.transform(*_run(), snapshots)
         return snapshots
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", multiple_outputs=True)
     def export_enrolments() -> dict:
         """CSV enrolment file for LMSs without an API, after the apply (or the decision on a held plan),
         whatever it did: published only when the run's plan was applied (a held plan's file is kept
@@ -104,7 +107,7 @@ def hrlms_provision():
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
         return pipeline.export_enrolments(*_run(), dry_run=dry_run)
 
-    @task
+    @task(multiple_outputs=True)
     def plan(snapshots: dict) -> dict:
         from hrlms import pipeline
 
@@ -117,7 +120,7 @@ def hrlms_provision():
 
         return pipeline.apply_shards(planned["plan_id"])
 
-    @task(pool="hrlms_lms", map_index_template="shard {{ task.op_kwargs['shard'] }}")
+    @task(multiple_outputs=True, pool="hrlms_lms", map_index_template="shard {{ task.op_kwargs['shard'] }}")
     def apply(planned: dict, shard: int, of: list[int]) -> dict:
         """Mapped: the shards claim op batches with FOR UPDATE SKIP LOCKED, so a Celery/Kubernetes
         executor spreads the apply across workers; the pool hrlms_lms bounds how many talk to the LMS."""

@@ -31,7 +31,7 @@ from hrlms.alerts import HrlmsAlertNotifier
     doc_md=__doc__,
 )
 def hrlms_reconcile():
-    @task(on_failure_callback=[HrlmsAlertNotifier()])
+    @task(multiple_outputs=True, on_failure_callback=[HrlmsAlertNotifier()])
     def reconcile() -> dict:
         from hrlms.sync.reconcile import run
 

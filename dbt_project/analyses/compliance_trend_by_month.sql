@@ -24,7 +24,7 @@ counted as (
 final as (
     select
         *,
-        round(completed::numeric / nullif(assigned - exempt, 0), 4) as completion_rate
+        round(cast(completed as numeric) / nullif(assigned - exempt, 0), 4) as completion_rate
     from counted
 )
 

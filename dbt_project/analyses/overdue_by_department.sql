@@ -37,7 +37,7 @@ final as (
         by_unit.overdue,
         by_unit.people_overdue,
         by_unit.assignments,
-        round(by_unit.overdue::numeric / by_unit.assignments, 4) as overdue_share,
+        round(cast(by_unit.overdue as numeric) / by_unit.assignments, 4) as overdue_share,
         by_unit.oldest_due_on,
         by_unit.overdue_requirements
     from by_unit

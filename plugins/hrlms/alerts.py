@@ -141,7 +141,7 @@ def send_email(event: dict[str, Any]) -> bool:
     smtp = _smtp_settings() if to else None
     if not to or not smtp:
         return False
-    import smtplib   # here rather than at parse time, like requests above
+    import smtplib  # here rather than at parse time, like requests above
     from email.message import EmailMessage
 
     msg = EmailMessage()

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 
 import pytest
+
 from hrlms.pipeline import RunFailed
 from hrlms.quality.gate import GateFailed
 from hrlms.warehouse.load import IngestError

@@ -7,8 +7,8 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from hrlms.synth import generate, load_truth
 from hrlms.sync.scim import LmsConfig, ScimClient
+from hrlms.synth import generate, load_truth
 from hrlms.warehouse import db
 
 from .expected import desired, diff, lms_actual, next_state

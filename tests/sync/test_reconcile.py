@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 import requests
+
 from hrlms.sync.apply import apply_plan
 from hrlms.sync.plan import make_plan
 from hrlms.sync.reconcile import reconcile, run

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from hrlms.synth import DEFECT_KINDS, ROW_ERRORS, Messiness, SyntheticHR, WORKER_COLUMNS, ORG_COLUMNS, load_truth
+from hrlms.synth import DEFECT_KINDS, ORG_COLUMNS, ROW_ERRORS, WORKER_COLUMNS, Messiness, SyntheticHR, load_truth
 from hrlms.synth.http_server import read_day_file
 from hrlms.synth.reference import LOCATIONS
 

@@ -142,15 +142,17 @@ candidates as (
 ),
 
 worker_keys as (
+{%- if rules %}
 {%- for rule in rules %}
     select person_id, '{{ rule }}' as rule, {{ rule }} as key_value from workers
     {%- if not loop.last %}
     union all
     {%- endif %}
+{%- endfor %}
 {%- else %}
     select cast(null as text) as person_id, cast(null as text) as rule, cast(null as text) as key_value
     where false
-{%- endfor %}
+{%- endif %}
 ),
 
 matches as (

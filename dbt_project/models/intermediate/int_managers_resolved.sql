@@ -5,7 +5,8 @@
 --   missing / unknown / self / loop-cut → org chain;
 --   inactive → up the chosen manager's own chain (their chosen manager, and so on, skipping inactive
 --   people), then the org chain; org chain = head of the worker's unit, then of the parent unit, …,
---   never the worker nor anyone who reports (directly or not) to the worker. Loops in the reporting graph are cut at their smallest person_id.
+--   never the worker nor anyone who reports (directly or not) to the worker. Loops in the reporting graph
+--   are cut at their smallest person_id.
 -- Set-based: recursive CTEs only, no per-row functions.
 -- Scale: the row estimates of the recursive CTEs are absurd (costs ~1e20), which made PostgreSQL JIT-compile
 -- the whole plan with inlining and optimisation: ~5 s of the 10 s at 100k workers, for no gain (jit off).
@@ -175,7 +176,8 @@ org_candidates as (
 
 reports_to_worker as (
     with recursive up (person_id, head_person_id, current_id, steps) as (
-        select person_id, head_person_id, head_person_id, 0 from org_candidates
+        -- the column names are up (...)'s: the head is both head_person_id and the first current_id
+        select person_id, head_person_id, head_person_id, 0 from org_candidates  -- noqa: AL08
         union all
         select up.person_id, up.head_person_id, cut_edges.parent_person_id, up.steps + 1
         from up

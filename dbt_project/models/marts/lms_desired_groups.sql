@@ -42,8 +42,10 @@ final as (
     select candidates.*
     from (
         select * from org_groups
-        union all select * from rollup_groups
-        union all select * from audience_groups
+        union all
+        select * from rollup_groups
+        union all
+        select * from audience_groups
     ) as candidates
     where exists (select 1 from members where members.group_key = candidates.group_key)
 )

@@ -272,7 +272,7 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
              docs: bool = True) -> GateResult:
     """Validate one snapshot. `docs=False` leaves the Data Docs to the caller (build_docs once per run).
     `max_growth_factor` None = HRLMS_MAX_GROWTH_FACTOR (default 5)."""
-    from hrlms.quality.suites import SUITES   # imports GX: here, not when the module is imported
+    from hrlms.quality.suites import SUITES  # imports GX: here, not when the module is imported
 
     snap = _snapshot(conn, snapshot_id)
     entity = snap["entity"]

@@ -113,7 +113,6 @@ class ApplyHalted(RuntimeError):
             f"{min_sample} were attempted); applied {result.writes}, left pending {pending}")
 
 
-
 class _FailureGuard:
     """Thread-safe failure share of one apply: trips once `min_sample` ops were attempted and more than
     `share` of them failed. Ops not yet started when it trips are released (back to pending)."""

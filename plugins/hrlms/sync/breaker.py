@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+
 from hrlms.settings import env_float
 from hrlms.sync.scim import USER_ATTRIBUTES
 
@@ -50,7 +51,6 @@ class PlanHeld(RuntimeError):
 
 class PlanDecisionError(ValueError):
     """An approval/rejection that cannot be honoured (unknown, superseded, already decided plan)."""
-
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from requests.adapters import HTTPAdapter
 from scim2_models import Context, Email, EnterpriseUser, Group, GroupMember, Name, PatchOp, PatchOperation, User
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
+
 from hrlms.settings import env_float
 
 LMS_CONN_ID = "hrlms_lms"
@@ -82,7 +83,6 @@ class ScimError(Exception):
 
 class Conflict(ScimError):
     pass
-
 
 
 # Statuses worth retrying for an idempotent request; a non-idempotent one only on REFUSED (the LMS

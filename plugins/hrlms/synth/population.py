@@ -13,8 +13,19 @@ import numpy as np
 
 from .names import NamePools
 from .org import OrgTree, build_org
-from .reference import (ACTIVE, DEPARTMENTS, EXECUTIVE_FAMILY, EXECUTIVE_STAFF_JOBS, LEAVE, LOCATIONS,
-                        MANAGEMENT_FAMILY, MANAGEMENT_JOBS, PREHIRE, TERMINATED, TYPE_WEIGHTS)
+from .reference import (
+    ACTIVE,
+    DEPARTMENTS,
+    EXECUTIVE_FAMILY,
+    EXECUTIVE_STAFF_JOBS,
+    LEAVE,
+    LOCATIONS,
+    MANAGEMENT_FAMILY,
+    MANAGEMENT_JOBS,
+    PREHIRE,
+    TERMINATED,
+    TYPE_WEIGHTS,
+)
 
 FIRST_PID = 1_000_001      # person_id "P" + 7 digits
 FIRST_EMPNO = 10_001       # employee_number, written zero-padded to 8 digits

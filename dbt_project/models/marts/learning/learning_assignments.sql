@@ -5,8 +5,8 @@
 --   * a spell is open and no longer matched      -> ended (ended_on, end_reason) unless the rule set
 --     says on_unmatch: keep_assigned and the worker is still active; a leaver's spell always ends.
 -- A person whose HR row was quarantined in this run keeps their open spells untouched.
--- rule_ids: the live rules that assign it, comma-separated. Closed spells are never touched again; completions live elsewhere, so nothing is lost on a role
--- change. Rerunning a logical date changes nothing.
+-- rule_ids: the live rules that assign it, comma-separated. Closed spells are never touched again;
+-- completions live elsewhere, so nothing is lost on a role change. Rerunning a logical date changes nothing.
 -- due_on: per matching rule, N days after its basis (start / last transfer / assignment); when the
 -- rule reaches someone later than basis + N (a new rule, a late transfer record) the N days count
 -- from the assignment instead, so nobody is overdue on the day they are assigned. Earliest rule wins.

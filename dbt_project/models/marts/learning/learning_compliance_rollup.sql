@@ -88,7 +88,7 @@ final as (
         counted.overdue,
         counted.expired,
         counted.exempt,
-        round(counted.completed::numeric / nullif(counted.assigned - counted.exempt, 0), 4) as completion_rate,
+        round(cast(counted.completed as numeric) / nullif(counted.assigned - counted.exempt, 0), 4) as completion_rate,
         cast('{{ run_param("logical_date") }}' as date) as as_of_date
     from counted
     left join units on counted.dimension = 'org_subtree' and counted.dimension_value = units.org_unit_code

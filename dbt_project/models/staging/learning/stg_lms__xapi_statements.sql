@@ -9,7 +9,7 @@ with source as (
 
 typed as (
     select
-        statement_id::text as event_id,
+        cast(statement_id as text) as event_id,
         case when actor_account_homepage = '{{ var("xapi_actor_homepage") }}' then actor_account_name end
             as account_person_id,
         nullif(lower(regexp_replace(actor_mbox, '^mailto:', '')), '') as learner_email,
