@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("plan_id", type=int)
     args = p.parse_args(argv)
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     with db.connect() as conn:
@@ -49,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     breaker_review = (review or {}).get("breaker", {})
     console.print("breaker: " + json.dumps({k: v for k, v in breaker_review.items() if k != "changed"}, default=str))
     for row in describe_changes(breaker_review):
+        # values from HR are printed as they are (escaped: a "[b]" in a title is not rich markup)
         console.print(f"[bold]{row['attribute']}[/] changed {row['changed']:,} of {row['base']:,} accounts that have one"
                       + (" [bold red](held)[/]" if row["held"] == "yes" else "")
-                      + (f" — e.g. {row['samples']}" if row["samples"] else ""), highlight=False, soft_wrap=True)
+                      + (f" — e.g. {escape(row['samples'])}" if row["samples"] else ""), highlight=False, soft_wrap=True)
     for op, rows in ((review or {}).get("samples") or {}).items():
-        console.print(f"[bold]{op}[/] (first {len(rows)}): " + "; ".join(json.dumps(r, default=str) for r in rows))
+        console.print(f"[bold]{op}[/] (first {len(rows)}): "
+                      + escape("; ".join(json.dumps(r, default=str) for r in rows)))
     for d, by, at in decisions:
         console.print(f"decision: {d} by {by} at {at}")
     return 0
