@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from hrlms.quality.gate import GX_ROOT
+from hrlms.sync.breaker import describe_changes
 
 
 def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id: int | None) -> dict[str, Any]:
@@ -118,7 +119,8 @@ def render_html(data: dict[str, Any]) -> str:
                    f"then trigger hrlms_provision with {{&quot;approve_plan&quot;: {pid}}} to apply exactly this plan, "
                    f"or {{&quot;reject_plan&quot;: {pid}}}.</p>")
     breaker = plan.get("breaker") or {}
-    breaker_rows = [{"figure": k, "value": v} for k, v in breaker.items() if k not in ("reasons",)]
+    breaker_rows = [{"figure": k, "value": v} for k, v in breaker.items() if k not in ("reasons", "changed")]
+    changes = describe_changes(breaker)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>hrlms run {html.escape(data['run_key'])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
 </head><body>
@@ -135,6 +137,7 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 {_table([{'op_type': k, 'count': v} for k, v in counts.items()], ['op_type', 'count'])}
 <h3>Changed attributes</h3>{_table([{'attribute': k, 'count': v} for k, v in (plan.get('counts') or {}).get('attributes', {}).items()], ['attribute', 'count'])}
 <h3>Breaker</h3>{_table(breaker_rows, ['figure', 'value'])}
+<h3>Values changed (non-empty to another value)</h3>{_table(changes, ['attribute', 'changed', 'base', 'held', 'samples'])}
 <h3>Decisions</h3>{_table(plan.get('decisions', []), ['decision', 'by', 'at', 'note'])}
 <h3>Sample operations</h3>{_table(plan.get('samples', []), ['op_type', 'person_id', 'changed', 'status'])}
 <h3>Escrow and dead letters</h3>{_table(plan.get('problems', []), ['op_type', 'person_id', 'status', 'http_status', 'error'])}

@@ -146,6 +146,7 @@ def world(fresh_db: str, fresh_lms: tuple[str, str], monkeypatch: pytest.MonkeyP
     # These tests prove the transport, not the deactivation breaker: day-2 churn must not be held.
     monkeypatch.setenv("HRLMS_BREAKER_MAX_SHARE", "1")
     monkeypatch.setenv("HRLMS_BREAKER_MAX_COUNT", "1000000")
+    monkeypatch.delenv("HRLMS_BREAKER_MAX_CHANGE_SHARE", raising=False)     # follows MAX_SHARE
     with db.connect(fresh_db) as conn:
         db.bootstrap(conn)
         create_desired_marts(conn)

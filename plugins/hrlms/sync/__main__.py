@@ -1,7 +1,9 @@
 """CLI: python -m hrlms.sync show-plan PLAN_ID — what a person reads before approving a held plan.
 
 Prints the plan's status, why it is held, the breaker figures, counts per op type and changed
-attribute, and sample records per op type (from sync.plans.review). Approve or reject by triggering
+attribute, the attributes changed from one non-empty value to another (counts, and for those that
+tripped the breaker samples: person, old value → new value), and sample records per op type (from
+sync.plans.review). Approve or reject by triggering
 hrlms_provision with {"approve_plan": PLAN_ID} / {"reject_plan": PLAN_ID} (docs/operations.md).
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import sys
 
+from hrlms.sync.breaker import describe_changes
 from hrlms.warehouse import db
 
 
@@ -21,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("plan_id", type=int)
     args = p.parse_args(argv)
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     with db.connect() as conn:
@@ -43,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     console.print(t)
     if counts.get("attributes"):
         console.print("changed attributes: " + ", ".join(f"{k} {v}" for k, v in counts["attributes"].items()))
-    console.print("breaker: " + json.dumps((review or {}).get("breaker", {}), default=str))
+    breaker_review = (review or {}).get("breaker", {})
+    console.print("breaker: " + json.dumps({k: v for k, v in breaker_review.items() if k != "changed"}, default=str))
+    for row in describe_changes(breaker_review):
+        # values from HR are printed as they are (escaped: a "[b]" in a title is not rich markup)
+        console.print(f"[bold]{row['attribute']}[/] changed {row['changed']:,} of {row['base']:,} accounts that have one"
+                      + (" [bold red](held)[/]" if row["held"] == "yes" else "")
+                      + (f" — e.g. {escape(row['samples'])}" if row["samples"] else ""), highlight=False, soft_wrap=True)
     for op, rows in ((review or {}).get("samples") or {}).items():
-        console.print(f"[bold]{op}[/] (first {len(rows)}): " + "; ".join(json.dumps(r, default=str) for r in rows))
+        console.print(f"[bold]{op}[/] (first {len(rows)}): "
+                      + escape("; ".join(json.dumps(r, default=str) for r in rows)))
     for d, by, at in decisions:
         console.print(f"decision: {d} by {by} at {at}")
     return 0

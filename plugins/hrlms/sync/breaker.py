@@ -10,7 +10,8 @@ held one (the newer plan is evaluated again); approving a superseded or rejected
 Thresholds (env): a plan is held when deactivations exceed HRLMS_BREAKER_MAX_COUNT (default 500), or
 exceed both HRLMS_BREAKER_MIN_COUNT (default 10: a handful of leavers in a small company is normal) and
 HRLMS_BREAKER_MAX_SHARE (default 0.05) of the active accounts we hold; the same for memberships removed
-(share of the memberships we hold); the same, per user attribute, for values blanked; and whenever
+(share of the memberships we hold); the same, per user attribute, for values blanked, and for values
+changed (share HRLMS_BREAKER_MAX_CHANGE_SHARE, default HRLMS_BREAKER_MAX_SHARE); and whenever
 the gate flagged the snapshot as shrunk beyond HRLMS_MAX_DROP_SHARE (a truncated export must not
 deactivate anyone without a person saying so).
 
@@ -23,6 +24,25 @@ have is measured against them, not against everybody). The manager counts too: s
 remove a manager we set because HR names none (payload hr_manager_person_id null); a manager removed
 because the manager left or holds no account is not counted — that follows from a deactivation, which
 is measured above. Reactivations are not counted (their accounts are inactive, outside the base).
+
+Mass changes: an export whose columns are swapped or mis-mapped (job title <-> job code in every row)
+blanks nothing and deactivates nobody, yet rewrites an attribute of every account. So, per attribute of
+USER_ATTRIBUTES, the breaker also counts the update_user ops that would replace a non-empty value we
+hold (sync.applied_users, active accounts) by a *different non-empty* value (values compared with
+surrounding blanks trimmed; a change of letter case counts — the LMS is rewritten either way).
+Replacing by an empty value is a blanking (above), never counted twice; creates and reactivations are
+not changes (no active account holds the old value). The base is the same as for blanking: the active
+accounts holding a non-empty value for the attribute. The manager counts too: set_manager ops that
+replace a manager we set by a different manager — except when the manager we set is leaving in this
+plan (a deactivate_user op) or no longer holds an active account: their reports moving to a successor
+follows from that departure, which the deactivation count already measures (the same reasoning as for
+managers removed because the manager left). Changed attributes are limited by
+HRLMS_BREAKER_MAX_CHANGE_SHARE (default: HRLMS_BREAKER_MAX_SHARE) with the same MAX_COUNT / MIN_COUNT:
+a separate share so that an organisation whose reorganisations routinely touch more people than the
+share it tolerates for deactivations can allow that without loosening the deactivation limit. For
+each attribute that trips, the review (``breaker.changed``) carries the counts (changed, base) and up
+to SAMPLES_PER_OP_TYPE samples (person, old value, new value), shown by the run report and show-plan;
+a legitimate rebrand or re-titling is applied by approving the held plan once.
 """
 from __future__ import annotations
 
@@ -58,14 +78,22 @@ class Thresholds:
     max_share: float = 0.05
     max_count: int = 500
     min_count: int = 10
+    max_change_share: float | None = None     # values changed; None = max_share
 
     @classmethod
     def from_env(cls) -> Thresholds:
-        return cls(env_float("HRLMS_BREAKER_MAX_SHARE", 0.05), int(env_float("HRLMS_BREAKER_MAX_COUNT", 500)),
-                   int(env_float("HRLMS_BREAKER_MIN_COUNT", 10)))
+        share = env_float("HRLMS_BREAKER_MAX_SHARE", 0.05)
+        return cls(share, int(env_float("HRLMS_BREAKER_MAX_COUNT", 500)),
+                   int(env_float("HRLMS_BREAKER_MIN_COUNT", 10)),
+                   env_float("HRLMS_BREAKER_MAX_CHANGE_SHARE", share))
 
-    def trips(self, count: int, base: int) -> bool:
-        return count > self.max_count or (count > self.min_count and count > self.max_share * max(base, 0))
+    @property
+    def change_share(self) -> float:
+        return self.max_share if self.max_change_share is None else self.max_change_share
+
+    def trips(self, count: int, base: int, share: float | None = None) -> bool:
+        share = self.max_share if share is None else share
+        return count > self.max_count or (count > self.min_count and count > share * max(base, 0))
 
 
 @dataclass
@@ -89,14 +117,33 @@ def _blanks(attr: str) -> str:
             f"and {_empty(value)} and {_filled('a.' + attr)})")
 
 
-# One pass over the plan's update_user / set_manager ops joined to what we hold, one count per attribute:
-# the ops that would turn a non-empty value into an empty one.
-_BLANKED_SQL = f"""
+def _change(attr: str) -> str:
+    """update_user ops replacing the non-empty value we hold (a.attr) by a different non-empty one."""
+    value = f"o.payload ->> '{attr}'"
+    return (f"o.op_type = 'update_user' and '{attr}' = any(o.changed_fields) and {_filled(value)} "
+            f"and {_filled('a.' + attr)} and btrim({value}) <> btrim(a.{attr})")
+
+
+# A manager we set replaced by another one, unless the manager we set leaves in this plan or holds no
+# active account any more (their reports move because they left: a deactivation, measured as such).
+_MANAGER_CHANGE = f"""o.op_type = 'set_manager' and o.payload ->> 'manager_person_id' is not null
+    and {_filled('a.manager_person_id')} and o.payload ->> 'manager_person_id' <> a.manager_person_id
+    and coalesce(m.is_active, false) and leaving.person_id is null"""
+
+
+# One pass over the plan's update_user / set_manager ops joined to what we hold, two counts per
+# attribute: the ops that would turn a non-empty value into an empty one, and into a different one.
+_FIGURES_SQL = f"""
     select {', '.join(_blanks(c) for c in USER_ATTRIBUTES)},
         count(*) filter (where o.op_type = 'set_manager' and o.payload ->> 'manager_person_id' is null
-                         and o.payload ->> 'hr_manager_person_id' is null and {_filled('a.manager_person_id')})
+                         and o.payload ->> 'hr_manager_person_id' is null and {_filled('a.manager_person_id')}),
+        {', '.join(f"count(*) filter (where {_change(c)})" for c in USER_ATTRIBUTES)},
+        count(*) filter (where {_MANAGER_CHANGE})
     from sync.ops o
     join sync.applied_users a on a.person_id = o.person_id
+    left join sync.applied_users m on o.op_type = 'set_manager' and m.person_id = a.manager_person_id
+    left join sync.ops leaving on o.op_type = 'set_manager' and leaving.plan_id = o.plan_id
+        and leaving.op_type = 'deactivate_user' and leaving.person_id = a.manager_person_id
     where o.plan_id = %s and o.op_type in ('update_user', 'set_manager') and a.is_active
 """
 # Per attribute, the active accounts holding a non-empty value (the base of the share).
@@ -106,13 +153,53 @@ _FILLED_SQL = f"""
 """
 
 
-def blanked(conn: psycopg.Connection, plan_id: int) -> tuple[dict[str, int], dict[str, int]]:
-    """Per attribute: (values the plan would blank, active accounts holding a value). The manager is
-    keyed 'manager'."""
-    names = USER_ATTRIBUTES + ("manager",)
-    counts = conn.execute(_BLANKED_SQL, (plan_id,)).fetchone()
+_NAMES = USER_ATTRIBUTES + ("manager",)
+
+
+def attribute_figures(conn: psycopg.Connection, plan_id: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Per attribute: (values the plan would blank, values it would change to another non-empty value,
+    active accounts holding a value). The manager is keyed 'manager'."""
+    counts = conn.execute(_FIGURES_SQL, (plan_id,)).fetchone()
     filled = conn.execute(_FILLED_SQL).fetchone()
-    return dict(zip(names, counts)), dict(zip(names, filled))
+    n = len(_NAMES)
+    return dict(zip(_NAMES, counts[:n])), dict(zip(_NAMES, counts[n:])), dict(zip(_NAMES, filled))
+
+
+def change_samples(conn: psycopg.Connection, plan_id: int, attr: str,
+                   limit: int = SAMPLES_PER_OP_TYPE) -> list[dict[str, Any]]:
+    """The first changes of one attribute (by person id): person, display name, old value, new value.
+    For the manager the values are the managers' person ids."""
+    if attr == "manager":
+        sql = f"""select o.person_id, a.display_name, a.manager_person_id, o.payload ->> 'manager_person_id'
+                  from sync.ops o
+                  join sync.applied_users a on a.person_id = o.person_id
+                  left join sync.applied_users m on m.person_id = a.manager_person_id
+                  left join sync.ops leaving on leaving.plan_id = o.plan_id and leaving.op_type = 'deactivate_user'
+                      and leaving.person_id = a.manager_person_id
+                  where o.plan_id = %s and a.is_active and {_MANAGER_CHANGE}
+                  order by o.person_id limit %s"""
+    else:
+        if attr not in USER_ATTRIBUTES:
+            raise ValueError(f"unknown attribute {attr!r}")
+        sql = f"""select o.person_id, a.display_name, a.{attr}, o.payload ->> '{attr}'
+                  from sync.ops o
+                  join sync.applied_users a on a.person_id = o.person_id
+                  where o.plan_id = %s and a.is_active and {_change(attr)}
+                  order by o.person_id limit %s"""
+    return [{"person_id": p, "name": name, "old": old, "new": new}
+            for p, name, old, new in conn.execute(sql, (plan_id, limit))]
+
+
+def describe_changes(breaker_review: dict[str, Any]) -> list[dict[str, Any]]:
+    """The review's changed attributes as rows for people (run report, show-plan): attribute, changed,
+    base, held, samples ("person (name): 'old' → 'new'; …")."""
+    rows = []
+    for attr, f in sorted((breaker_review.get("changed") or {}).items()):
+        samples = "; ".join(f"{s['person_id']}" + (f" ({s['name']})" if s.get("name") else "")
+                            + f": {s['old']!r} → {s['new']!r}" for s in f.get("samples") or [])
+        rows.append({"attribute": attr, "changed": f.get("changed"), "base": f.get("base"),
+                     "held": "yes" if f.get("held") else "no", "samples": samples})
+    return rows
 
 
 def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, thresholds: Thresholds | None = None) -> Verdict:
@@ -137,12 +224,21 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
     if t.trips(int(removed), memberships):
         reasons.append(f"{removed} group memberships removed of {memberships} "
                        f"(limit {t.max_share:.0%} or {t.max_count})")
-    blanks, filled = blanked(conn, plan_id)
+    blanks, changes, filled = attribute_figures(conn, plan_id)
     figures["blanked"] = {a: n for a, n in blanks.items() if n}
     for attr, n in blanks.items():
         if t.trips(n, filled[attr]):
             reasons.append(f"{n} {attr} values blanked of {filled[attr]} active accounts that have one "
                            f"(limit {t.max_share:.0%} or {t.max_count})")
+    # per attribute with changes: {"changed": n, "base": accounts holding a value}, + samples when it trips
+    figures["max_change_share"] = t.change_share
+    figures["changed"] = {a: {"changed": n, "base": filled[a]} for a, n in changes.items() if n}
+    for attr, n in changes.items():
+        if t.trips(n, filled[attr], t.change_share):
+            reasons.append(f"{n} {attr} values changed of {filled[attr]} active accounts that have one "
+                           f"(limit {t.change_share:.0%} or {t.max_count})")
+            figures["changed"][attr]["held"] = True
+            figures["changed"][attr]["samples"] = change_samples(conn, plan_id, attr)
     if shrink:
         detail = shrink[0][0] if isinstance(shrink[0], list) and shrink[0] else shrink[0]
         reasons.append(f"the snapshot shrank beyond the threshold ({detail.get('message', detail) if isinstance(detail, dict) else detail})")
