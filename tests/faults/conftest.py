@@ -147,6 +147,7 @@ def world(fresh_db: str, fresh_lms: tuple[str, str], monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("HRLMS_BREAKER_MAX_SHARE", "1")
     monkeypatch.setenv("HRLMS_BREAKER_MAX_COUNT", "1000000")
     monkeypatch.delenv("HRLMS_BREAKER_MAX_CHANGE_SHARE", raising=False)     # follows MAX_SHARE
+    monkeypatch.delenv("HRLMS_BREAKER_MAX_CHANGE_COUNT", raising=False)
     with db.connect(fresh_db) as conn:
         db.bootstrap(conn)
         create_desired_marts(conn)

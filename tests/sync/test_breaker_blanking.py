@@ -31,7 +31,8 @@ D1, D2 = date(2026, 2, 2), date(2026, 2, 3)
 N = 40
 _RESET = ("HRLMS_MAPPING", "HRLMS_MAX_DROP_SHARE", "HRLMS_MAX_QUARANTINE_SHARE", "HRLMS_MAX_GROWTH_FACTOR",
           "HRLMS_ORG_ROLLUP_GROUPS", "HRLMS_LRS_URL", "HRLMS_EXPORT_DIR", "HRLMS_BREAKER_MAX_SHARE",
-          "HRLMS_BREAKER_MAX_COUNT", "HRLMS_BREAKER_MIN_COUNT", "HRLMS_BREAKER_MAX_CHANGE_SHARE")
+          "HRLMS_BREAKER_MAX_COUNT", "HRLMS_BREAKER_MIN_COUNT", "HRLMS_BREAKER_MAX_CHANGE_SHARE",
+          "HRLMS_BREAKER_MAX_CHANGE_COUNT")
 
 
 def title(i: int) -> str:
@@ -179,7 +180,7 @@ def test_an_export_with_job_title_and_job_code_swapped_is_held_a_few_new_titles_
         plan_and_apply("d2", D2, snaps)
     plan_id, status, reason, review = latest_plan()
     assert held.value.plan_id == plan_id and status == "held"
-    assert reason == "40 title values changed of 40 active accounts that have one (limit 5% or 500)"
+    assert reason == "40 title values changed of 40 active accounts that have one (limit 5%)"
     breaker = review["breaker"]
     assert breaker["blanked"] == {} and breaker["deactivations"] == 0 and breaker["max_change_share"] == 0.05
     samples = [{"person_id": pid(i), "name": before[pid(i)]["displayName"], "old": title(i), "new": code(i)}
@@ -279,7 +280,7 @@ def test_managers_moved_en_masse_are_held_reports_moving_on_because_their_manage
     set_desired(conn, moved)
     p = make_plan(conn, logical_date=D2, snapshot_id=2)
     assert p.held and p.counts == {"set_manager": 38}
-    assert p.held_reasons == ["38 manager values changed of 39 active accounts that have one (limit 5% or 500)"]
+    assert p.held_reasons == ["38 manager values changed of 39 active accounts that have one (limit 5%)"]
     review = conn.execute("select review -> 'breaker' from sync.plans where plan_id = %s", (p.plan_id,)).fetchone()[0]
     assert review["blanked"] == {} and review["changed"] == {"manager": {
         "changed": 38, "base": 39, "held": True,
@@ -302,3 +303,25 @@ def test_managers_moved_en_masse_are_held_reports_moving_on_because_their_manage
     assert apply_plan(conn, p.plan_id, client).dead_letter == 0
     assert {k: manager(u) for k, u in lms(client).items() if k != pid(1)} == {
         pid(i): None if i == 2 else lms_ids[pid(2)] for i in range(2, N + 1)}
+
+
+def test_changes_are_limited_by_a_share_not_by_the_deactivation_count(monkeypatch):
+    """At a million workers the ordinary daily transfers change ~1,000 departments: no mass rewrite.
+    Deactivations keep their absolute limit; changes have one only when HRLMS_BREAKER_MAX_CHANGE_COUNT
+    is set."""
+    from hrlms.sync.breaker import Thresholds
+
+    for name in ("HRLMS_BREAKER_MAX_SHARE", "HRLMS_BREAKER_MAX_COUNT", "HRLMS_BREAKER_MIN_COUNT",
+                 "HRLMS_BREAKER_MAX_CHANGE_SHARE", "HRLMS_BREAKER_MAX_CHANGE_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    t = Thresholds.from_env()
+    assert t.trips(1_250, 1_000_000)                       # 1,250 deactivations: held
+    assert not t.change_trips(1_250, 1_000_000)            # 1,250 new departments of 1M: applied
+    assert t.change_trips(50_001, 1_000_000)               # more than 5%: held
+    assert not t.change_trips(10, 40) and t.change_trips(11, 40)   # the minimum count still applies
+    monkeypatch.setenv("HRLMS_BREAKER_MAX_CHANGE_COUNT", "1000")
+    t = Thresholds.from_env()
+    assert t.change_trips(1_250, 1_000_000) and not t.change_trips(1_000, 1_000_000)
+    assert t.change_limit() == "limit 5% or 1000"
+    monkeypatch.setenv("HRLMS_BREAKER_MAX_CHANGE_SHARE", "0.5")
+    assert not Thresholds.from_env().change_trips(400, 1_000) and Thresholds.from_env().trips(400, 1_000)

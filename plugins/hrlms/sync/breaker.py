@@ -36,10 +36,13 @@ accounts holding a non-empty value for the attribute. The manager counts too: se
 replace a manager we set by a different manager — except when the manager we set is leaving in this
 plan (a deactivate_user op) or no longer holds an active account: their reports moving to a successor
 follows from that departure, which the deactivation count already measures (the same reasoning as for
-managers removed because the manager left). Changed attributes are limited by
-HRLMS_BREAKER_MAX_CHANGE_SHARE (default: HRLMS_BREAKER_MAX_SHARE) with the same MAX_COUNT / MIN_COUNT:
-a separate share so that an organisation whose reorganisations routinely touch more people than the
-share it tolerates for deactivations can allow that without loosening the deactivation limit. For
+managers removed because the manager left). Changed attributes are limited by a share only:
+more than HRLMS_BREAKER_MIN_COUNT and more than HRLMS_BREAKER_MAX_CHANGE_SHARE (default:
+HRLMS_BREAKER_MAX_SHARE) of the accounts holding a value. HRLMS_BREAKER_MAX_COUNT (500) is not applied
+to changes: at a million workers the ordinary daily transfers change ~1,000 departments, which is no
+mass rewrite; HRLMS_BREAKER_MAX_CHANGE_COUNT (default 0 = none) adds an absolute limit for those who
+want one. A separate share so that an organisation whose reorganisations routinely touch more people
+than the share it tolerates for deactivations can allow that without loosening the deactivation limit. For
 each attribute that trips, the review (``breaker.changed``) carries the counts (changed, base) and up
 to SAMPLES_PER_OP_TYPE samples (person, old value, new value), shown by the run report and show-plan;
 a legitimate rebrand or re-titling is applied by approving the held plan once.
@@ -79,21 +82,31 @@ class Thresholds:
     max_count: int = 500
     min_count: int = 10
     max_change_share: float | None = None     # values changed; None = max_share
+    max_change_count: int = 0                 # values changed, absolute; 0 = no absolute limit
 
     @classmethod
     def from_env(cls) -> Thresholds:
         share = env_float("HRLMS_BREAKER_MAX_SHARE", 0.05)
         return cls(share, int(env_float("HRLMS_BREAKER_MAX_COUNT", 500)),
                    int(env_float("HRLMS_BREAKER_MIN_COUNT", 10)),
-                   env_float("HRLMS_BREAKER_MAX_CHANGE_SHARE", share))
+                   env_float("HRLMS_BREAKER_MAX_CHANGE_SHARE", share),
+                   int(env_float("HRLMS_BREAKER_MAX_CHANGE_COUNT", 0)))
 
     @property
     def change_share(self) -> float:
         return self.max_share if self.max_change_share is None else self.max_change_share
 
-    def trips(self, count: int, base: int, share: float | None = None) -> bool:
-        share = self.max_share if share is None else share
-        return count > self.max_count or (count > self.min_count and count > share * max(base, 0))
+    def trips(self, count: int, base: int) -> bool:
+        return count > self.max_count or (count > self.min_count and count > self.max_share * max(base, 0))
+
+    def change_trips(self, count: int, base: int) -> bool:
+        """Values changed: a share of the accounts holding one (no absolute limit unless
+        max_change_count is set)."""
+        return (0 < self.max_change_count < count) or (
+            count > self.min_count and count > self.change_share * max(base, 0))
+
+    def change_limit(self) -> str:
+        return f"limit {self.change_share:.0%}" + (f" or {self.max_change_count}" if self.max_change_count else "")
 
 
 @dataclass
@@ -232,11 +245,13 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
                            f"(limit {t.max_share:.0%} or {t.max_count})")
     # per attribute with changes: {"changed": n, "base": accounts holding a value}, + samples when it trips
     figures["max_change_share"] = t.change_share
+    if t.max_change_count:
+        figures["max_change_count"] = t.max_change_count
     figures["changed"] = {a: {"changed": n, "base": filled[a]} for a, n in changes.items() if n}
     for attr, n in changes.items():
-        if t.trips(n, filled[attr], t.change_share):
+        if t.change_trips(n, filled[attr]):
             reasons.append(f"{n} {attr} values changed of {filled[attr]} active accounts that have one "
-                           f"(limit {t.change_share:.0%} or {t.max_count})")
+                           f"({t.change_limit()})")
             figures["changed"][attr]["held"] = True
             figures["changed"][attr]["samples"] = change_samples(conn, plan_id, attr)
     if shrink:
