@@ -29,13 +29,12 @@ org_issues as (
 ),
 
 {% if is_incremental() %}
-{%- set previous_columns = adapter.get_columns_in_relation(this) | map(attribute='name') | list %}
 previous as (
+    -- related_person_ids read by name from the row: a table built before the column existed has none
     select
         person_id, issue_type, field, value, check_name, first_seen_on, last_seen_on, is_open, closed_on,
-        {{ 'related_person_ids' if 'related_person_ids' in previous_columns else 'cast(null as text)' }}
-            as related_person_ids
-    from {{ this }}
+        to_jsonb(this_table) ->> 'related_person_ids' as related_person_ids
+    from {{ this }} as this_table
 ),
 {% else %}
 previous as (
