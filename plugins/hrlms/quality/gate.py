@@ -142,7 +142,7 @@ held as (
     from sync.applied_users where employee_number is not null
 ),
 shared as (
-    select kind, v from keys group by kind, v having count(distinct person_id) > 1
+    select kind, v from keys group by kind, v having min(person_id) <> max(person_id)   -- hashable
     union
     select k.kind, k.v from keys k join held h on h.kind = k.kind and h.v = k.v and h.account <> k.person_id
 ),
