@@ -124,33 +124,63 @@ with lines as (
     from {snapshot_table}
     where snapshot_id = %(sid)s and copy_no = 1 and person_id is not null
 ),
-keys as (
-    select line_no, person_id, 'work_email' as kind, work_email as v from lines where work_email is not null
-    union all
-    select line_no, person_id, 'user_name', coalesce(username, work_email) from lines
-    where coalesce(username, work_email) is not null
-    union all
-    select line_no, person_id, 'employee_number', employee_number from lines where employee_number is not null
-),
-held as (
-    select person_id as account, is_active, 'work_email' as kind, lower(email) as v
-    from sync.applied_users where email is not null
-    union all
-    select person_id, is_active, 'user_name', lower(user_name) from sync.applied_users
-    union all
-    select person_id, is_active, 'employee_number', employee_number
-    from sync.applied_users where employee_number is not null
+fresh as (
+    -- the values of a line that its person's own LMS account does not hold (all of a new person's): only
+    -- these can be taken from another account — a value that stays where it is was checked on arrival
+    select l.person_id,
+        case when l.work_email is distinct from lower(a.email) then l.work_email end as work_email,
+        case when coalesce(l.username, l.work_email) is distinct from lower(a.user_name)
+            then coalesce(l.username, l.work_email) end as user_name,
+        case when l.employee_number is distinct from a.employee_number then l.employee_number end
+            as employee_number
+    from lines l
+    left join sync.applied_users a on a.person_id = l.person_id
+    where a.person_id is null or l.work_email is distinct from lower(a.email)
+        or coalesce(l.username, l.work_email) is distinct from lower(a.user_name)
+        or l.employee_number is distinct from a.employee_number
 ),
 shared as (
-    select kind, v from keys group by kind, v having min(person_id) <> max(person_id)   -- hashable
-    union
-    select k.kind, k.v from keys k join held h on h.kind = k.kind and h.v = k.v and h.account <> k.person_id
+    -- values two people claim: on two lines, or on a line and another person's account. One aggregate
+    -- and one join per key (all keys in one relation were sorted and merged: 29 s at 1M workers)
+    select distinct kind, v from (
+        select 'work_email' as kind, work_email as v from lines where work_email is not null
+        group by work_email having min(person_id) <> max(person_id)
+        union all
+        select 'user_name', coalesce(username, work_email) from lines where coalesce(username, work_email) is not null
+        group by coalesce(username, work_email) having min(person_id) <> max(person_id)
+        union all
+        select 'employee_number', employee_number from lines where employee_number is not null
+        group by employee_number having min(person_id) <> max(person_id)
+        union all
+        select 'work_email', f.work_email from fresh f
+        join sync.applied_users a on lower(a.email) = f.work_email and a.person_id <> f.person_id
+        union all
+        select 'user_name', f.user_name from fresh f
+        join sync.applied_users a on lower(a.user_name) = f.user_name and a.person_id <> f.person_id
+        union all
+        select 'employee_number', f.employee_number from fresh f
+        join sync.applied_users a on a.employee_number = f.employee_number and a.person_id <> f.person_id
+    ) found
 ),
 claims as (
-    select keys.* from keys join shared using (kind, v)
+    select l.line_no, l.person_id, s.kind, s.v from shared s
+    join lines l on s.kind = 'work_email' and l.work_email = s.v
+    union all
+    select l.line_no, l.person_id, s.kind, s.v from shared s
+    join lines l on s.kind = 'user_name' and coalesce(l.username, l.work_email) = s.v
+    union all
+    select l.line_no, l.person_id, s.kind, s.v from shared s
+    join lines l on s.kind = 'employee_number' and l.employee_number = s.v
 ),
 lms_claims as (
-    select held.* from held join shared using (kind, v)
+    select a.person_id as account, a.is_active, s.kind, s.v from shared s
+    join sync.applied_users a on s.kind = 'work_email' and lower(a.email) = s.v
+    union all
+    select a.person_id, a.is_active, s.kind, s.v from shared s
+    join sync.applied_users a on s.kind = 'user_name' and lower(a.user_name) = s.v
+    union all
+    select a.person_id, a.is_active, s.kind, s.v from shared s
+    join sync.applied_users a on s.kind = 'employee_number' and a.employee_number = s.v
 ),
 decided as (
     {decided}
