@@ -112,7 +112,8 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason', 'held_by'])}
 <h2>Open HR data issues ({len(data.get('issues', []))}{'+' if len(data.get('issues', [])) >= 1000 else ''}) — one row per person and defect</h2>
-{_table(data.get('issues', [])[:1000], ['person_id', 'issue', 'field', 'value', 'other_person', 'check', 'first_seen', 'last_seen'])}
+{_table(data.get('issues', [])[:1000], ['person_id', 'issue', 'field', 'value', 'other_person', 'check',
+                                        'first_seen', 'last_seen'])}
 <h2>Plan {plan.get('plan_id', '')} ({html.escape(str(plan.get('status', '')))})</h2>
 {_table([{'op_type': k, 'count': v} for k, v in counts.items()], ['op_type', 'count'])}
 <h3>Changed attributes</h3>{_table([{'attribute': k, 'count': v} for k, v in (plan.get('counts') or {}).get('attributes', {}).items()], ['attribute', 'count'])}

@@ -251,8 +251,7 @@ conflicts as (
 )
 insert into dq.gate_key_conflicts (snapshot_id, line_no, rule, value, held_by)
 select %(sid)s, c.line_no,
-    case c.kind when 'work_email' then 'duplicate_email' when 'user_name' then 'duplicate_username'
-        else 'duplicate_employee_number' end,
+    case c.kind {rule_names} end,
     c.v, coalesce(c.holder_person_id, c.account)
 from conflicts c
 join lines l on l.line_no = c.line_no
@@ -302,7 +301,8 @@ def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
                        (snapshot_id,)).fetchone()[0]
     conn.execute("delete from dq.gate_key_conflicts where snapshot_id = %s", (snapshot_id,))
     cur = conn.execute(
-        KEY_CONFLICTS_SQL.format(snapshot_table=SNAPSHOT_TABLE, decided=decided, gap=gap, had_it=had_it),
+        KEY_CONFLICTS_SQL.format(snapshot_table=SNAPSHOT_TABLE, decided=decided, gap=gap, had_it=had_it,
+                                 rule_names=" ".join(f"when '{k}' then '{r}'" for k, r in KEY_CONFLICT_RULES.items())),
         {"sid": snapshot_id, "day": day, "gap": ident["rehire_min_gap_days"], "email_regex": EMAIL_REGEX,
          "rules": ident["identity_match_rules"]})
     return cur.rowcount
@@ -585,8 +585,8 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
             cur.executemany("insert into dq.gate_runs (snapshot_id, suite, success, statistics, failures) "
                             "values (%s, %s, %s, %s, %s)", gate_rows)
             if quarantine:
-                with cur.copy("copy dq.quarantine (snapshot_id, entity, line_no, rule, record_key, field, value, reason,"
-                              " related_key) from stdin") as cp:
+                with cur.copy("copy dq.quarantine (snapshot_id, entity, line_no, rule, record_key, field, value,"
+                              " reason, related_key) from stdin") as cp:
                     for row in quarantine.values():
                         cp.write_row(row)
     result.quarantined_rows = len({k[0] for k in quarantine})
