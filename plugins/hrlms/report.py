@@ -30,9 +30,9 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
     quarantine = []
     if snapshot_id is not None:
         quarantine = [
-            {"line": ln, "rule": r, "record": k, "field": f, "value": v, "reason": why}
-            for ln, r, k, f, v, why in conn.execute(
-                """select line_no, rule, record_key, field, value, reason from dq.quarantine
+            {"line": ln, "rule": r, "record": k, "field": f, "value": v, "reason": why, "held_by": other or ""}
+            for ln, r, k, f, v, why, other in conn.execute(
+                """select line_no, rule, record_key, field, value, reason, related_key from dq.quarantine
                    where snapshot_id = %s order by line_no, rule""", (snapshot_id,))
         ]
     plan: dict[str, Any] = {}
@@ -64,9 +64,11 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
     issues = []
     if conn.execute("select to_regclass('marts.dq_person_issues')").fetchone()[0] is not None:
         issues = [
-            {"person_id": p, "issue": t, "field": f, "value": v, "check": c, "first_seen": fs, "last_seen": ls}
-            for p, t, f, v, c, fs, ls in conn.execute(
-                """select person_id, issue_type, field, value, check_name, first_seen_on, last_seen_on
+            {"person_id": p, "issue": t, "field": f, "value": v, "check": c, "first_seen": fs, "last_seen": ls,
+             "other_person": o or ""}
+            for p, t, f, v, c, fs, ls, o in conn.execute(
+                """select person_id, issue_type, field, value, check_name, first_seen_on, last_seen_on,
+                          related_person_ids
                    from marts.dq_person_issues where is_open order by first_seen_on, person_id, issue_type
                    limit 1000""")
         ]
@@ -130,9 +132,10 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 {banner}<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds', 'outcome'])}
 <h2>Enrolment export (CSV)</h2><p>{html.escape(data.get('export', {}).get('summary', ''))}</p>
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
-{_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason'])}
+{_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason', 'held_by'])}
 <h2>Open HR data issues ({len(data.get('issues', []))}{'+' if len(data.get('issues', [])) >= 1000 else ''}) — one row per person and defect</h2>
-{_table(data.get('issues', [])[:1000], ['person_id', 'issue', 'field', 'value', 'check', 'first_seen', 'last_seen'])}
+{_table(data.get('issues', [])[:1000], ['person_id', 'issue', 'field', 'value', 'other_person', 'check',
+                                        'first_seen', 'last_seen'])}
 <h2>Plan {plan.get('plan_id', '')} ({html.escape(str(plan.get('status', '')))})</h2>
 {_table([{'op_type': k, 'count': v} for k, v in counts.items()], ['op_type', 'count'])}
 <h3>Changed attributes</h3>{_table([{'attribute': k, 'count': v} for k, v in (plan.get('counts') or {}).get('attributes', {}).items()], ['attribute', 'count'])}

@@ -169,9 +169,11 @@ def test_a_quarantined_line_never_hands_its_account_to_a_new_person(fresh_db, fr
     assert {p for p, in q(fresh_db, "select person_id from marts.identity_review")} == {"P0000011", "P0000012"}
     assert q(fresh_db, "select op_type, person_id from sync.ops where plan_id = %s", plan2) == []
     assert lms() == before
-    # HR fixes both lines (and P12's e-mail): the newcomers are different people, with accounts of their own
-    provision(D3, base + [day2[10], worker(12, Employee_Number="200012", Work_Email="new12@example.com",
-                                            Login="new12")])
+    # HR fixes both lines (and P11's employee number, P12's e-mail: with P9 and P10 back they would be
+    # shared values, quarantined as duplicate_employee_number / duplicate_email): the newcomers are
+    # different people, with accounts of their own
+    provision(D3, base + [worker(11, Employee_Number="200011", Work_Email="new11@example.com", Login="new11"),
+                          worker(12, Employee_Number="200012", Work_Email="new12@example.com", Login="new12")])
     ident = {r[0]: r[1:] for r in q(fresh_db, "select person_id, account_person_id, is_ambiguous "
                                               "from intermediate.int_workers_identity")}
     assert ident["P0000011"] == ("P0000011", False) and ident["P0000012"] == ("P0000012", False)

@@ -8,7 +8,9 @@
 --      from this snapshot or terminated, at least rehire_min_gap_days ago) hands on their account;
 --      keys pointing at two or more different accounts        -> ambiguous (no account; review)
 --      a key that a quarantined line of someone else in this snapshot also carries -> ambiguous too
---      (that line may be the same person; it waits until the line is clean or a person decides);
+--      (that line may be the same person; it waits until the line is clean or a person decides) —
+--      unless the line was quarantined only for carrying another person's value (the gate's
+--      duplicate_email / duplicate_username / duplicate_employee_number): it has a person_id of its own;
 --      a person whose own line is quarantined counts as present, whatever status the line says
 --   5. otherwise                                               -> new (an account of its own)
 -- Never full-refreshed (like a snapshot): the decisions are state.
@@ -38,8 +40,13 @@ stg_lines as (
 ),
 
 quarantined_lines as (
-    select distinct line_no from {{ source('dq', 'quarantine') }}
+    select
+        line_no,
+        bool_or(rule not in ('duplicate_email', 'duplicate_username', 'duplicate_employee_number'))
+            as blocks_keys
+    from {{ source('dq', 'quarantine') }}
     where snapshot_id = {{ run_param('snapshot_id') }} and entity = 'workers'
+    group by line_no
 ),
 
 snapshot_lines as (
@@ -49,7 +56,8 @@ snapshot_lines as (
         stg_lines.employment_status,
         stg_lines.employee_number,
         stg_lines.work_email,
-        quarantined_lines.line_no is not null as is_quarantined
+        quarantined_lines.line_no is not null as is_quarantined,
+        coalesce(quarantined_lines.blocks_keys, false) as blocks_keys
     from stg_lines
     left join quarantined_lines on stg_lines.line_no = quarantined_lines.line_no
 ),
@@ -61,7 +69,7 @@ snapshot_rows as (
 quarantined_keys as (
     -- the match keys on quarantined lines: nobody's account is handed on by a key a bad line still
     -- carries (the line may be that very person, with a wrong status or without a usable person_id)
-{{- match_keys(rules, ['snapshot_lines'], where='is_quarantined', keys_not_null=true) }}
+{{- match_keys(rules, ['snapshot_lines'], where='blocks_keys', keys_not_null=true) }}
 ),
 
 history as (

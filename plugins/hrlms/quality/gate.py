@@ -79,14 +79,233 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str) 
     if entity == "workers":
         check_staged(conn, snapshot_id)
     lit = sql.Literal(snapshot_id)
+    if entity == "workers":
+        _find_key_conflicts(conn, snapshot_id)
     # All three on every call (GX's assets need them to exist); recreated on every run as dbt's rebuild
     # of the table drops the views on it.
-    conn.execute(sql.SQL("create or replace view dq.gate_workers as select * from {} "
-                         "where snapshot_id = {}").format(sql.SQL(SNAPSHOT_TABLE), lit))
+    conn.execute(sql.SQL(
+        "create or replace view dq.gate_workers as select w.*, c.email_held_by, c.username_held_by, "
+        "c.employee_number_held_by from {} w left join ("
+        " select line_no,"
+        " max(held_by) filter (where rule = 'duplicate_email') as email_held_by,"
+        " max(held_by) filter (where rule = 'duplicate_username') as username_held_by,"
+        " max(held_by) filter (where rule = 'duplicate_employee_number') as employee_number_held_by"
+        " from dq.gate_key_conflicts where snapshot_id = {} group by line_no) c on c.line_no = w.line_no "
+        "where w.snapshot_id = {}").format(sql.SQL(SNAPSHOT_TABLE), lit, lit))
     conn.execute("create or replace view dq.gate_workers_distinct as select * from dq.gate_workers "
                  "where copy_no = 1")
     conn.execute(sql.SQL("create or replace view dq.gate_org_units as select * from "
                          "staging.stg_hris__org_units where snapshot_id = {}").format(lit))
+
+
+# The checks on values one person's line shares with another person: {kind: check name}. kind is the key:
+# the work e-mail, the LMS userName (hrlms.sync: the login, or the work e-mail when there is none; see
+# marts/lms_desired_users) and the employee number.
+KEY_CONFLICT_RULES = {"work_email": "duplicate_email", "user_name": "duplicate_username",
+                      "employee_number": "duplicate_employee_number"}
+DBT_PROJECT = Path(__file__).resolve().parents[3] / "dbt_project" / "dbt_project.yml"
+
+# Which line keeps a value that several people claim, and which lines are quarantined for it. A claimant
+# is a person with the value on their line in this snapshot; an LMS account holding it (sync.applied_users,
+# active or not) claims it too. People on one LMS account never conflict: a person's account is their
+# identity decision (int_identity_decisions, as of the last build), else their own id when the LMS has
+# it, else — for a new person — the account of any leaver (gone from the snapshot, or terminated in it,
+# at least rehire_min_gap_days ago) who carries the value under one of identity_match_rules: the
+# identity model links them as a rehire/conversion, else a new account of their own.
+# The value stays with ("earlier holder"): 0. the LMS account that holds it (an active one first); else
+# 1. the person who had it in the last good snapshot (snap_workers as before the run's date); else
+# 2. the earliest hire date, then start date, then the smallest person_id. Every claimant not on that
+# account is a conflict. An invalid e-mail is left to invalid_email; a missing login falls back to the
+# e-mail, reported once (duplicate_email).
+KEY_CONFLICTS_SQL = """
+with lines as (
+    select line_no, person_id, employment_status, hire_date, start_date, employee_number, username,
+        case when work_email ~ %(email_regex)s then work_email end as work_email
+    from {snapshot_table}
+    where snapshot_id = %(sid)s and copy_no = 1 and person_id is not null
+),
+fresh as (
+    -- the values of a line that its person's own LMS account does not hold (all of a new person's): only
+    -- these can be taken from another account — a value that stays where it is was checked on arrival
+    select l.person_id,
+        case when l.work_email is distinct from lower(a.email) then l.work_email end as work_email,
+        case when coalesce(l.username, l.work_email) is distinct from lower(a.user_name)
+            then coalesce(l.username, l.work_email) end as user_name,
+        case when l.employee_number is distinct from a.employee_number then l.employee_number end
+            as employee_number
+    from lines l
+    left join sync.applied_users a on a.person_id = l.person_id
+    where a.person_id is null or l.work_email is distinct from lower(a.email)
+        or coalesce(l.username, l.work_email) is distinct from lower(a.user_name)
+        or l.employee_number is distinct from a.employee_number
+),
+shared as (
+    -- values two people claim: on two lines, or on a line and another person's account. One aggregate
+    -- and one join per key (all keys in one relation were sorted and merged: 29 s at 1M workers)
+    select distinct kind, v from (
+        select 'work_email' as kind, work_email as v from lines where work_email is not null
+        group by work_email having min(person_id) <> max(person_id)
+        union all
+        select 'user_name', coalesce(username, work_email) from lines where coalesce(username, work_email) is not null
+        group by coalesce(username, work_email) having min(person_id) <> max(person_id)
+        union all
+        select 'employee_number', employee_number from lines where employee_number is not null
+        group by employee_number having min(person_id) <> max(person_id)
+        union all
+        select 'work_email', f.work_email from fresh f
+        join sync.applied_users a on lower(a.email) = f.work_email and a.person_id <> f.person_id
+        union all
+        select 'user_name', f.user_name from fresh f
+        join sync.applied_users a on lower(a.user_name) = f.user_name and a.person_id <> f.person_id
+        union all
+        select 'employee_number', f.employee_number from fresh f
+        join sync.applied_users a on a.employee_number = f.employee_number and a.person_id <> f.person_id
+    ) found
+),
+claims as (
+    select l.line_no, l.person_id, s.kind, s.v from shared s
+    join lines l on s.kind = 'work_email' and l.work_email = s.v
+    union all
+    select l.line_no, l.person_id, s.kind, s.v from shared s
+    join lines l on s.kind = 'user_name' and coalesce(l.username, l.work_email) = s.v
+    union all
+    select l.line_no, l.person_id, s.kind, s.v from shared s
+    join lines l on s.kind = 'employee_number' and l.employee_number = s.v
+),
+lms_claims as (
+    select a.person_id as account, a.is_active, s.kind, s.v from shared s
+    join sync.applied_users a on s.kind = 'work_email' and lower(a.email) = s.v
+    union all
+    select a.person_id, a.is_active, s.kind, s.v from shared s
+    join sync.applied_users a on s.kind = 'user_name' and lower(a.user_name) = s.v
+    union all
+    select a.person_id, a.is_active, s.kind, s.v from shared s
+    join sync.applied_users a on s.kind = 'employee_number' and a.employee_number = s.v
+),
+decided as (
+    {decided}
+),
+present as (
+    select person_id, bool_and(employment_status = 'terminated') as is_terminated from lines
+    where person_id in (select person_id from claims union select account from lms_claims)
+    group by person_id
+),
+own_known as (
+    select c.person_id, coalesce(d.account_person_id, a.person_id) as account
+    from (select distinct person_id from claims) c
+    left join decided d on d.person_id = c.person_id
+    left join sync.applied_users a on a.person_id = c.person_id
+    where d.person_id is not null or a.person_id is not null
+),
+leavers as (
+    select h.kind, h.v, h.account as person_id, coalesce(d.account_person_id, h.account) as account
+    from lms_claims h
+    left join present p on p.person_id = h.account
+    left join decided d on d.person_id = h.account
+    where p.person_id is null or p.is_terminated
+    union
+    select c.kind, c.v, c.person_id, coalesce(d.account_person_id, c.person_id)
+    from claims c
+    join present p on p.person_id = c.person_id and p.is_terminated
+    left join decided d on d.person_id = c.person_id
+),
+own_new as (
+    select c.person_id, l.account
+    from claims c
+    join leavers l on l.kind = c.kind and l.v = c.v and l.person_id <> c.person_id
+    where c.kind = any(%(rules)s)
+      and not exists (select 1 from own_known k where k.person_id = c.person_id)
+      {gap}
+),
+own as (
+    select person_id, account from own_known
+    union
+    select person_id, account from own_new
+    union
+    select c.person_id, c.person_id from claims c
+    where not exists (select 1 from own_known k where k.person_id = c.person_id)
+      and not exists (select 1 from own_new n where n.person_id = c.person_id)
+),
+contenders as (
+    select h.kind, h.v, h.account, 0 as tier, not h.is_active as inactive,
+        cast(null as date) as hire_date, cast(null as date) as start_date, h.account as tie
+    from lms_claims h
+    union all
+    select c.kind, c.v, o.account, case when {had_it} then 1 else 2 end, false, l.hire_date, l.start_date,
+        c.person_id
+    from claims c
+    join own o on o.person_id = c.person_id
+    join lines l on l.line_no = c.line_no
+),
+holder as (
+    select distinct on (kind, v) kind, v, account from contenders
+    order by kind, v, tier, inactive, hire_date nulls last, start_date nulls last, tie, account
+),
+conflicts as (
+    select c.line_no, c.person_id, c.kind, c.v, h.account,
+        (select min(c2.person_id) from claims c2 join own o2 on o2.person_id = c2.person_id
+         where c2.kind = c.kind and c2.v = c.v and o2.account = h.account) as holder_person_id
+    from claims c
+    join holder h using (kind, v)
+    where not exists (select 1 from own o where o.person_id = c.person_id and o.account = h.account)
+)
+insert into dq.gate_key_conflicts (snapshot_id, line_no, rule, value, held_by)
+select %(sid)s, c.line_no,
+    case c.kind {rule_names} end,
+    c.v, coalesce(c.holder_person_id, c.account)
+from conflicts c
+join lines l on l.line_no = c.line_no
+where not (c.kind = 'user_name' and l.username is null
+           and exists (select 1 from conflicts e where e.line_no = c.line_no and e.kind = 'work_email'))
+"""
+
+
+def identity_settings() -> dict[str, Any]:
+    """The identity vars the conflict checks follow (dbt_project.yml: identity_match_rules,
+    rehire_min_gap_days), so the gate and int_identity_decisions agree on what a rehire is."""
+    import yaml
+
+    vars_ = (yaml.safe_load(DBT_PROJECT.read_text()) or {}).get("vars") or {}
+    rules = list(vars_.get("identity_match_rules") or [])
+    unknown = [r for r in rules if r not in ("employee_number", "work_email")]
+    if unknown:
+        raise ValueError(f"{DBT_PROJECT}: vars.identity_match_rules: unknown rule(s) {unknown} "
+                         f"(known: employee_number, work_email)")
+    return {"identity_match_rules": rules, "rehire_min_gap_days": int(vars_.get("rehire_min_gap_days") or 0)}
+
+
+def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
+    """Fill dq.gate_key_conflicts for the snapshot (KEY_CONFLICTS_SQL); returns the lines' conflicts."""
+    from hrlms.quality.suites import EMAIL_REGEX
+    from hrlms.transform.dbt import SNAPSHOT_TABLE
+
+    ident = identity_settings()
+    exists = dict(conn.execute(
+        "select n, to_regclass(n) is not null from unnest(array['intermediate.int_identity_decisions',"
+        " 'snapshots.snap_workers']) n").fetchall())
+    decided = ("select person_id::text, account_person_id::text from intermediate.int_identity_decisions "
+               "where account_person_id is not null" if exists["intermediate.int_identity_decisions"] else
+               "select cast(null as text) as person_id, cast(null as text) as account_person_id where false")
+    history = exists["snapshots.snap_workers"]
+    # as the identity model: the leaver's last version before the run's date that was not terminated
+    gap = ("and not exists (select 1 from snapshots.snap_workers s where s.person_id = l.person_id"
+           " and s.dbt_valid_from < %(day)s and s.employment_status is distinct from 'terminated'"
+           " and coalesce(cast(s.dbt_valid_to as date), %(day)s) > %(day)s - %(gap)s)"
+           if history and ident["rehire_min_gap_days"] > 0 else "")
+    had_it = ("exists (select 1 from snapshots.snap_workers s where s.person_id = c.person_id"
+              " and s.dbt_valid_from < %(day)s and (s.dbt_valid_to is null or s.dbt_valid_to >= %(day)s)"
+              " and case c.kind when 'work_email' then s.work_email"
+              " when 'user_name' then coalesce(s.username, s.work_email) else s.employee_number end = c.v)"
+              if history else "false")
+    day = conn.execute("select logical_date from raw_hris.snapshots where snapshot_id = %s",
+                       (snapshot_id,)).fetchone()[0]
+    conn.execute("delete from dq.gate_key_conflicts where snapshot_id = %s", (snapshot_id,))
+    cur = conn.execute(
+        KEY_CONFLICTS_SQL.format(snapshot_table=SNAPSHOT_TABLE, decided=decided, gap=gap, had_it=had_it,
+                                 rule_names=" ".join(f"when '{k}' then '{r}'" for k, r in KEY_CONFLICT_RULES.items())),
+        {"sid": snapshot_id, "day": day, "gap": ident["rehire_min_gap_days"], "email_regex": EMAIL_REGEX,
+         "rules": ident["identity_match_rules"]})
+    return cur.rowcount
 
 
 def get_context():
@@ -250,6 +469,7 @@ def gate_inputs(snapshots: dict[str, Any], *, max_drop_share: float, max_quarant
     code = [*Path(__file__).parent.glob("*.py"), GX_ROOT / "gx" / "great_expectations.yml"]
     return {"snapshots": dict(sorted(snapshots.items())), "max_drop_share": max_drop_share,
             "max_quarantine_share": max_quarantine_share, "max_growth_factor": max_growth_factor_from_env(),
+            "identity": identity_settings(),
             "checks": files_digest([p for p in code if p.is_file()], GX_ROOT.parent)}
 
 
@@ -323,9 +543,17 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
                     column, value = None, None
                 quarantine[(line_no, rule)] = (snapshot_id, entity, line_no, rule, item.get(KEY_FIELD[entity]),
                                                column or None, None if value is None else str(value),
-                                               meta.get("reason", rule))
+                                               meta.get("reason", rule), None)
         gate_rows.append((snapshot_id, suite_name, bool(vr.success) if kind == "batch" else True,
                           json.dumps(vr.statistics, default=str), json.dumps(failures, default=str)))
+
+    if entity == "workers":   # a shared value: the value itself, and the person who keeps it
+        for line_no, rule, value, held_by in conn.execute(
+                "select line_no, rule, value, held_by from dq.gate_key_conflicts where snapshot_id = %s",
+                (snapshot_id,)):
+            if (line_no, rule) in quarantine:
+                quarantine[(line_no, rule)] = (*quarantine[(line_no, rule)][:6], value,
+                                               quarantine[(line_no, rule)][7], held_by)
 
     growth = max_growth_factor_from_env() if max_growth_factor is None else max_growth_factor
     if entity == "workers" and prev and growth > 0 and snap["rows"] > growth * prev:
@@ -357,8 +585,8 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
             cur.executemany("insert into dq.gate_runs (snapshot_id, suite, success, statistics, failures) "
                             "values (%s, %s, %s, %s, %s)", gate_rows)
             if quarantine:
-                with cur.copy("copy dq.quarantine (snapshot_id, entity, line_no, rule, record_key, field, value, reason)"
-                              " from stdin") as cp:
+                with cur.copy("copy dq.quarantine (snapshot_id, entity, line_no, rule, record_key, field, value,"
+                              " reason, related_key) from stdin") as cp:
                     for row in quarantine.values():
                         cp.write_row(row)
     result.quarantined_rows = len({k[0] for k in quarantine})

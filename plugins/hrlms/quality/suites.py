@@ -45,6 +45,20 @@ def workers_rows() -> list:
             column="work_email", meta=_m("missing_email", "work_email", "Work email is empty")),
         gxe.ExpectColumnValuesToNotBeNull(
             column="hire_date_raw", meta=_m("missing_hire_date", "hire_date", "Hire date is empty")),
+        # one person's value on another person's line (hrlms.quality.gate.KEY_CONFLICTS_SQL): the LMS keeps
+        # userNames unique and would refuse it; the person who keeps it is in dq.quarantine.related_key
+        gxe.ExpectColumnValuesToBeNull(
+            column="email_held_by",
+            meta=_m("duplicate_email", "work_email",
+                    "Work email is another person's (in this file, or their account in the LMS)")),
+        gxe.ExpectColumnValuesToBeNull(
+            column="username_held_by",
+            meta=_m("duplicate_username", "username",
+                    "LMS user name (login, or the work email when there is none) is another person's")),
+        gxe.ExpectColumnValuesToBeNull(
+            column="employee_number_held_by",
+            meta=_m("duplicate_employee_number", "employee_number",
+                    "Employee number is another person's, who is not linked to this one as a rehire")),
         gxe.ExpectColumnValuesToBeNull(
             column="unparseable_date_field",
             meta=_m("unparseable_date", "", "A date does not match the export's date format")),

@@ -110,6 +110,21 @@ create table if not exists dq.quarantine (
     reason        text   not null,
     primary key (snapshot_id, entity, line_no, rule)
 );
+-- The other person of a shared-value defect (duplicate_email, duplicate_username,
+-- duplicate_employee_number): who keeps the value — the account that holds it in the LMS, else the
+-- person who had it in the last good snapshot, else the earliest hired (hrlms.quality.gate).
+alter table dq.quarantine add column if not exists related_key text;
+
+-- Per gate run: worker lines whose work e-mail, LMS userName or employee number another person holds
+-- (in the snapshot or in the LMS); the gate's view exposes them as columns its GX checks read.
+create table if not exists dq.gate_key_conflicts (
+    snapshot_id   bigint not null,
+    line_no       bigint not null,
+    rule          text   not null,      -- duplicate_email | duplicate_username | duplicate_employee_number
+    value         text   not null,      -- the shared value, as staged
+    held_by       text   not null,      -- the person (or LMS account's externalId) who keeps it
+    primary key (snapshot_id, line_no, rule)
+);
 
 -- Sync: plans, ops, what we know the LMS holds.
 create table if not exists sync.plans (

@@ -16,6 +16,9 @@ create table if not exists sync.plan_decisions (
 -- The match keys (employee number, work e-mail) on the quarantined worker lines of a snapshot. The plan
 -- protects the accounts they point at too: a line that lost or garbled its person_id is still that
 -- person, who must not be deactivated as a "leaver" because of it. Empty before the first dbt build.
+-- A line quarantined only for carrying another person's value (duplicate_email, duplicate_username,
+-- duplicate_employee_number) has a person_id of its own and protects no one else: the value's keeper
+-- (who may have left) is a different person.
 create or replace function hrlms_util.quarantined_worker_keys(p_snapshot_id bigint)
 returns table (employee_number text, work_email text)
 language plpgsql stable as $$
@@ -28,6 +31,8 @@ begin
          from dq.quarantine q
          join staging.stg_hris__workers s on s.snapshot_id = q.snapshot_id and s.line_no = q.line_no
          where q.snapshot_id = $1 and q.entity = ''workers''
-           and (s.employee_number is not null or s.work_email is not null)'
+           and (s.employee_number is not null or s.work_email is not null)
+         group by q.line_no, s.employee_number, s.work_email
+         having bool_or(q.rule not in (''duplicate_email'', ''duplicate_username'', ''duplicate_employee_number''))'
         using p_snapshot_id;
 end $$;

@@ -1,7 +1,9 @@
 -- Every known defect per person, for HR to fix: one row per person, issue type and field, kept across
 -- runs. An issue seen in the run is open (first_seen_on kept, last_seen_on = the logical date); an open
 -- issue the run no longer sees is closed on the run's logical date; one that comes back is reopened
--- with its first_seen_on. Rerunning a logical date changes nothing.
+-- with its first_seen_on. Rerunning a logical date changes nothing. A value two people share (the gate's
+-- duplicate_email / duplicate_username / duplicate_employee_number) is listed for both: the person whose
+-- line was quarantined and the one who keeps the value, each with the other in related_person_ids.
 {{ config(
     materialized='incremental',
     unique_key=['person_id', 'issue_type', 'field'],
@@ -28,7 +30,11 @@ org_issues as (
 
 {% if is_incremental() %}
 previous as (
-    select * from {{ this }}
+    -- related_person_ids read by name from the row: a table built before the column existed has none
+    select
+        person_id, issue_type, field, value, check_name, first_seen_on, last_seen_on, is_open, closed_on,
+        to_jsonb(this_table) ->> 'related_person_ids' as related_person_ids
+    from {{ this }} as this_table
 ),
 {% else %}
 previous as (
@@ -41,7 +47,8 @@ previous as (
         cast(null as date) as first_seen_on,
         cast(null as date) as last_seen_on,
         cast(null as boolean) as is_open,
-        cast(null as date) as closed_on
+        cast(null as date) as closed_on,
+        cast(null as text) as related_person_ids
     where false
 ),
 {% endif %}
@@ -53,27 +60,40 @@ found as (
         rule as issue_type,
         coalesce(field, '(row)') as field,
         min(value) as value,
-        rule as check_name
+        rule as check_name,
+        min(related_key) as related_person_ids
     from quarantined
     group by record_key, rule, coalesce(field, '(row)')
     union all
+    -- the other side of a shared value: the person who keeps it (its line flows; HR may fix either)
+    select
+        related_key,
+        rule,
+        coalesce(field, '(row)'),
+        min(value),
+        rule,
+        string_agg(distinct record_key, ',' order by record_key)
+    from quarantined
+    where related_key is not null
+    group by related_key, rule, coalesce(field, '(row)')
+    union all
     -- identity: the match rules point at several accounts
-    select person_id, 'identity_ambiguous', 'person_id', candidate_account_ids, 'int_identity_decisions'
+    select person_id, 'identity_ambiguous', 'person_id', candidate_account_ids, 'int_identity_decisions', null
     from identities
     where is_ambiguous
     union all
     -- identity: two current workers on one account
-    select person_id, 'duplicate_account', 'account_person_id', account_person_id, 'int_workers_identity'
+    select person_id, 'duplicate_account', 'account_person_id', account_person_id, 'int_workers_identity', null
     from identities
     where has_shared_account
     union all
     -- effective dating fell back to default_time_zone
-    select person_id, 'unknown_time_zone', 'time_zone', time_zone, 'int_workers_effective'
+    select person_id, 'unknown_time_zone', 'time_zone', time_zone, 'int_workers_effective', null
     from effective
     where has_unknown_time_zone
     union all
     -- org placement and managers
-    select person_id, issue_type, coalesce(field, '(row)'), value, check_name
+    select person_id, issue_type, coalesce(field, '(row)'), value, check_name, null
     from org_issues
 ),
 
@@ -94,7 +114,8 @@ seen as (
         coalesce(previous.first_seen_on, cast('{{ run_param("logical_date") }}' as date)) as first_seen_on,
         greatest(previous.last_seen_on, cast('{{ run_param("logical_date") }}' as date)) as last_seen_on,
         true as is_open,
-        cast(null as date) as closed_on
+        cast(null as date) as closed_on,
+        today.related_person_ids
     from today
     left join previous
         on today.person_id = previous.person_id
@@ -112,7 +133,8 @@ closed as (
         previous.first_seen_on,
         previous.last_seen_on,
         false as is_open,
-        cast('{{ run_param("logical_date") }}' as date) as closed_on
+        cast('{{ run_param("logical_date") }}' as date) as closed_on,
+        previous.related_person_ids
     from previous
     where
         previous.is_open
