@@ -67,12 +67,12 @@ found as (
     union all
     -- the other side of a shared value: the person who keeps it (its line flows; HR may fix either)
     select
-        related_key,
-        rule,
-        coalesce(field, '(row)'),
-        min(value),
-        rule,
-        string_agg(distinct record_key, ',' order by record_key)
+        related_key as person_id,
+        rule as issue_type,
+        coalesce(field, '(row)') as field,
+        min(value) as value,
+        rule as check_name,
+        string_agg(distinct record_key, ',' order by record_key) as related_person_ids
     from quarantined
     where related_key is not null
     group by related_key, rule, coalesce(field, '(row)')
