@@ -57,6 +57,15 @@ def versions(client) -> dict[str, str]:
     return {k: u["meta"]["version"] for k, u in lms(client).items()}
 
 
+def assert_forty_title_updates_held_and_nothing_sent(client, plan_id: int, before: dict[str, dict]) -> None:
+    assert q("select op_type, status, count(*) from sync.ops where plan_id = %s group by 1, 2",
+             plan_id) == [("update_user", "held", N)]
+    after = lms(client)
+    assert {k: u["meta"]["version"] for k, u in after.items()} == {
+        k: u["meta"]["version"] for k, u in before.items()}                 # zero LMS writes
+    assert {k: u["title"] for k, u in after.items()} == {pid(i): title(i) for i in range(1, N + 1)}
+
+
 def manager(user: dict) -> str | None:
     return ((user.get(ENTERPRISE) or {}).get("manager") or {}).get("value")
 
@@ -129,12 +138,7 @@ def test_an_export_with_every_job_title_blank_is_held_two_blank_titles_are_appli
     assert held.value.plan_id == plan_id and status == "held"
     assert reason == "40 title values blanked of 40 active accounts that have one (limit 5% or 500)"
     assert review["breaker"]["blanked"] == {"title": 40} and review["breaker"]["deactivations"] == 0
-    assert q("select op_type, status, count(*) from sync.ops where plan_id = %s group by 1, 2",
-             plan_id) == [("update_user", "held", 40)]
-    after = lms(client)
-    assert {k: u["meta"]["version"] for k, u in after.items()} == {
-        k: u["meta"]["version"] for k, u in before.items()}                 # zero LMS writes
-    assert {k: u["title"] for k, u in after.items()} == {pid(i): title(i) for i in range(1, N + 1)}
+    assert_forty_title_updates_held_and_nothing_sent(client, plan_id, before)
 
     # The same snapshot, but only P5 and P6 lose their title (the mart as dbt would build it): applied.
     with db.connect() as c:
@@ -186,12 +190,7 @@ def test_an_export_with_job_title_and_job_code_swapped_is_held_a_few_new_titles_
     samples = [{"person_id": pid(i), "name": before[pid(i)]["displayName"], "old": title(i), "new": code(i)}
                for i in range(1, 6)]
     assert breaker["changed"] == {"title": {"changed": 40, "base": 40, "held": True, "samples": samples}}
-    assert q("select op_type, status, count(*) from sync.ops where plan_id = %s group by 1, 2",
-             plan_id) == [("update_user", "held", 40)]
-    after = lms(client)
-    assert {k: u["meta"]["version"] for k, u in after.items()} == {
-        k: u["meta"]["version"] for k, u in before.items()}                 # zero LMS writes
-    assert {k: u["title"] for k, u in after.items()} == {pid(i): title(i) for i in range(1, N + 1)}
+    assert_forty_title_updates_held_and_nothing_sent(client, plan_id, before)
 
     # What a person reads: show-plan and the run report name the attribute, the counts and the samples.
     capsys.readouterr()
