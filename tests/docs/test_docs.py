@@ -223,7 +223,7 @@ def test_a_broken_link_fails(repo):
     doc = repo / "README.md"
     doc.write_text("[ok](docs/a.md) [ok](docs/a.md#some-code--and-more) [ok](#x) [web](https://e.com/x.md)\n"
                    "\n# x\n\n[gone](docs/missing.md) `[not a link](nowhere.md)`\n"
-                   "[bad anchor](docs/a.md#nope) [out](../shared/DESIGN.md)\n", encoding="utf-8")
+                   "[bad anchor](docs/a.md#nope) [out](../notes/PLAN.md)\n", encoding="utf-8")
     problems = link_problems(doc, repo)
     assert len(problems) == 3, problems
     assert "docs/missing.md does not exist" in problems[0]
@@ -233,12 +233,12 @@ def test_a_broken_link_fails(repo):
 
 def test_paths_outside_the_repository_and_missing_paths_fail(repo):
     doc = repo / "docs" / "b.md"
-    doc.write_text("See `../shared/DESIGN.md` and STYLE.md.\n```\ncat ../../etc/passwd\n```\n"
+    doc.write_text("See `../notes/PLAN.md` and NOTES.md.\n```\ncat ../../etc/passwd\n```\n"
                    "`plugins/missing.py` `plugins/` `expectations/gx/uncommitted/x.html` [a](a.md)\n",
                    encoding="utf-8")
     problems = path_problems(doc, repo)
-    assert any("'../shared/DESIGN.md' points outside" in p for p in problems), problems
-    assert any("'STYLE.md' is not a file" in p for p in problems), problems
+    assert any("'../notes/PLAN.md' points outside" in p for p in problems), problems
+    assert any("'NOTES.md' is not a file" in p for p in problems), problems
     assert any("'../../etc/passwd' points outside" in p for p in problems), problems
     assert any("`plugins/missing.py` does not exist" in p for p in problems), problems
     assert not any("`plugins/`" in p or "uncommitted" in p or "'a.md'" in p for p in problems), problems
