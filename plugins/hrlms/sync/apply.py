@@ -10,6 +10,15 @@ Leavers get active=false — never a DELETE.
 Two phases: phase-2 ops (set_manager, add_members, remove_members) are claimed only once no phase-1
 op of the plan is pending or sending, and resolve LMS ids (users, managers, groups) from
 sync.applied_* at claim time — so users and groups created earlier in the same plan are found.
+The manager inside the create: a create_user carries the manager of the person's set_manager op in
+the plan (enterprise manager.value) when that manager's LMS id is known just before the batch is sent —
+recorded in sync.applied_users (an earlier batch, any shard) or created by this shard's previous batch
+(its outcome is known before the next batch goes out, even if not recorded yet). The create's record
+sets applied_users.manager_person_id to the manager it carried (null if none) and adds 'manager' to
+its changed_fields. A set_manager whose person already has that manager as applied sends no request:
+it is 'applied' with payload.sent = false (not counted in ApplyResult.applied). A create linked after
+a verify-first lookup sets (or removes) the manager in its link PATCH, so the record stays true even if
+an earlier attempt had set another one.
 An id that is still missing (its create failed: escrow/dead letter) puts the op in escrow with the
 reason; the next plan's diff brings the remaining work back. Membership PATCHes are idempotent on the
 server (adding a present member / removing an absent one is a 204), so a retry never fails on them.

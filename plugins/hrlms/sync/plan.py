@@ -8,6 +8,9 @@ the earlier unfinished plan: the diff already accounts for everything that was a
 Two phases. Phase 1: user ops, create_group, update_group. Phase 2 (claimed by apply only once no
 phase-1 op of the plan is pending or sending): set_manager, add_members, remove_members — they refer
 to LMS ids of users/groups that phase 1 may be creating, so ids are resolved at apply time.
+create_user ops are numbered (hence claimed) managers first — by reporting depth in the desired state
+(DEPTH_SQL) — so that apply can put the manager into the create when the manager's LMS id is known by
+then; that person's set_manager op then sends nothing (see hrlms.sync.apply).
 
 - set_manager: for people active after this plan whose *effective* manager differs from the one we
   set. The effective manager is the HR manager when that person has (or gets in this plan) an active
