@@ -673,14 +673,14 @@ def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, ba
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="scim-send") as sender:
         in_flight = None
         waited_since = None
-        known: dict[str, str] = {}    # person -> LMS id of the accounts this shard created in this apply
         while True:
             batch = [] if guard.tripped else _claim(conn, plan_id, batch_size, me)
             if in_flight is not None:
                 outcomes = in_flight.result()
-                known.update((o.person_id, o.lms_id) for o in outcomes
-                             if o.op_type == "create_user" and o.status == "applied" and o.lms_id)
-                _attach_managers(batch, known)
+                # `batch` was claimed before `outcomes` were recorded: their new accounts can be its managers
+                # (older batches were recorded before that claim, so the claim saw them)
+                _attach_managers(batch, {o.person_id: o.lms_id for o in outcomes
+                                         if o.op_type == "create_user" and o.status == "applied" and o.lms_id})
                 # Claimed before the guard could trip on `outcomes`: send() releases it untouched then.
                 in_flight = sender.submit(send, batch) if batch else None
                 record(outcomes)
