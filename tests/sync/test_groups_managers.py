@@ -171,8 +171,12 @@ def test_set_manager_second_pass_and_manager_change(conn, client):
     assert p1.counts == {"create_user": 5, "set_manager": 2}
     assert {k: p["manager_person_id"] for t, k, _m, p, _s in op_rows(conn, p1.plan_id) if t == "set_manager"} == {
         pid(2): pid(1), pid(3): pid(1)}
-    res = apply_plan(conn, p1.plan_id, client, batch_size=2)   # small batches: phase 2 waits for phase 1
-    assert dict(res.applied) == {"create_user": 5, "set_manager": 2}
+    # Small batches, managers first: [P1, P5, P2] then [P3, P4]. P3's create carries its manager P1
+    # (created by the batch before); P2 was sent with P1, so its set_manager (phase 2, after phase 1) PATCHes.
+    res = apply_plan(conn, p1.plan_id, client, batch_size=3)
+    assert dict(res.applied) == {"create_user": 5, "set_manager": 1}
+    assert {k: (s, p.get("sent")) for t, k, _m, p, s in op_rows(conn, p1.plan_id) if t == "set_manager"} == {
+        pid(2): ("applied", None), pid(3): ("applied", False)}
     users = lms_users(client)
     assert users[pid(2)][ENTERPRISE]["manager"] == {"value": users[pid(1)]["id"]}
     assert users[pid(3)][ENTERPRISE]["manager"]["value"] == users[pid(1)]["id"]

@@ -10,6 +10,15 @@ Leavers get active=false — never a DELETE.
 Two phases: phase-2 ops (set_manager, add_members, remove_members) are claimed only once no phase-1
 op of the plan is pending or sending, and resolve LMS ids (users, managers, groups) from
 sync.applied_* at claim time — so users and groups created earlier in the same plan are found.
+The manager inside the create: a create_user carries the manager of the person's set_manager op in
+the plan (enterprise manager.value) when that manager's LMS id is known just before the batch is sent —
+recorded in sync.applied_users (an earlier batch, any shard) or created by this shard's previous batch
+(its outcome is known before the next batch goes out, even if not recorded yet). The create's record
+sets applied_users.manager_person_id to the manager it carried (null if none) and adds 'manager' to
+its changed_fields. A set_manager whose person already has that manager as applied sends no request:
+it is 'applied' with payload.sent = false (not counted in ApplyResult.applied). A create linked after
+a verify-first lookup sets (or removes) the manager in its link PATCH, so the record stays true even if
+an earlier attempt had set another one.
 An id that is still missing (its create failed: escrow/dead letter) puts the op in escrow with the
 reason; the next plan's diff brings the remaining work back. Membership PATCHes are idempotent on the
 server (adding a present member / removing an absent one is a 204), so a retry never fails on them.
@@ -84,6 +93,7 @@ class Outcome:
     sent: bool = True                # False: nothing was sent (unresolved ids / nothing left to do / released)
     failed: bool = False             # the request failed (transport/LMS error): counts for the failure share
     retry_after: float | None = None  # the LMS's Retry-After on that failure, if any
+    sent_manager: str | None = None  # create_user: the manager (person id) the create set in the LMS, if any
 
 
 @dataclass
@@ -141,19 +151,40 @@ def _released(op: dict[str, Any]) -> Outcome:
 
 def _outcome(op: dict[str, Any], status: str = "applied", **kw) -> Outcome:
     return Outcome(op["op_id"], op["person_id"], op["op_type"], status, payload=op["payload"],
-                   group_key=op.get("group_key"), **kw)
+                   group_key=op.get("group_key"),
+                   sent_manager=op.get("want_manager") if op.get("manager_lms_id") else None, **kw)
 
 
-def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str]) -> None:
+def _create_request(op: dict[str, Any]) -> None:
+    """The POST of a create_user (none when it is verified first: the single-request path sends it)."""
+    op["request"] = None if op["verify_first"] else {
+        "method": "POST", "path": "/Users", "bulkId": str(op["op_id"]),
+        "data": user_resource(op["payload"], op.get("manager_lms_id"))}
+
+
+def _attach_managers(ops: list[dict[str, Any]], known: dict[str, str]) -> None:
+    """Just before a batch is sent: creates whose manager got an LMS id since the claim (created by this
+    shard's previous batch, whose outcome is known but maybe not recorded yet) carry that manager."""
+    for op in ops:
+        want = op.get("want_manager")
+        if op["op_type"] == "create_user" and want and not op.get("manager_lms_id") and known.get(want):
+            op["manager_lms_id"] = known[want]
+            _create_request(op)
+
+
+def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str],
+             managers: dict[str, str | None] | None = None) -> None:
     """Resolve LMS ids and build the op's request: op["request"] (a /Bulk-style operation, or None for
     the single-request path / nothing to send), op["target"] (LMS id written to sync.ops.lms_id),
-    op["sent_members"] and op["unresolved"] (why part or all of the op cannot be sent yet)."""
+    op["sent_members"] and op["unresolved"] (why part or all of the op cannot be sent yet).
+    A create_user carries its manager when the manager's LMS id is known (op["want_manager"], the
+    manager of this person's set_manager op in the plan; `managers`: person -> manager as applied)."""
     t, payload = op["op_type"], op["payload"]
     op.update(request=None, target=None, sent_members=[], unresolved=None)
     if t == "create_user":
-        if not op["verify_first"]:
-            op["request"] = {"method": "POST", "path": "/Users", "bulkId": str(op["op_id"]),
-                             "data": user_resource(payload)}
+        want = op.get("want_manager")
+        op["manager_lms_id"] = users.get(want) if want else None
+        _create_request(op)
         return
     if t == "create_group":
         if not op["verify_first"]:
@@ -172,6 +203,8 @@ def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str]) 
             if manager and not manager_lms_id:
                 op["unresolved"] = f"manager {manager} has no LMS account yet (its create did not apply)"
                 return
+            if managers is not None and op["person_id"] in managers and managers[op["person_id"]] == manager:
+                return   # already set (by the person's create in this plan): nothing to send
             data = manager_patch_body(manager_lms_id)
         else:
             fields = list(op["changed_fields"])
@@ -223,7 +256,8 @@ def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
     out = _outcome(op)
     try:
         if op["op_type"] == "create_user":
-            out.lms_id = _create(client, op["payload"], verify_first=op["verify_first"])
+            out.lms_id = _create(client, op["payload"], verify_first=op["verify_first"],
+                                 manager_lms_id=op.get("manager_lms_id"))
             return out
         if op["op_type"] == "create_group":
             out.lms_id = _create_group(client, op["group_key"], op["payload"], verify_first=op["verify_first"])
@@ -331,26 +365,31 @@ def _execute_singles(pool: ThreadPoolExecutor, client: ScimClient, ops: list[dic
     return list(pool.map(lambda op: _released(op) if guard.tripped else _run_one(client, op, guard), ops))
 
 
-def _create(client: ScimClient, desired: dict[str, Any], *, verify_first: bool) -> str:
+def _create(client: ScimClient, desired: dict[str, Any], *, verify_first: bool,
+            manager_lms_id: str | None = None) -> str:
     if verify_first:
         found = client.find_user(external_id=desired["person_id"])
         if found:
-            return _link(client, found, desired)
+            return _link(client, found, desired, manager_lms_id)
     try:
-        return client.create_user(user_resource(desired))["id"]
+        return client.create_user(user_resource(desired, manager_lms_id))["id"]
     except Conflict:
         found = client.find_user(external_id=desired["person_id"])
         if found:
-            return _link(client, found, desired)
+            return _link(client, found, desired, manager_lms_id)
         other = client.find_user(user_name=desired["user_name"])
         owner = (other or {}).get("externalId")
         raise ScimError(409, f"userName '{desired['user_name']}' is already used by another LMS account"
                              f" (externalId {owner!r}); needs a person") from None
 
 
-def _link(client: ScimClient, found: dict[str, Any], desired: dict[str, Any]) -> str:
-    """An account for this person exists (earlier attempt succeeded): bring it to the desired state."""
-    client.patch_user(found["id"], patch_body(desired, [*USER_ATTRIBUTES, "is_active"]))
+def _link(client: ScimClient, found: dict[str, Any], desired: dict[str, Any],
+          manager_lms_id: str | None = None) -> str:
+    """An account for this person exists (earlier attempt succeeded): bring it to the desired state —
+    the manager included, as the create would have set it (an earlier attempt may have set another)."""
+    body = patch_body(desired, [*USER_ATTRIBUTES, "is_active"])
+    body["Operations"] += manager_patch_body(manager_lms_id)["Operations"]
+    client.patch_user(found["id"], body)
     return found["id"]
 
 
@@ -408,19 +447,30 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str 
     ops = [{"op_id": r[0], "person_id": r[1], "op_type": r[2], "changed_fields": r[3], "payload": r[4],
             "verify_first": r[5], "group_key": r[6], "members": r[7], "phase": r[8]}
            for r in sorted(rows, key=lambda r: r[0])]
+    # The manager a create should carry: the one of the person's set_manager op in this plan.
+    creates = [op["person_id"] for op in ops if op["op_type"] == "create_user"]
+    wanted = dict(conn.execute(
+        """select person_id, payload ->> 'manager_person_id' from sync.ops
+           where plan_id = %s and op_type = 'set_manager' and person_id = any(%s)""",
+        (plan_id, creates)).fetchall()) if creates else {}
     people = {op["person_id"] for op in ops if op["person_id"]}
     for op in ops:
         people.update(op["members"] or [])
         if op["op_type"] == "set_manager" and op["payload"].get("manager_person_id"):
             people.add(op["payload"]["manager_person_id"])
-    users = dict(conn.execute("select person_id, lms_id from sync.applied_users where person_id = any(%s)",
-                              (list(people),)).fetchall()) if people else {}
+        if op["op_type"] == "create_user":
+            op["want_manager"] = wanted.get(op["person_id"])
+    people.update(m for m in wanted.values() if m)
+    rows = conn.execute("select person_id, lms_id, manager_person_id from sync.applied_users "
+                        "where person_id = any(%s)", (list(people),)).fetchall() if people else []
+    users = {r[0]: r[1] for r in rows}
+    managers = {r[0]: r[2] for r in rows}
     keys = [op["group_key"] for op in ops if op["group_key"]]
     groups = dict(conn.execute("select group_key, lms_id from sync.applied_groups where group_key = any(%s)",
                                (keys,)).fetchall()) if keys else {}
     for op in ops:
         op["lms_id"] = users.get(op["person_id"]) if op["person_id"] else None
-        _prepare(op, users, groups)
+        _prepare(op, users, groups, managers)
     return ops
 
 
@@ -480,11 +530,22 @@ def _record(conn: psycopg.Connection, outcomes: list[Outcome], *, backoff: tuple
             cur.executemany("update sync.applied_users set is_active = false, last_op_id = %s, "
                             "applied_at = clock_timestamp() where person_id = %s",
                             [(o.op_id, o.person_id) for o in deact])
-        managers = [o for o in applied if o.op_type == "set_manager"]
+        creates = [o for o in applied if o.op_type == "create_user"]
+        if creates:   # the manager the create set (none when it carried none)
+            cur.executemany("update sync.applied_users set manager_person_id = %s where person_id = %s",
+                            [(o.sent_manager, o.person_id) for o in creates])
+            cur.executemany("update sync.ops set changed_fields = array_append(changed_fields, 'manager') "
+                            "where op_id = %s and not 'manager' = any(changed_fields)",
+                            [(o.op_id,) for o in creates if o.sent_manager])
+        managers = [o for o in applied if o.op_type == "set_manager" and o.sent]
         if managers:
             cur.executemany("update sync.applied_users set manager_person_id = %s, last_op_id = %s, "
                             "applied_at = clock_timestamp() where person_id = %s",
                             [(o.payload.get("manager_person_id"), o.op_id, o.person_id) for o in managers])
+        unsent = [o for o in applied if o.op_type == "set_manager" and not o.sent]
+        if unsent:    # the op log says so: no request was sent for it
+            cur.executemany("""update sync.ops set payload = payload || '{"sent": false}'::jsonb where op_id = %s""",
+                            [(o.op_id,) for o in unsent])
         groups = [o for o in applied if o.op_type in ("create_group", "update_group")]
         if groups:
             cur.executemany(
@@ -616,6 +677,10 @@ def apply_plan(conn: psycopg.Connection, plan_id: int, client: ScimClient, *, ba
             batch = [] if guard.tripped else _claim(conn, plan_id, batch_size, me)
             if in_flight is not None:
                 outcomes = in_flight.result()
+                # `batch` was claimed before `outcomes` were recorded: their new accounts can be its managers
+                # (older batches were recorded before that claim, so the claim saw them)
+                _attach_managers(batch, {o.person_id: o.lms_id for o in outcomes
+                                         if o.op_type == "create_user" and o.status == "applied" and o.lms_id})
                 # Claimed before the guard could trip on `outcomes`: send() releases it untouched then.
                 in_flight = sender.submit(send, batch) if batch else None
                 record(outcomes)

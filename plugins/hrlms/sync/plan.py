@@ -8,6 +8,9 @@ the earlier unfinished plan: the diff already accounts for everything that was a
 Two phases. Phase 1: user ops, create_group, update_group. Phase 2 (claimed by apply only once no
 phase-1 op of the plan is pending or sending): set_manager, add_members, remove_members — they refer
 to LMS ids of users/groups that phase 1 may be creating, so ids are resolved at apply time.
+create_user ops are numbered (hence claimed) managers first — by reporting depth in the desired state
+(DEPTH_SQL) — so that apply can put the manager into the create when the manager's LMS id is known by
+then; that person's set_manager op then sends nothing (see hrlms.sync.apply).
 
 - set_manager: for people active after this plan whose *effective* manager differs from the one we
   set. The effective manager is the HR manager when that person has (or gets in this plan) an active
@@ -151,6 +154,22 @@ left join sync.applied_users a on a.person_id = w.person_id
 where w.manager_person_id is distinct from a.manager_person_id
 """
 
+# Reporting depth in the desired state: 0 for people without an HR manager among the desired people (or
+# who are their own manager), 1 for their reports, … People in a reporting cycle get none (sorted last).
+# Only orders the creates (managers first); a person_id listed twice in the mart takes its lowest depth.
+DEPTH_SQL = """
+with recursive tree (person_id, depth) as (
+    select d.person_id, 0 from marts.lms_desired_users d
+    where d.manager_person_id is null or d.manager_person_id = d.person_id
+       or not exists (select 1 from marts.lms_desired_users m where m.person_id = d.manager_person_id)
+    union all
+    select d.person_id, t.depth + 1 from tree t
+    join marts.lms_desired_users d on d.manager_person_id = t.person_id and d.person_id <> t.person_id
+    where t.depth < 64
+)
+select person_id, min(depth) as depth from tree group by person_id
+"""
+
 GROUPS_SQL = """
 with desired as (
     select distinct on (group_key) group_key, coalesce(display_name, group_key) as display_name,
@@ -217,15 +236,19 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int)
         plan_id = conn.execute(
             "insert into sync.plans (logical_date, snapshot_id) values (%s, %s) returning plan_id",
             (logical_date, snapshot_id)).fetchone()[0]
+        has_manager, has_groups = _optional_inputs(conn)
+        # Creates managers first (reporting depth), so a create can carry its manager (hrlms.sync.apply).
+        depth_join = f"left join ({DEPTH_SQL}) depth on depth.person_id = diff.person_id" if has_manager else ""
+        depth_order = "depth.depth nulls last, " if has_manager else ""
         conn.execute(
             f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, verify_first)
                 select %(plan_id)s, diff.person_id, diff.op_type, diff.changed_fields, diff.payload,
                        exists (select 1 from sync.ops prior where prior.person_id = diff.person_id
                                and prior.status in ('sending', 'escrow'))
                 from ({DIFF_SQL}) diff
-                order by diff.op_type, diff.person_id""",
+                {depth_join}
+                order by diff.op_type, {depth_order}diff.person_id""",
             {"plan_id": plan_id, "snapshot_id": snapshot_id})
-        has_manager, has_groups = _optional_inputs(conn)
         if has_groups:
             conn.execute(
                 f"""insert into sync.ops (plan_id, group_key, op_type, changed_fields, payload, verify_first, phase)

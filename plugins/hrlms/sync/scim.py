@@ -43,7 +43,18 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from scim2_models import Context, Email, EnterpriseUser, Group, GroupMember, Name, PatchOp, PatchOperation, User
+from scim2_models import (
+    Context,
+    Email,
+    EnterpriseUser,
+    Group,
+    GroupMember,
+    Manager,
+    Name,
+    PatchOp,
+    PatchOperation,
+    User,
+)
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.retry import Retry
 
@@ -127,8 +138,9 @@ def lms_config_from_env() -> LmsConfig:
     return LmsConfig(host.rstrip("/"), conn.password or "", timeout=timeout, verify_tls=verify)
 
 
-def user_resource(desired: dict[str, Any]) -> dict[str, Any]:
-    """Desired-state row -> SCIM User (core + enterprise) creation payload, validated by scim2-models."""
+def user_resource(desired: dict[str, Any], manager_lms_id: str | None = None) -> dict[str, Any]:
+    """Desired-state row -> SCIM User (core + enterprise) creation payload, validated by scim2-models.
+    With `manager_lms_id` the create carries the enterprise manager (manager.value = the manager's LMS id)."""
     user = ScimUser(
         external_id=desired["person_id"],
         user_name=desired["user_name"],
@@ -140,7 +152,8 @@ def user_resource(desired: dict[str, Any]) -> dict[str, Any]:
         title=desired.get("title"),
     )
     user[EnterpriseUser] = EnterpriseUser(employee_number=desired.get("employee_number"),
-                                          department=desired.get("department"))
+                                          department=desired.get("department"),
+                                          manager=Manager(value=manager_lms_id) if manager_lms_id else None)
     return user.model_dump(scim_ctx=Context.RESOURCE_CREATION_REQUEST)
 
 
