@@ -144,6 +144,13 @@ _MANAGER_CHANGE = f"""o.op_type = 'set_manager' and o.payload ->> 'manager_perso
     and coalesce(m.is_active, false) and leaving.person_id is null"""
 
 
+# What _MANAGER_CHANGE reads: the account of the manager we set (m), and that manager's deactivation in
+# this plan (leaving). Only set_manager ops need them.
+_MANAGER_JOINS = """left join sync.applied_users m on o.op_type = 'set_manager' and m.person_id = a.manager_person_id
+    left join sync.ops leaving on o.op_type = 'set_manager' and leaving.plan_id = o.plan_id
+        and leaving.op_type = 'deactivate_user' and leaving.person_id = a.manager_person_id"""
+
+
 # One pass over the plan's update_user / set_manager ops joined to what we hold, two counts per
 # attribute: the ops that would turn a non-empty value into an empty one, and into a different one.
 _FIGURES_SQL = f"""
@@ -154,9 +161,7 @@ _FIGURES_SQL = f"""
         count(*) filter (where {_MANAGER_CHANGE})
     from sync.ops o
     join sync.applied_users a on a.person_id = o.person_id
-    left join sync.applied_users m on o.op_type = 'set_manager' and m.person_id = a.manager_person_id
-    left join sync.ops leaving on o.op_type = 'set_manager' and leaving.plan_id = o.plan_id
-        and leaving.op_type = 'deactivate_user' and leaving.person_id = a.manager_person_id
+    {_MANAGER_JOINS}
     where o.plan_id = %s and o.op_type in ('update_user', 'set_manager') and a.is_active
 """
 # Per attribute, the active accounts holding a non-empty value (the base of the share).
@@ -186,9 +191,7 @@ def change_samples(conn: psycopg.Connection, plan_id: int, attr: str,
         sql = f"""select o.person_id, a.display_name, a.manager_person_id, o.payload ->> 'manager_person_id'
                   from sync.ops o
                   join sync.applied_users a on a.person_id = o.person_id
-                  left join sync.applied_users m on m.person_id = a.manager_person_id
-                  left join sync.ops leaving on leaving.plan_id = o.plan_id and leaving.op_type = 'deactivate_user'
-                      and leaving.person_id = a.manager_person_id
+                  {_MANAGER_JOINS}
                   where o.plan_id = %s and a.is_active and {_MANAGER_CHANGE}
                   order by o.person_id limit %s"""
     else:
