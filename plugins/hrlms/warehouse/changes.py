@@ -47,8 +47,22 @@ from hrlms.warehouse import builds
 log = logging.getLogger("hrlms.changes")
 
 EVERYONE = "*"
-REASONS = ("new", "gone", "hr_edit", "quarantine", "identity", "resolution", "manager_chain", "manager", "org",
-           "dates", "learning_dates", "completions", "lms")
+#: Why a person is in a change set, as the run report explains it.
+REASONS = {
+    "new": "new in the HR file",
+    "gone": "no longer in the HR file",
+    "hr_edit": "their HR record changed",
+    "quarantine": "the gate's verdict on their line, or a quarantined line carrying their key, changed",
+    "identity": "they share an LMS account with a changed person, or their identity is still ambiguous",
+    "resolution": "a person decided their identity",
+    "manager_chain": "someone above them changed, or their manager comes from a fallback rule",
+    "manager": "the manager of a changed person",
+    "org": "their org unit or one above it changed",
+    "dates": "one of their own dates (start, last day, temporary manager, tenure) was reached",
+    "learning_dates": "a due date, expiry, renewal window or exemption of theirs started or ended",
+    "completions": "learning records of theirs arrived",
+    "lms": "our record of their LMS account was corrected (reconcile)",
+}
 
 # One hash per person over all of their lines (row(...)::text tells NULL from '').
 _RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_name, work_email, username, "
@@ -57,9 +71,10 @@ _RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_na
                 "time_zone, secondary_manager_person_ids, temporary_manager_person_id, temporary_manager_from, "
                 "temporary_manager_until")
 _PERSON_HASHES = f"""
-    select nullif(btrim(person_id), '') as person_id,
-           md5(string_agg(md5(row({_RAW_COLUMNS})::text), ',' order by md5(row({_RAW_COLUMNS})::text))) as h
-    from raw_hris.workers where _snapshot_id = %s and nullif(btrim(person_id), '') is not null
+    select person_id, case when count(*) = 1 then min(lh) else md5(string_agg(lh, ',' order by lh)) end as h
+    from (select nullif(btrim(person_id), '') as person_id, md5(row({_RAW_COLUMNS})::text) as lh
+          from raw_hris.workers where _snapshot_id = %s) w
+    where person_id is not null
     group by 1
 """
 _ORG_HASHES = """
@@ -69,17 +84,6 @@ _ORG_HASHES = """
           from raw_hris.org_units where _snapshot_id = %s) o
     where nullif(btrim(org_unit_code), '') is not null
     group by 1
-"""
-
-# The match keys on blocking quarantined lines of a snapshot (as hrlms_util.quarantined_worker_keys, read from
-# the raw lines: that function joins the staging view, which parses the whole snapshot again).
-_QUARANTINED_KEYS = """
-    select nullif(btrim(w.employee_number), '') as employee_number, nullif(lower(btrim(w.work_email)), '') as work_email
-    from dq.quarantine q join raw_hris.workers w on w._snapshot_id = q.snapshot_id and w._line_no = q.line_no
-    where q.snapshot_id = %%(%s)s and q.entity = 'workers' and w._snapshot_id = q.snapshot_id
-      and (nullif(btrim(w.employee_number), '') is not null or nullif(btrim(w.work_email), '') is not null)
-    group by q.line_no, 1, 2
-    having bool_or(q.rule not in ('duplicate_email', 'duplicate_username', 'duplicate_employee_number'))
 """
 
 
@@ -158,8 +162,8 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                values (%s, %s, %s, %s, %s, %s, %s, %s) returning change_set_id""",
             (run_key, snapshots["workers"], snapshots.get("org_units"), logical_ts, Jsonb(inputs),
              base[0] if base else None, bool(why), why or "")).fetchone()[0]
-        population = conn.execute("select count(distinct person_id) from raw_hris.workers where _snapshot_id = %s",
-                                  (snapshots["workers"],)).fetchone()[0]
+        population = conn.execute("select count(distinct person_id) from staging.stg_hris__snapshot_workers "
+                                  "where person_id is not null").fetchone()[0]
         cs = ChangeSet(cs_id, bool(why), why or "", population=population, base_change_set_id=base[0] if base else None)
         if not why:
             why = _collect(conn, base, snapshots, logical_ts)
@@ -291,10 +295,12 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             where snapshot_id = %(base)s and entity = 'workers' and record_key is not null group by 1) b
            on b.k = c.k
          where c.r is distinct from b.r""", p)
-    x(f"""create temp table cs_qkeys on commit drop as
-          ({_QUARANTINED_KEYS % 'cur'} except {_QUARANTINED_KEYS % 'base'})
-          union
-          ({_QUARANTINED_KEYS % 'base'} except {_QUARANTINED_KEYS % 'cur'})""", p)
+    x("""create temp table cs_qkeys on commit drop as
+         (select * from hrlms_util.quarantined_worker_keys(%(cur)s)
+          except select * from hrlms_util.quarantined_worker_keys(%(base)s))
+         union
+         (select * from hrlms_util.quarantined_worker_keys(%(base)s)
+          except select * from hrlms_util.quarantined_worker_keys(%(cur)s))""", p)
     x("""insert into cs_found
          select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k
            on k.employee_number = r.employee_number or k.work_email = r.work_email
@@ -356,10 +362,12 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     has_decisions = x("select to_regclass('intermediate.int_identity_decisions') is not null").fetchone()[0]
     if has_decisions:
         x("""insert into cs_found
-             select d.person_id, 'identity' from intermediate.int_identity_decisions d
-             where d.is_ambiguous
-                or d.account_person_id in (select d2.account_person_id from cs_found f
-                                           join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id)""")
+             select d.person_id, 'identity' from intermediate.int_identity_decisions d where d.is_ambiguous
+             union
+             select d.person_id, 'identity' from cs_found f
+             join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id
+             join intermediate.int_identity_decisions d on d.account_person_id = d2.account_person_id
+             where d.person_id <> f.person_id""")
     # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
     x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
     x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
