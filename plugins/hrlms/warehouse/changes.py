@@ -13,8 +13,10 @@ Reasons (a person may have several):
 - identity — they share an LMS account with a changed person, or their identity decision is ambiguous
   (re-decided every build); resolution — a person decided their identity since the base build;
 - manager_chain — someone above them in the reporting chain (primary or temporary manager, any depth)
-  changed, or their manager is resolved by a fallback (org chain, manager chain, loop cut) in the last build;
-- manager — the HR or resolved manager of a changed person (whether they manage people may change);
+  changed, or their manager comes from a fallback rule (the org chain) in the last build and their unit,
+  or one above it, changed or holds a changed person (its head may be another now);
+- manager — the HR, temporary or resolved manager of a changed person (whether they manage people may
+  change). "Changed" here: new, gone, hr_edit, quarantine, identity, resolution, dates or lms;
 - org — their org unit, or one above it, was added, removed, moved, renamed, closed or got another head;
 - dates — one of their own dates reaches its boundary between the base build's logical moment and this
   one, in their time zone: start (minus provision_days_before_start), the day after the last day (minus
@@ -85,6 +87,11 @@ _ORG_HASHES = """
     where nullif(btrim(org_unit_code), '') is not null
     group by 1
 """
+
+
+# The reasons that change a person's own state (active, identity, manager): what their reports' and their
+# managers' rows depend on.
+_SEED_REASONS = "'new', 'gone', 'hr_edit', 'quarantine', 'identity', 'resolution', 'dates', 'lms'"
 
 
 def max_share() -> float:
@@ -367,7 +374,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
              select d.person_id, 'identity' from cs_found f
              join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id
              join intermediate.int_identity_decisions d on d.account_person_id = d2.account_person_id
-             where d.person_id <> f.person_id""")
+             where d.person_id <> f.person_id and f.reason in (""" + _SEED_REASONS + """)""")
     # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
     x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
     x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
@@ -390,31 +397,52 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
         return f"an org change at the top of the tree (unit {', '.join(roots)})"
     x("""insert into cs_found
          select r.person_id, 'org' from cs_rows r join cs_units u on u.code = r.org_unit_code""")
-    # The reporting chain below every person found so far (primary and temporary managers, any depth).
-    x("""insert into cs_found
-         with recursive seeds as (select distinct person_id from cs_found),
-         down (person_id, depth) as (
-             select person_id, 0 from seeds
-             union
-             select r.person_id, down.depth + 1 from down
-             join cs_rows r on r.manager_person_id = down.person_id or r.temporary_manager_person_id = down.person_id
-             where down.depth < 64
-         )
-         select person_id, 'manager_chain' from down where depth > 0""")
-    if x("select to_regclass('intermediate.int_managers_resolved') is not null").fetchone()[0]:
-        x("""insert into cs_found
-             select person_id, 'manager_chain' from intermediate.int_managers_resolved
-             where fallback_reason is not null or is_in_loop""")
-        x("""insert into cs_found
-             select m.manager_person_id, 'manager' from intermediate.int_managers_resolved m
-             where m.person_id in (select person_id from cs_found) and m.manager_person_id is not null""")
-    x("""insert into cs_found
-         select m, 'manager' from (select distinct person_id from cs_found) f
-         join cs_rows r using (person_id), unnest(array[r.manager_person_id, r.temporary_manager_person_id]) m
-         where m is not null
-         union
-         select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.workers w
-         where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in (select person_id from cs_found)""", p)
+    # People whose own state changed: what the reporting chain below them and their managers depend on
+    # (a due date, a completion or a move to another unit changes nobody's manager).
+    seeds = f"select distinct person_id from cs_found where reason in ({_SEED_REASONS})"
+    # The reporting chain below them (primary and temporary managers, any depth).
+    x(f"""insert into cs_found
+          with recursive down (person_id, depth) as (
+              select person_id, 0 from ({seeds}) s
+              union
+              select r.person_id, down.depth + 1 from down
+              join cs_rows r on r.manager_person_id = down.person_id or r.temporary_manager_person_id = down.person_id
+              where down.depth < 64
+          )
+          select person_id, 'manager_chain' from down where depth > 0""")
+    if x("select to_regclass('intermediate.int_managers_resolved') is not null").fetchone()[0] and \
+            x("select to_regclass('intermediate.int_workers_placed') is not null").fetchone()[0]:
+        # People whose manager comes from the org chain (the heads of their unit and the units above), in
+        # a unit below a changed unit or below the unit of a changed person (its head may be another now).
+        x(f"""insert into cs_found
+              with recursive units as (
+                  select code from cs_units
+                  union
+                  select r.org_unit_code from cs_rows r where r.person_id in ({seeds})
+                  union
+                  select p.org_unit_code from intermediate.int_workers_placed p where p.person_id in ({seeds})
+                  union
+                  select nullif(upper(btrim(w.org_unit_code)), '') from raw_hris.workers w
+                  where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in ({seeds})
+              ), below (code, depth) as (
+                  select code, 0 from units where code is not null
+                  union
+                  select c.code, below.depth + 1 from below join cs_org_cur c on c.parent = below.code
+                  where below.depth < 64
+              )
+              select m.person_id, 'manager_chain' from intermediate.int_managers_resolved m
+              join intermediate.int_workers_placed p on p.person_id = m.person_id
+              where m.fallback_reason is not null and p.org_unit_code in (select code from below)""", p)
+        x(f"""insert into cs_found
+              select m.manager_person_id, 'manager' from intermediate.int_managers_resolved m
+              where m.person_id in ({seeds}) and m.manager_person_id is not null""")
+    x(f"""insert into cs_found
+          select m, 'manager' from ({seeds}) f
+          join cs_rows r using (person_id), unnest(array[r.manager_person_id, r.temporary_manager_person_id]) m
+          where m is not null
+          union
+          select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.workers w
+          where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in ({seeds})""", p)
     if has_decisions:   # the accounts of everyone found (the LMS knows people by account)
         x("""insert into cs_found
              select d.account_person_id, 'identity' from cs_found f
