@@ -1,20 +1,21 @@
 """A hand-written 12-day HR + learning history for the incremental-build tests (issue 15).
 
-36 people (P01..P44, not all used) in a Workday-style export (the mapping of tests/e2e/test_people_scenario,
+39-42 people (P01..P42) in a Workday-style export (the mapping of tests/e2e/test_people_scenario,
 whose `person()`, `write_day()` and `lms_state()` are reused). Day by day (logical moment 00:00 UTC; most
 people are in Europe/London, which is UTC in March 2026):
 
-  D1  Mar 2  first run (full): 33 people, rules v1, a transcript with SAFE completions of the heads and
-             P10's year-old ANNUAL certification (completed 2025-03-04: expires 2026-03-04).
+  D1  Mar 2  first run (full): 39 people, rules v1 (SAFE for Sales due the day after assignment, ANNUAL
+             for all, ENG for Engineering, FIN for Finance after 30 days' tenure, MGR for managers), a
+             transcript with 4 SAFE completions and P10's year-old ANNUAL certification (completed
+             2025-03-05: expires 2026-03-05).
   D2  Mar 3  hire P30 (starts today); future-dated hire P31 (prehire, starts Mar 5); transfer P14
              Sales -> Finance; P11 (Asia/Tokyo) gets a last day of Mar 4.
   D3  Mar 4  no HR edit. P32 (Payroll, started Feb 2) reaches 30 days' tenure: the FIN rule
-             (min_tenure_days 30) assigns it; P10's ANNUAL expires.
+             (min_tenure_days 30) assigns it; SAFE (due Mar 3) is overdue for P15, P23, P27.
   D4  Mar 5  no HR edit. P31 starts (account created); P11's last day has passed in Tokyo (Mar 5 09:00)
-             -> deactivated. SAFE (due 3 days after the Mar 2 assignment) is due today.
-  D5  Mar 6  manager P05 (Platform head; reports P07, P12, P13) leaves, last day Mar 5: the reports fall
+             -> deactivated. P10's ANNUAL expires; P30's SAFE is overdue.
+  D5  Mar 6  manager P05 (Platform head; reports P12, P13) leaves, last day Mar 5: the reports fall
              back to P04. P22's row has an unparseable hire date (and a new title): quarantined.
-             SAFE is overdue for whoever has not completed it.
   D6  Mar 7  subtree reorg: ORG8 Data (with child ORG10 ML) moves from Engineering to Finance and is
              renamed "Finance Analytics" (its members lose ENG, gain FIN). P22's row is fixed (the new
              title reaches the LMS).
@@ -54,7 +55,7 @@ requirements:
   - {id: FIN, kind: certification, title: Anti-money-laundering}
   - {id: MGR, kind: learning_path, title: Leading people}
 rules:
-  - {id: safe-all, requirement: SAFE, match: {all: true}, due: {days: 3, after: assignment}}
+  - {id: safe-sales, requirement: SAFE, match: {org_subtrees: [ORG6]}, due: {days: 1, after: assignment}}
   - {id: annual, requirement: ANNUAL, match: {all: true}, due: {days: 30, after: assignment}}
   - {id: eng, requirement: ENG, match: {org_subtrees: [ORG4]}, due: {days: 45, after: transfer}}
   - {id: fin, requirement: FIN, match: {org_subtrees: [ORG2], min_tenure_days: 30}, due: {days: 90}}
@@ -83,7 +84,7 @@ def day1_rows() -> dict[str, dict]:
     rows = [
         person("P01", "ORG1", None), person("P02", "ORG2", "P01"), person("P03", "ORG3", "P02"),
         person("P04", "ORG4", "P01"), person("P05", "ORG5", "P04"), person("P06", "ORG6", "P01"),
-        person("P07", "ORG7", "P05"), person("P08", "ORG8", "P04"), person("P09", "ORG10", "P08"),
+        person("P07", "ORG7", "P04"), person("P08", "ORG8", "P04"), person("P09", "ORG10", "P08"),
         person("P29", "ORG9", "P06"),
         person("P10", "ORG3", "P03"), person("P11", "ORG3", "P03", tz=TOKYO),
         person("P12", "ORG5", "P05", tz=LA), person("P13", "ORG5", "P05"),
@@ -92,11 +93,13 @@ def day1_rows() -> dict[str, dict]:
         person("P18", "ORG2", "P02"), person("P19", "ORG7", "P07"),
         person("P20", "ORG7", "P07", temp=("P06", D[0], D[7])),               # temporary manager Mar 2-9
         person("P21", "ORG7", "P07", tz=TOKYO), person("P22", "ORG8", "P08"),
-        person("P23", "ORG9", "P29"), person("P24", "ORG8", "P08"), person("P25", "ORG10", "P09"),
+        person("P23", "ORG9", "P29"), person("P24", "ORG4", "P04"), person("P25", "ORG10", "P09"),
         person("P26", "ORG10", "P09", tz=LA), person("P27", "ORG9", "P29"), person("P28", "ORG1", "P01"),
         person("P32", "ORG3", "P03", hire=date(2026, 2, 2)),                   # 30 days' tenure on Mar 4
         person("P33", "ORG3", "P03", hire=date(2026, 2, 10)),                  # 30 days' tenure on Mar 12
         person("P35", "ORG6", "P06", kind="INT"), person("P36", "ORG2", "P02", tz=LA),
+        person("P37", "ORG3", "P03"), person("P38", "ORG3", "P03"), person("P39", "ORG6", "P06"),
+        person("P40", "ORG4", "P04"), person("P41", "ORG2", "P02"), person("P42", "ORG1", "P01"),
     ]
     return {r["Employee_ID"]: r for r in rows}
 
@@ -139,10 +142,9 @@ def _workers() -> list[list[dict]]:
 TRANSCRIPT_HEADER = "Record_ID,User_External_ID,User_Email,Course_Code,Status,Completed_On,Score\n"
 TRANSCRIPTS = {
     D[0]: [f"T-{p},{p},,SAFE,Completed,2026-03-02," for p in
-           ("P01", "P02", "P03", "P04", "P05", "P06", "P07", "P08", "P09", "P29")]
-          + ["T-P10-A,P10,,ANNUAL,Passed,2025-03-04,88",          # expires 2026-03-04 (D3)
+           ("P06", "P29", "P35", "P39")]
+          + ["T-P10-A,P10,,ANNUAL,Passed,2025-03-05,88",          # expires 2026-03-05 (D4)
              "T-P17-A,P17,,ANNUAL,Passed,2025-12-01,91"],
-    D[2]: ["T-P10-S,P10,,SAFE,Completed,2026-03-03,"],
     D[6]: ["T-P15-S,P15,,SAFE,Completed,2026-03-04,"],           # late: done Mar 4, reported Mar 8
 }
 
@@ -165,16 +167,14 @@ class Day:
 
 _EXPECT: dict[int, dict[str, set[str]]] = {
     2: {"P30": {"new"}, "P31": {"new"}, "P14": {"hr_edit"}, "P11": {"hr_edit"}},
-    3: {"P32": {"learning_dates"}},
-    4: {"P31": {"dates"}, "P11": {"dates"}},
-    5: {"P05": {"hr_edit"}, "P07": {"manager_chain"}, "P12": {"manager_chain"}, "P13": {"manager_chain"},
-        "P22": {"quarantine"}},
-    6: {"P08": {"org"}, "P22": {"hr_edit", "quarantine"}, "P24": {"org"}, "P09": {"org"}, "P25": {"org"},
-        "P26": {"org"}},
+    3: {"P32": {"dates", "learning_dates"}, "P27": {"learning_dates"}, "P15": {"learning_dates"}},
+    4: {"P31": {"dates"}, "P11": {"dates"}, "P10": {"learning_dates"}, "P30": {"learning_dates"}},
+    5: {"P05": {"hr_edit"}, "P12": {"manager_chain"}, "P13": {"manager_chain"}, "P22": {"quarantine"}},
+    6: {"P08": {"org"}, "P22": {"hr_edit", "quarantine"}, "P09": {"org"}, "P25": {"org"}, "P26": {"org"}},
     7: {"P15": {"completions"}, "P18": {"hr_edit"}},
     9: {"P20": {"dates"}},
     10: {"P18": {"hr_edit"}, "P12": {"hr_edit"}, "P34": {"new"}},
-    11: {"P34": {"dates"}, "P33": {"learning_dates"}},
+    11: {"P34": {"dates"}, "P33": {"dates", "learning_dates"}},
     12: {"P12": {"dates"}, "P25": {"hr_edit"}},
 }
 _NO_HR_EDIT = {3, 4, 9, 11}
