@@ -36,6 +36,9 @@ def _run() -> tuple[str, pendulum.DateTime]:
                               description="Apply exactly this held plan (its id is in the run report and the alert)."),
         "reject_plan": Param(None, type=["null", "integer"], description="Reject this held plan; nothing is sent."),
         "decided_by": Param("", type="string", description="Who approves/rejects (recorded with the decision)."),
+        "full_refresh": Param(False, type="boolean",
+                              description="Rebuild every person and compare every LMS account (not only what "
+                                          "changed since the last build)."),
     },
     doc_md=__doc__,
 )
@@ -94,7 +97,8 @@ def hrlms_provision():
     def transform(snapshots: dict, pulled: dict) -> dict:
         from hrlms import pipeline
 
-        pipeline.transform(*_run(), snapshots)
+        conf = get_current_context()["dag_run"].conf or {}
+        pipeline.transform(*_run(), snapshots, full_refresh=bool(conf.get("full_refresh", False)))
         return snapshots
 
     @task(trigger_rule="all_done", multiple_outputs=True)

@@ -7,12 +7,20 @@ Postgres and the SCIM server once per session (~1 s).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# Every restricted plan made in the tests is checked against the full diff (hrlms.sync.plan.ScopeMismatch):
+# each multi-day test is then also a test of the change sets (hrlms.warehouse.changes).
+os.environ.setdefault("HRLMS_PLAN_CHECK_SCOPE", "true")
+# ... and made restricted however large the change (the default falls back to a full plan above 25% of the
+# people, which the small populations of the tests always exceed).
+os.environ.setdefault("HRLMS_INCREMENTAL_MAX_SHARE", "1")
 
 PLUGINS_DIR = Path(__file__).resolve().parents[1] / "plugins"
 if str(PLUGINS_DIR) not in sys.path:

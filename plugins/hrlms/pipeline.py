@@ -220,21 +220,32 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
     return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
 
 
-def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, int]:
-    """dbt build: intermediate + marts (+ tests) for this snapshot and logical date."""
+def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, int], *,
+              full_refresh: bool = False) -> dict[str, int]:
+    """dbt build: intermediate + marts (+ tests) for this snapshot and logical date, after the change set
+    of the build (hrlms.warehouse.changes: who changed since the last build; the plan compares only them).
+    `full_refresh` (the DAG param): build even if nothing changed, and make the change set everyone."""
     from hrlms.transform import dbt
+    from hrlms.warehouse import changes
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "transform", detail) as conn:
-        if _unchanged(conn, run_key, "transform", dbt.transform_inputs(conn, snapshots, logical_date), detail,
-                      still_valid=lambda prev: "" if dbt.accounts_only_from_later_plans(conn, prev["finished_at"])
-                      else "accounts were written since the last build by something other than its plans"):
+        inputs = dbt.transform_inputs(conn, snapshots, logical_date)
+        if full_refresh:
+            detail["built_because"] = "full_refresh requested"
+            builds.started(conn, "transform", run_key, inputs)
+        elif _unchanged(conn, run_key, "transform", inputs, detail,
+                        still_valid=lambda prev: "" if dbt.accounts_only_from_later_plans(conn, prev["finished_at"])
+                        else "accounts were written since the last build by something other than its plans"):
             return {k: v for k, v in detail.items() if isinstance(v, int)}
         dbt.check_staged(conn, snapshots["workers"])
+        cs = changes.compute(conn, run_key, snapshots, logical_instant(logical_date), full_refresh=full_refresh)
+        detail["changes"] = cs.summary()
         # staging (views + the run's parsed snapshot) was built and tested by the staging stage
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
                         logical_date=logical_instant(logical_date), exclude="staging", tracked=True)
         detail.update(res.counts)
+        changes.built(conn, cs.change_set_id)
         builds.finished(conn, "transform", run_key, detail)
     return res.counts
 
@@ -245,7 +256,7 @@ def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "plan", detail) as conn:
         p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"])
-        detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts})
+        detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts, "scope": p.scope})
         if p.member_counts:
             detail["members"] = p.member_counts
         if p.held:

@@ -4,6 +4,9 @@
 -- every active worker in the unit's subtree, via the hierarchy bridge.
 -- 'req:<requirement_id>' = the audience of a learning requirement: people with an open assignment who
 -- are not exempt (learning_compliance_status); LMSs map such groups to enrolment rules.
+-- Indexed by person: a restricted plan (hrlms.sync.plan) looks up only the accounts that may have changed.
+{{ config(indexes=[{'columns': ['person_id']}]) }}
+
 with workers as (
     select person_id, org_unit_code from {{ ref('workers') }}
 ),

@@ -3,6 +3,9 @@
 -- rehired or converted worker inherits (int_workers_identity). Ambiguous identities are left out until
 -- a person resolves them (marts.identity_review). Accounts are never deleted: leavers stay here with
 -- is_active = false. manager_person_id is the manager's account, so a manager's rehire keeps the link.
+-- Indexed by person: a restricted plan (hrlms.sync.plan) looks up only the accounts that may have changed.
+{{ config(indexes=[{'columns': ['person_id']}]) }}
+
 with workers as (
     select * from {{ ref('workers') }}
 ),

@@ -51,6 +51,7 @@ class Plan:
     member_counts: dict[str, int] = field(default_factory=dict)   # people added / removed across groups
     held: bool = False                                            # the breaker tripped (hrlms.sync.breaker)
     held_reasons: list[str] = field(default_factory=list)
+    scope: dict[str, object] = field(default_factory=dict)        # mode (full | restricted), people, because
 
     @property
     def total(self) -> int:
@@ -80,12 +81,21 @@ _QUARANTINED = """
     join sync.applied_users a on lower(a.email) = k.work_email
 """
 
-DIFF_SQL = f"""
+# A restricted plan compares only the accounts in the temp table plan_scope (see make_plan).
+_IN_SCOPE = "join plan_scope on plan_scope.person_id = {0}.person_id"
+
+
+def diff_sql(scoped: bool = False) -> str:
+    return _DIFF_SQL.format(desired_scope=_IN_SCOPE.format("d") if scoped else "",
+                            applied_scope=_IN_SCOPE.format("a") if scoped else "")
+
+
+_DIFF_SQL = f"""
 with desired as (
-    select * from marts.lms_desired_users
+    select d.* from marts.lms_desired_users d {{desired_scope}}
 ),
 applied as (
-    select * from sync.applied_users
+    select a.* from sync.applied_users a {{applied_scope}}
 ),
 quarantined as ({_QUARANTINED}),
 joined as (
@@ -124,17 +134,29 @@ from ops where op_type is not null
 """
 
 
-# People who hold an active LMS account once phase 1 of this plan is applied.
-_ACTIVE_AFTER = f"""
-    select person_id from marts.lms_desired_users where is_active
+# People who hold an active LMS account once phase 1 of this plan is applied (among `among`: a query
+# of the candidate ids, or everyone).
+def active_after_sql(among: str | None = None) -> str:
+    only = f" and person_id in ({among})" if among else ""
+    only_a = f" and a.person_id in ({among})" if among else ""
+    return f"""
+    select person_id from marts.lms_desired_users where is_active{only}
     union
     select a.person_id from sync.applied_users a
-    where a.is_active and a.person_id in ({_QUARANTINED})
+    where a.is_active and a.person_id in ({_QUARANTINED}){only_a}
       and not exists (select 1 from marts.lms_desired_users d where d.person_id = a.person_id)
 """
 
-MANAGER_SQL = f"""
-with active_after as ({_ACTIVE_AFTER}),
+
+_ACTIVE_AFTER = active_after_sql()
+
+
+def manager_sql(scoped: bool = False) -> str:
+    scope = _IN_SCOPE.format("d") if scoped else ""
+    among = "select manager_person_id from scoped where manager_person_id is not null" if scoped else None
+    return f"""
+with scoped as (select d.* from marts.lms_desired_users d {scope} where d.is_active),
+active_after as ({active_after_sql(among)}),
 wanted as (
     -- a join, not "manager in (select … from active_after)" inside the CASE: that is a SubPlan, which
     -- Postgres hashes only if active_after fits in work_mem; at 1M people it re-scanned active_after
@@ -142,9 +164,8 @@ wanted as (
     select d.person_id, d.manager_person_id as hr_manager_person_id,
         case when d.manager_person_id <> d.person_id and manager.person_id is not null
              then d.manager_person_id end as manager_person_id
-    from marts.lms_desired_users d
+    from scoped d
     left join active_after manager on manager.person_id = d.manager_person_id
-    where d.is_active
 )
 select w.person_id, 'set_manager' as op_type, array['manager']::text[] as changed_fields,
     jsonb_build_object('manager_person_id', w.manager_person_id,
@@ -153,6 +174,9 @@ from wanted w
 left join sync.applied_users a on a.person_id = w.person_id
 where w.manager_person_id is distinct from a.manager_person_id
 """
+
+
+MANAGER_SQL = manager_sql()
 
 # Reporting depth in the desired state: 0 for people without an HR manager among the desired people (or
 # who are their own manager), 1 for their reports, … People in a reporting cycle get none (sorted last).
@@ -168,6 +192,20 @@ with recursive tree (person_id, depth) as (
     where t.depth < 64
 )
 select person_id, min(depth) as depth from tree group by person_id
+"""
+
+# The same depth for the people of a restricted plan, walking up from each of them (a walk that does not
+# reach the top within 64 steps is a cycle, or below one: no depth, as above).
+DEPTH_UP_SQL = """
+with recursive up (person_id, at_id, depth) as (
+    select d.person_id, d.person_id, 0 from marts.lms_desired_users d join plan_scope s on s.person_id = d.person_id
+    union all
+    select up.person_id, m.manager_person_id, up.depth + 1 from up
+    join marts.lms_desired_users m on m.person_id = up.at_id
+    where up.depth < 64 and m.manager_person_id is not null and m.manager_person_id <> m.person_id
+      and exists (select 1 from marts.lms_desired_users n where n.person_id = m.manager_person_id)
+)
+select person_id, case when max(depth) < 64 then max(depth) end as depth from up group by person_id
 """
 
 GROUPS_SQL = """
@@ -187,8 +225,12 @@ left join sync.applied_groups a on a.group_key = d.group_key
 where a.group_key is null or a.display_name is distinct from d.display_name
 """
 
-MEMBERS_SQL = f"""
-with active_after as ({_ACTIVE_AFTER}),
+
+def members_sql(scoped: bool = False) -> str:
+    among = "select person_id from plan_scope" if scoped else None
+    applied_scope = _IN_SCOPE.format("m") if scoped else ""
+    return f"""
+with active_after as ({active_after_sql(among)}),
 quarantined as ({_QUARANTINED}),
 desired as (
     select distinct m.group_key, m.person_id
@@ -196,7 +238,7 @@ desired as (
     join marts.lms_desired_groups g on g.group_key = m.group_key
     where m.person_id in (select person_id from active_after)
 ),
-applied as (select group_key, person_id from sync.applied_memberships),
+applied as (select m.group_key, m.person_id from sync.applied_memberships m {applied_scope}),
 changes as (
     select group_key, person_id, 'add_members' as op_type from (
         select group_key, person_id from desired except select group_key, person_id from applied) x
@@ -216,6 +258,10 @@ from chunked group by group_key, op_type, chunk
 """
 
 
+DIFF_SQL = diff_sql()
+MEMBERS_SQL = members_sql()
+
+
 def _optional_inputs(conn: psycopg.Connection) -> tuple[bool, bool]:
     """(manager column present, group marts present) — the marts may predate managers/groups."""
     rows = conn.execute(
@@ -230,49 +276,179 @@ def _optional_inputs(conn: psycopg.Connection) -> tuple[bool, bool]:
     return has_manager, has_groups
 
 
-def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int) -> Plan:
+class ScopeMismatch(AssertionError):
+    """HRLMS_PLAN_CHECK_SCOPE: a restricted plan differs from the full diff (a change set missed someone)."""
+
+
+_UNFINISHED = "('pending', 'sending', 'escrow', 'dead_letter', 'held')"
+
+# Scope of a restricted plan: the dirty people (hrlms.warehouse.changes), as HR ids and as the LMS accounts
+# identity decisions give them, the accounts whose ops are not done, and people in groups that are no
+# longer desired; then the (resolved) managers of all of those, whose "manages people" may have changed.
+_SCOPE_SQL = """
+insert into plan_scope
+select person_id from sync.dirty_people where person_id <> '*'
+union
+select d.account_person_id from sync.dirty_people p
+join hrlms_util.identity_accounts() d on d.person_id = p.person_id
+union
+select d.person_id from sync.dirty_people p
+join hrlms_util.identity_accounts() d on d.account_person_id = p.person_id
+union
+select am.person_id from sync.applied_groups ag join sync.applied_memberships am on am.group_key = ag.group_key
+where not exists (select 1 from marts.lms_desired_groups g where g.group_key = ag.group_key)
+"""
+
+
+def _unfinished_people(plan_id: str = "") -> str:
+    where = f"plan_id = {plan_id} and status <> 'applied'" if plan_id else f"status in {_UNFINISHED}"
+    return (f"select person_id from sync.ops where {where} and person_id is not null "
+            f"union select unnest(members) from sync.ops where {where} and members is not null")
+
+
+def _settle(conn: psycopg.Connection) -> None:
+    """Plans that were applied (wholly or partly) since the last plan clear the dirty people they covered;
+    the people of their ops that are not done stay (or become) dirty."""
+    for plan_id, mode in conn.execute(
+            "select plan_id, scope_mode from sync.plans where not scope_settled and scope_mode is not null "
+            "and status in ('applied', 'partial') order by plan_id").fetchall():
+        scope = ("" if mode == "full" else
+                 "and d.person_id in (select person_id from sync.plan_scope s where s.plan_id = %(p)s)")
+        conn.execute(f"""delete from sync.dirty_people d
+                         where d.marked_at < (select created_at from sync.plans where plan_id = %(p)s) {scope}""",
+                     {"p": plan_id})
+        conn.execute(f"""insert into sync.dirty_people (person_id, reasons)
+                         select person_id, array['pending'] from ({_unfinished_people('%(p)s')}) u
+                         where person_id is not null on conflict do nothing""", {"p": plan_id})
+        conn.execute("update sync.plans set scope_settled = true where plan_id = %s", (plan_id,))
+
+
+def _scope_mode(conn: psycopg.Connection, scope: str) -> tuple[str, str]:
+    """('full' | 'restricted', why) for a plan asked for with scope 'auto' | 'full'."""
+    from hrlms.warehouse import builds, changes
+
+    if scope == "full":
+        return "full", "a full comparison was asked for"
+    if scope != "auto":
+        raise ValueError(f"scope must be 'auto' or 'full', not {scope!r}")
+    if not builds.skipping_enabled():
+        return "full", "HRLMS_REBUILD=always"
+    if changes.latest_built(conn) is None:
+        return "full", "no change set: the marts were not built by the pipeline's transform stage"
+    row = conn.execute("select c.built_because, d.reasons from sync.dirty_people d "
+                       "left join audit.change_sets c on c.change_set_id = d.change_set_id "
+                       "where d.person_id = '*'").fetchone()
+    if row:
+        because = row[0] or ("reconcile corrected our record of the LMS" if "lms" in row[1] else "full build")
+        return "full", f"no full plan applied since: {because}"
+    return "restricted", "the dirty people of the change sets since the last applied plan"
+
+
+def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped: bool, has_manager: bool,
+                has_groups: bool) -> None:
+    # Creates managers first (reporting depth), so a create can carry its manager (hrlms.sync.apply).
+    depth = DEPTH_UP_SQL if scoped else DEPTH_SQL
+    depth_join = f"left join ({depth}) depth on depth.person_id = diff.person_id" if has_manager else ""
+    depth_order = "depth.depth nulls last, " if has_manager else ""
+    conn.execute(
+        f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, verify_first)
+            select %(plan_id)s, diff.person_id, diff.op_type, diff.changed_fields, diff.payload,
+                   exists (select 1 from sync.ops prior where prior.person_id = diff.person_id
+                           and prior.status in ('sending', 'escrow'))
+            from ({diff_sql(scoped)}) diff
+            {depth_join}
+            order by diff.op_type, {depth_order}diff.person_id""",
+        {"plan_id": plan_id, "snapshot_id": snapshot_id})
+    if has_groups:
+        conn.execute(
+            f"""insert into sync.ops (plan_id, group_key, op_type, changed_fields, payload, verify_first, phase)
+                select %(plan_id)s, g.group_key, g.op_type, g.changed_fields, g.payload,
+                       g.op_type = 'create_group' and exists (
+                           select 1 from sync.ops prior where prior.group_key = g.group_key
+                           and prior.op_type = 'create_group' and prior.status in ('sending', 'escrow')),
+                       1
+                from ({GROUPS_SQL}) g
+                order by g.op_type, g.group_key""",
+            {"plan_id": plan_id})
+    if has_manager:
+        conn.execute(
+            f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, phase)
+                select %(plan_id)s, m.person_id, m.op_type, m.changed_fields, m.payload, 2
+                from ({manager_sql(scoped)}) m order by m.person_id""",
+            {"plan_id": plan_id, "snapshot_id": snapshot_id})
+    if has_groups:
+        conn.execute(
+            f"""insert into sync.ops (plan_id, group_key, op_type, members, payload, phase)
+                select %(plan_id)s, c.group_key, c.op_type, c.members, c.payload, 2
+                from ({members_sql(scoped)}) c
+                order by c.op_type desc, c.group_key, c.members[1]""",
+            {"plan_id": plan_id, "snapshot_id": snapshot_id, "chunk": MEMBER_CHUNK})
+
+
+_OP_ROWS = """
+    select person_id, group_key, op_type, changed_fields, payload::text, verify_first, m
+    from sync.ops left join lateral unnest(members) m on true where plan_id = %s
+"""
+
+
+def _check_scope(conn: psycopg.Connection, plan_id: int, snapshot_id: int, has_manager: bool,
+                 has_groups: bool) -> None:
+    """Compare a restricted plan's ops with the full diff's (in a savepoint that is rolled back)."""
+    def rows(pid):
+        return sorted(conn.execute(_OP_ROWS, (pid,)).fetchall(), key=repr)
+
+    got = rows(plan_id)
+    with conn.transaction(force_rollback=True):
+        full_id = conn.execute("insert into sync.plans (logical_date, snapshot_id) select logical_date, snapshot_id "
+                               "from sync.plans where plan_id = %s returning plan_id", (plan_id,)).fetchone()[0]
+        _insert_ops(conn, full_id, snapshot_id, False, has_manager, has_groups)
+        want = rows(full_id)
+    if got != want:
+        missing = [r for r in want if r not in got][:10]
+        extra = [r for r in got if r not in want][:10]
+        raise ScopeMismatch(f"plan {plan_id}: the restricted plan differs from the full diff; "
+                            f"missing {missing}; not in the full diff {extra}")
+
+
+def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int, scope: str = "auto") -> Plan:
+    """Diff the desired state against what we applied and store the ops as a new plan. `scope` 'auto':
+    only the accounts that may have changed (hrlms.warehouse.changes) when the marts were built by the
+    pipeline's transform stage and no full build is outstanding, else every account; 'full': every account
+    (reconcile). HRLMS_PLAN_CHECK_SCOPE=true checks a restricted plan against the full diff (tests)."""
+    import os
+
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
+        _settle(conn)
+        # ops not done stay dirty until an op for that person is applied (marked before the plan's row,
+        # so that this plan's applied ops clear them)
+        conn.execute(f"""insert into sync.dirty_people (person_id, reasons)
+                         select person_id, array['pending'] from ({_unfinished_people()}) u
+                         where person_id is not null on conflict do nothing""")
+        mode, why = _scope_mode(conn, scope)
         plan_id = conn.execute(
-            "insert into sync.plans (logical_date, snapshot_id) values (%s, %s) returning plan_id",
-            (logical_date, snapshot_id)).fetchone()[0]
+            "insert into sync.plans (logical_date, snapshot_id, scope_mode, change_set_id) "
+            "values (%s, %s, %s, (select max(change_set_id) from audit.change_sets where state = 'built')) "
+            "returning plan_id",
+            (logical_date, snapshot_id, mode)).fetchone()[0]
         has_manager, has_groups = _optional_inputs(conn)
-        # Creates managers first (reporting depth), so a create can carry its manager (hrlms.sync.apply).
-        depth_join = f"left join ({DEPTH_SQL}) depth on depth.person_id = diff.person_id" if has_manager else ""
-        depth_order = "depth.depth nulls last, " if has_manager else ""
-        conn.execute(
-            f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, verify_first)
-                select %(plan_id)s, diff.person_id, diff.op_type, diff.changed_fields, diff.payload,
-                       exists (select 1 from sync.ops prior where prior.person_id = diff.person_id
-                               and prior.status in ('sending', 'escrow'))
-                from ({DIFF_SQL}) diff
-                {depth_join}
-                order by diff.op_type, {depth_order}diff.person_id""",
-            {"plan_id": plan_id, "snapshot_id": snapshot_id})
-        if has_groups:
-            conn.execute(
-                f"""insert into sync.ops (plan_id, group_key, op_type, changed_fields, payload, verify_first, phase)
-                    select %(plan_id)s, g.group_key, g.op_type, g.changed_fields, g.payload,
-                           g.op_type = 'create_group' and exists (
-                               select 1 from sync.ops prior where prior.group_key = g.group_key
-                               and prior.op_type = 'create_group' and prior.status in ('sending', 'escrow')),
-                           1
-                    from ({GROUPS_SQL}) g
-                    order by g.op_type, g.group_key""",
-                {"plan_id": plan_id})
-        if has_manager:
-            conn.execute(
-                f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, phase)
-                    select %(plan_id)s, m.person_id, m.op_type, m.changed_fields, m.payload, 2
-                    from ({MANAGER_SQL}) m order by m.person_id""",
-                {"plan_id": plan_id, "snapshot_id": snapshot_id})
-        if has_groups:
-            conn.execute(
-                f"""insert into sync.ops (plan_id, group_key, op_type, members, payload, phase)
-                    select %(plan_id)s, c.group_key, c.op_type, c.members, c.payload, 2
-                    from ({MEMBERS_SQL}) c
-                    order by c.op_type desc, c.group_key, c.members[1]""",
-                {"plan_id": plan_id, "snapshot_id": snapshot_id, "chunk": MEMBER_CHUNK})
+        scoped = mode == "restricted"
+        if scoped:
+            conn.execute("create temp table plan_scope (person_id text primary key) on commit drop")
+            conn.execute(_SCOPE_SQL)
+            if has_manager:
+                conn.execute("""insert into plan_scope
+                                select distinct d.manager_person_id from marts.lms_desired_users d
+                                join plan_scope s on s.person_id = d.person_id
+                                where d.manager_person_id is not null on conflict do nothing""")
+            conn.execute("analyze plan_scope")
+            conn.execute("insert into sync.plan_scope (plan_id, person_id) select %s, person_id from plan_scope",
+                         (plan_id,))
+        people = conn.execute("select count(*) from plan_scope").fetchone()[0] if scoped else None
+        conn.execute("update sync.plans set scope_people = %s where plan_id = %s", (people, plan_id))
+        _insert_ops(conn, plan_id, snapshot_id, scoped, has_manager, has_groups)
+        if scoped and os.environ.get("HRLMS_PLAN_CHECK_SCOPE", "").strip().lower() in ("1", "true", "yes"):
+            _check_scope(conn, plan_id, snapshot_id, has_manager, has_groups)
         # Earlier unfinished plans are replaced by this one: the diff already holds their remaining work,
         # and ops whose outcome is unknown ('sending' when an apply crashed) are verified first (above).
         conn.execute("update sync.ops set status = 'superseded' "
@@ -280,7 +456,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int)
         conn.execute("update sync.ops set status = 'superseded' where plan_id <> %s and status = 'held'", (plan_id,))
         conn.execute("update sync.plans set status = 'superseded' "
                      "where plan_id <> %s and status in ('planned', 'partial', 'held', 'approved')", (plan_id,))
-        plan = Plan(plan_id)
+        plan = Plan(plan_id, scope={"mode": mode, "people": people, "because": why})
         for op_type, n in conn.execute(
                 "select op_type, count(*) from sync.ops where plan_id = %s group by op_type", (plan_id,)):
             plan.counts[op_type] = n
@@ -300,8 +476,11 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int)
             skipped = conn.execute(
                 f"""select count(*) from marts.lms_desired_group_members m
                     join marts.lms_desired_groups g on g.group_key = m.group_key
-                    where m.person_id is not null
-                      and not exists (select 1 from ({_ACTIVE_AFTER}) a where a.person_id = m.person_id)""",
+                    where m.person_id is not null {"and m.person_id in (select person_id from plan_scope)"
+                                                   if scoped else ""}
+                      and not exists (select 1 from ({active_after_sql("select person_id from plan_scope")
+                                                      if scoped else _ACTIVE_AFTER}) a
+                                      where a.person_id = m.person_id)""",
                 {"snapshot_id": snapshot_id}).fetchone()[0]
             if skipped:
                 plan.member_counts["skipped_without_account"] = skipped

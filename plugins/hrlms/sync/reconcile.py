@@ -329,8 +329,13 @@ def _remaster(conn: psycopg.Connection, client: ScimClient, res: ReconcileResult
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
         res.corrections = dict(_correct(conn, res.findings))
+        if any(res.corrections.values()):
+            # our record changed outside a plan: every account is compared until a full plan is applied
+            from hrlms.warehouse.changes import EVERYONE, mark_dirty
+
+            mark_dirty(conn, [EVERYONE], "lms")
         logical_date, snapshot_id = _plan_inputs(conn)
-        plan = make_plan(conn, logical_date=logical_date, snapshot_id=snapshot_id)
+        plan = make_plan(conn, logical_date=logical_date, snapshot_id=snapshot_id, scope="full")
         conn.execute("update sync.reconcile_runs set plan_id = %s, held_reason = %s where reconcile_id = %s",
                      (plan.plan_id, "; ".join(plan.held_reasons) or None, res.reconcile_id))
     res.plan_id, res.plan_counts = plan.plan_id, dict(plan.counts)

@@ -1,0 +1,422 @@
+"""The change set of a build: who changed since the last completed build, and who is affected without an
+edit of their own. Computed once per build of the transform stage (after staging and the gate, before dbt),
+kept in `audit.change_sets` / `audit.change_set_people`, and added to `sync.dirty_people`: the people whose
+desired LMS state may differ from what the LMS was last given. The plan compares only those accounts
+(hrlms.sync.plan), so an ordinary day's diff costs what changed, not the population.
+
+Reasons (a person may have several):
+
+- new, gone, hr_edit — their canonical HR record (every line with their person_id, hashed) differs from
+  the base snapshot's;
+- quarantine — the gate's verdict on their line changed, or a key they carry (employee number, e-mail)
+  appeared on or left a quarantined line (identity matching waits for such lines);
+- identity — they share an LMS account with a changed person, or their identity decision is ambiguous
+  (re-decided every build); resolution — a person decided their identity since the base build;
+- manager_chain — someone above them in the reporting chain (primary or temporary manager, any depth)
+  changed, or their manager is resolved by a fallback (org chain, manager chain, loop cut) in the last build;
+- manager — the HR or resolved manager of a changed person (whether they manage people may change);
+- org — their org unit, or one above it, was added, removed, moved, renamed, closed or got another head;
+- dates — one of their own dates reaches its boundary between the base build's logical moment and this
+  one, in their time zone: start (minus provision_days_before_start), the day after the last day (minus
+  termination_lookahead_days), a temporary manager's first day and the day after their last, a learning
+  rule's min/max tenure;
+- learning_dates — a due date, expiry, renewal window or exemption of theirs starts or ends in that span;
+- completions — learning records of theirs arrived since the base build;
+- lms — what we hold of their LMS account was corrected outside a plan (reconcile).
+
+A full build (everyone dirty) instead, with `built_because`: the first build, HRLMS_REBUILD=always, the
+DAG param full_refresh, the dbt project (models, vars, settings it reads), the learning rules, the mapping
+hints or the quality checks changed, a learning rule's active window starts or ends, the logical moment
+went back, a root org unit changed, or the change set holds more than HRLMS_INCREMENTAL_MAX_SHARE of the
+population (a full diff is then as cheap).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from hrlms.warehouse import builds
+
+log = logging.getLogger("hrlms.changes")
+
+EVERYONE = "*"
+REASONS = ("new", "gone", "hr_edit", "quarantine", "identity", "resolution", "manager_chain", "manager", "org",
+           "dates", "learning_dates", "completions", "lms")
+
+# One hash per person over all of their lines (row(...)::text tells NULL from '').
+_RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_name, work_email, username, "
+                "employment_status, employment_type, hire_date, start_date, termination_date, last_day_of_work, "
+                "job_code, job_title, job_family, org_unit_code, manager_person_id, location_code, country, "
+                "time_zone, secondary_manager_person_ids, temporary_manager_person_id, temporary_manager_from, "
+                "temporary_manager_until")
+_PERSON_HASHES = f"""
+    select nullif(btrim(person_id), '') as person_id,
+           md5(string_agg(md5(row({_RAW_COLUMNS})::text), ',' order by md5(row({_RAW_COLUMNS})::text))) as h
+    from raw_hris.workers where _snapshot_id = %s and nullif(btrim(person_id), '') is not null
+    group by 1
+"""
+_ORG_HASHES = """
+    select nullif(upper(btrim(org_unit_code)), '') as code, min(nullif(upper(btrim(parent_org_unit_code)), '')) as parent,
+           md5(string_agg(md5(row(o.*)::text), ',' order by md5(row(o.*)::text))) as h
+    from (select org_unit_code, name, parent_org_unit_code, type, status, manager_person_id
+          from raw_hris.org_units where _snapshot_id = %s) o
+    where nullif(btrim(org_unit_code), '') is not null
+    group by 1
+"""
+
+# The match keys on blocking quarantined lines of a snapshot (as hrlms_util.quarantined_worker_keys, read from
+# the raw lines: that function joins the staging view, which parses the whole snapshot again).
+_QUARANTINED_KEYS = """
+    select nullif(btrim(w.employee_number), '') as employee_number, nullif(lower(btrim(w.work_email)), '') as work_email
+    from dq.quarantine q join raw_hris.workers w on w._snapshot_id = q.snapshot_id and w._line_no = q.line_no
+    where q.snapshot_id = %%(%s)s and q.entity = 'workers' and w._snapshot_id = q.snapshot_id
+      and (nullif(btrim(w.employee_number), '') is not null or nullif(btrim(w.work_email), '') is not null)
+    group by q.line_no, 1, 2
+    having bool_or(q.rule not in ('duplicate_email', 'duplicate_username', 'duplicate_employee_number'))
+"""
+
+
+def max_share() -> float:
+    value = os.environ.get("HRLMS_INCREMENTAL_MAX_SHARE", "0.25")
+    try:
+        share = float(value)
+    except ValueError:
+        raise ValueError(f"HRLMS_INCREMENTAL_MAX_SHARE must be a number between 0 and 1, not {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ValueError(f"HRLMS_INCREMENTAL_MAX_SHARE must be between 0 and 1, not {value!r}")
+    return share
+
+
+@dataclass
+class ChangeSet:
+    change_set_id: int
+    full_build: bool
+    built_because: str
+    people: int = 0
+    population: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    base_change_set_id: int | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {"change_set_id": self.change_set_id, "full_build": self.full_build,
+                "built_because": self.built_because, "people": self.people, "population": self.population,
+                "reasons": self.counts, "base_change_set_id": self.base_change_set_id, "seconds": self.seconds}
+
+
+def _dbt_vars() -> dict[str, Any]:
+    import yaml
+
+    from hrlms.transform.dbt import PROJECT_DIR
+
+    return (yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text()) or {}).get("vars") or {}
+
+
+def build_inputs(conn: psycopg.Connection, snapshots: dict[str, int]) -> dict[str, Any]:
+    """What makes a build full when it changes: everything every person's rows are derived from."""
+    from hrlms.quality.gate import gate_inputs
+    from hrlms.settings import Settings
+    from hrlms.transform import dbt
+
+    settings = Settings.from_env()
+    hints = dict(conn.execute("select entity, hints from raw_hris.snapshots where snapshot_id = any(%s)",
+                              ([snapshots["workers"], snapshots.get("org_units", -1)],)).fetchall())
+    rules = conn.execute("select coalesce(jsonb_agg(jsonb_build_array(ruleset, checksum) order by ruleset), '[]') "
+                         "from learning.rule_sets where ruleset = 'live'").fetchone()[0]
+    checks = gate_inputs({}, max_drop_share=settings.max_drop_share,
+                         max_quarantine_share=settings.max_quarantine_share)
+    checks.pop("snapshots")
+    return builds._jsonable({"dbt": dbt.project_digest(), "rules": rules, "hints": hints, "checks": checks})
+
+
+_INPUT_NAMES = {"dbt": "the dbt project (models, vars or the settings it reads)", "rules": "the learning rules",
+                "hints": "the mapping (parse hints of the snapshot)", "checks": "the quality checks"}
+
+
+def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], logical_ts: datetime, *,
+            full_refresh: bool = False) -> ChangeSet:
+    """Compute and store the change set of this build (replacing an unfinished one of the same run)."""
+    started = time.time()
+    inputs = build_inputs(conn, snapshots)
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.changes'))")
+        conn.execute("delete from audit.change_sets where run_key = %s and state = 'computed'", (run_key,))
+        base = conn.execute(
+            """select change_set_id, snapshot_id, org_snapshot_id, logical_ts, inputs, created_at
+               from audit.change_sets where state = 'built' order by change_set_id desc limit 1""").fetchone()
+        why = _full_because(conn, base, inputs, logical_ts, full_refresh)
+        cs_id = conn.execute(
+            """insert into audit.change_sets (run_key, snapshot_id, org_snapshot_id, logical_ts, inputs,
+                   base_change_set_id, full_build, built_because)
+               values (%s, %s, %s, %s, %s, %s, %s, %s) returning change_set_id""",
+            (run_key, snapshots["workers"], snapshots.get("org_units"), logical_ts, Jsonb(inputs),
+             base[0] if base else None, bool(why), why or "")).fetchone()[0]
+        population = conn.execute("select count(distinct person_id) from raw_hris.workers where _snapshot_id = %s",
+                                  (snapshots["workers"],)).fetchone()[0]
+        cs = ChangeSet(cs_id, bool(why), why or "", population=population, base_change_set_id=base[0] if base else None)
+        if not why:
+            why = _collect(conn, base, snapshots, logical_ts)
+        if why:
+            cs.full_build, cs.built_because = True, why
+        else:
+            counts = dict(conn.execute(
+                "select r, count(*) from cs_people, unnest(reasons) r group by r order by r").fetchall())
+            people = conn.execute("select count(*) from cs_people").fetchone()[0]
+            limit = max_share()
+            if limit < 1 and population and people > limit * population:
+                why = (f"the change set holds {people:,} of {population:,} people "
+                       f"({people / population:.0%} > HRLMS_INCREMENTAL_MAX_SHARE {limit:.0%}): a full build")
+                cs.full_build, cs.built_because = True, why
+            else:
+                cs.people, cs.counts = people, counts
+                cs.built_because = (f"{people:,} of {population:,} people changed or affected since "
+                                    f"change set {base[0]}")
+                conn.execute("insert into audit.change_set_people (change_set_id, person_id, reasons) "
+                             "select %s, person_id, reasons from cs_people", (cs_id,))
+                conn.execute(
+                    """insert into sync.dirty_people (person_id, reasons, change_set_id)
+                       select person_id, reasons, %s from cs_people
+                       on conflict (person_id) do update set change_set_id = excluded.change_set_id,
+                           marked_at = clock_timestamp(),
+                           reasons = array(select distinct r from unnest(sync.dirty_people.reasons || excluded.reasons) r
+                                           order by r)""", (cs_id,))
+            conn.execute("drop table if exists cs_people")
+        if cs.full_build:
+            cs.people = population
+            conn.execute(
+                """insert into sync.dirty_people (person_id, reasons, change_set_id) values (%s, %s, %s)
+                   on conflict (person_id) do update set change_set_id = excluded.change_set_id,
+                       marked_at = clock_timestamp(), reasons = excluded.reasons""",
+                (EVERYONE, ["full_build"], cs_id))
+        cs.seconds = round(time.time() - started, 3)
+        conn.execute("update audit.change_sets set full_build = %s, built_because = %s, counts = %s, people = %s, "
+                     "population = %s where change_set_id = %s",
+                     (cs.full_build, cs.built_because, Jsonb(cs.counts), cs.people,
+                      population, cs_id))
+    log.info("change set %s: %s", cs_id, cs.built_because)
+    return cs
+
+
+def built(conn: psycopg.Connection, change_set_id: int) -> None:
+    """The build of this change set completed: it is the base of the next one."""
+    with conn.transaction():
+        conn.execute("update audit.change_sets set state = 'built' where change_set_id = %s", (change_set_id,))
+
+
+def latest_built(conn: psycopg.Connection) -> int | None:
+    row = conn.execute("select max(change_set_id) from audit.change_sets where state = 'built'").fetchone()
+    return row[0] if row else None
+
+
+def mark_dirty(conn: psycopg.Connection, person_ids: Iterable[str], reason: str) -> None:
+    """Name people whose LMS state must be compared again by the next plan (e.g. reconcile corrected
+    what we hold of their account). Part of the caller's transaction."""
+    ids = sorted({p for p in person_ids if p})
+    if not ids:
+        return
+    conn.execute(
+        """insert into sync.dirty_people (person_id, reasons)
+           select p, array[%s] from unnest(%s::text[]) p
+           on conflict (person_id) do update set marked_at = clock_timestamp(),
+               reasons = array(select distinct r from unnest(sync.dirty_people.reasons || excluded.reasons) r
+                               order by r)""", (reason, ids))
+
+
+def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full_refresh: bool) -> str:
+    if not builds.skipping_enabled():
+        return "HRLMS_REBUILD=always"
+    if full_refresh:
+        return "full_refresh requested"
+    if base is None:
+        return "first build (no completed build to compare with)"
+    changed = [k for k in ("dbt", "rules", "hints", "checks") if inputs.get(k) != base[4].get(k)]
+    if changed:
+        return "changed since the last build: " + ", ".join(_INPUT_NAMES[k] for k in changed)
+    if logical_ts < base[3]:
+        return (f"the logical moment went back ({logical_ts.isoformat()} is before the last build's "
+                f"{base[3].isoformat()})")
+    for kind, rule_id, day in conn.execute(
+            """select 'starts', rule_id, active_from from learning.rules where ruleset = 'live'
+                 and active_from > (%(t0)s at time zone 'Etc/GMT+12')::date
+                 and active_from <= (%(t)s at time zone 'Etc/GMT-14')::date
+               union all
+               select 'ends', rule_id, active_until + 1 from learning.rules where ruleset = 'live'
+                 and active_until + 1 > (%(t0)s at time zone 'Etc/GMT+12')::date
+                 and active_until + 1 <= (%(t)s at time zone 'Etc/GMT-14')::date""",
+            {"t0": base[3], "t": logical_ts}).fetchall():
+        return f"learning rule {rule_id} {kind} its active window on {day}"
+    return ""
+
+
+def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_ts: datetime) -> str:
+    """Fill the temp table cs_people (person_id, reasons) for a build compared with `base`; returns why the
+    build must be full instead ("" when it need not)."""
+    base_id, base_snap, base_org, base_ts, _inputs, base_at = base
+    cur, org = snapshots["workers"], snapshots.get("org_units")
+    v = _dbt_vars()
+    p = {"cur": cur, "base": base_snap, "org": org if org is not None else -1,
+         "base_org": base_org if base_org is not None else -1, "t": logical_ts, "t0": base_ts, "base_at": base_at,
+         "default_tz": str(v.get("default_time_zone") or "UTC"),
+         "provision": int(v.get("provision_days_before_start") or 0),
+         "lookahead": int(v.get("termination_lookahead_days") or 0)}
+    x = conn.execute
+    x("create temp table cs_found (person_id text, reason text) on commit drop")
+    x("create temp table cs_cur on commit drop as " + _PERSON_HASHES, (cur,))
+    x("create temp table cs_base on commit drop as " + _PERSON_HASHES, (base_snap,))
+    x("""insert into cs_found
+         select coalesce(c.person_id, b.person_id),
+                case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
+         from cs_cur c full join cs_base b on b.person_id = c.person_id
+         where c.h is distinct from b.h""")
+    # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
+    x("""create temp table cs_rows on commit drop as
+         select person_id, manager_person_id, temporary_manager_person_id, org_unit_code, time_zone,
+                coalesce(start_date, hire_date) as start_on, coalesce(last_day_of_work, termination_date) as last_on,
+                temporary_manager_from, temporary_manager_until, employee_number, work_email
+         from staging.stg_hris__snapshot_workers where person_id is not null""")
+    # Quarantine: the verdict on a person's lines, and the keys on blocking quarantined lines.
+    x("""insert into cs_found
+         select coalesce(c.k, b.k), 'quarantine' from
+           (select record_key as k, string_agg(distinct rule, ',' order by rule) as r from dq.quarantine
+            where snapshot_id = %(cur)s and entity = 'workers' and record_key is not null group by 1) c
+           full join
+           (select record_key as k, string_agg(distinct rule, ',' order by rule) as r from dq.quarantine
+            where snapshot_id = %(base)s and entity = 'workers' and record_key is not null group by 1) b
+           on b.k = c.k
+         where c.r is distinct from b.r""", p)
+    x(f"""create temp table cs_qkeys on commit drop as
+          ({_QUARANTINED_KEYS % 'cur'} except {_QUARANTINED_KEYS % 'base'})
+          union
+          ({_QUARANTINED_KEYS % 'base'} except {_QUARANTINED_KEYS % 'cur'})""", p)
+    x("""insert into cs_found
+         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k
+           on k.employee_number = r.employee_number or k.work_email = r.work_email
+         union
+         select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k
+           on k.employee_number = a.employee_number or k.work_email = lower(a.email)""")
+    # Dates crossing their boundary in the person's own zone between the base build and this one.
+    x("""insert into cs_found
+         with zones as (
+             select z.name, (%(t0)s::timestamptz at time zone z.name)::date as d0,
+                    (%(t)s::timestamptz at time zone z.name)::date as d1
+             from (select distinct coalesce(tz.name, %(default_tz)s) as name
+                   from (select distinct time_zone from cs_rows) r
+                   left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone) z
+         ),
+         tenure as (select distinct n from learning.rules, unnest(array[min_tenure_days, max_tenure_days + 1]) n
+                    where ruleset = 'live' and n is not null),
+         rows as (
+             select r.*, zones.d0, zones.d1
+             from cs_rows r
+             left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone
+             join zones on zones.name = coalesce(tz.name, %(default_tz)s)
+             where zones.d1 > zones.d0
+         )
+         select person_id, 'dates' from rows
+         where start_on - %(provision)s > d0 and start_on - %(provision)s <= d1
+            or last_on - %(lookahead)s + 1 > d0 and last_on - %(lookahead)s + 1 <= d1
+            or temporary_manager_from > d0 and temporary_manager_from <= d1
+            or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
+            or exists (select 1 from tenure where start_on + tenure.n > d0 and start_on + tenure.n <= d1)""", p)
+    # Learning dates (due, expiry, renewal, exemptions) in the span, in any zone (UTC-12 … UTC+14).
+    lo, hi = "(%(t0)s::timestamptz at time zone 'Etc/GMT+12')::date", "(%(t)s::timestamptz at time zone 'Etc/GMT-14')::date"
+    if x("select to_regclass('marts.learning_compliance_status') is not null").fetchone()[0]:
+        x(f"""insert into cs_found
+              select person_id, 'learning_dates' from marts.learning_compliance_status, unnest(array[
+                  due_on + 1, expires_on, renewal_opens_on, exempt_until + 1]) d
+              where d > {lo} and d <= {hi}""", p)
+    x(f"""insert into cs_found
+          select person_id, 'learning_dates' from learning.exemptions, unnest(array[since, until + 1]) d
+          where ruleset = 'live' and person_id is not null and d > {lo} and d <= {hi}""", p)
+    # Completions that arrived since the base build (the events are attributed by account or e-mail).
+    x("""insert into cs_found
+         select coalesce(s.actor_account_name, r.person_id), 'completions'
+         from raw_lms.xapi_statements s
+         left join cs_rows r on s.actor_account_name is null and r.work_email = lower(replace(s.actor_mbox, 'mailto:', ''))
+         where s.loaded_at > %(base_at)s
+         union
+         select coalesce(t.person_id, r.person_id), 'completions'
+         from raw_hris.snapshots sn join raw_lms.transcripts t on t._snapshot_id = sn.snapshot_id
+         left join cs_rows r on t.person_id is null and r.work_email = lower(btrim(t.work_email))
+         where sn.entity = 'transcripts' and sn.loaded_at > %(base_at)s""", p)
+    # Identity: decisions made by people since the base build; accounts shared with changed people;
+    # ambiguous decisions (re-decided every build).
+    x("""insert into cs_found
+         select person_id, 'resolution' from sync.identity_resolutions where resolved_at > %(base_at)s
+         union
+         select account_person_id, 'resolution' from sync.identity_resolutions
+         where resolved_at > %(base_at)s and account_person_id is not null""", p)
+    has_decisions = x("select to_regclass('intermediate.int_identity_decisions') is not null").fetchone()[0]
+    if has_decisions:
+        x("""insert into cs_found
+             select d.person_id, 'identity' from intermediate.int_identity_decisions d
+             where d.is_ambiguous
+                or d.account_person_id in (select d2.account_person_id from cs_found f
+                                           join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id)""")
+    # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
+    x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
+    x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
+    x("""create temp table cs_units on commit drop as
+         with recursive changed as (
+             select coalesce(c.code, b.code) as code from cs_org_cur c full join cs_org_base b on b.code = c.code
+             where c.h is distinct from b.h
+         ), below (code, depth) as (
+             select code, 0 from changed
+             union
+             select c.code, below.depth + 1 from below join cs_org_cur c on c.parent = below.code
+             where below.depth < 64
+         )
+         select distinct code from below""")
+    roots = [r[0] for r in x(
+        """select coalesce(c.code, b.code) from cs_org_cur c full join cs_org_base b on b.code = c.code
+           where c.h is distinct from b.h and (c.code is not null and c.parent is null or b.code is not null
+                                               and b.parent is null) order by 1 limit 3""").fetchall()]
+    if roots:
+        return f"an org change at the top of the tree (unit {', '.join(roots)})"
+    x("""insert into cs_found
+         select r.person_id, 'org' from cs_rows r join cs_units u on u.code = r.org_unit_code""")
+    # The reporting chain below every person found so far (primary and temporary managers, any depth).
+    x("""insert into cs_found
+         with recursive seeds as (select distinct person_id from cs_found),
+         down (person_id, depth) as (
+             select person_id, 0 from seeds
+             union
+             select r.person_id, down.depth + 1 from down
+             join cs_rows r on r.manager_person_id = down.person_id or r.temporary_manager_person_id = down.person_id
+             where down.depth < 64
+         )
+         select person_id, 'manager_chain' from down where depth > 0""")
+    if x("select to_regclass('intermediate.int_managers_resolved') is not null").fetchone()[0]:
+        x("""insert into cs_found
+             select person_id, 'manager_chain' from intermediate.int_managers_resolved
+             where fallback_reason is not null or is_in_loop""")
+        x("""insert into cs_found
+             select m.manager_person_id, 'manager' from intermediate.int_managers_resolved m
+             where m.person_id in (select person_id from cs_found) and m.manager_person_id is not null""")
+    x("""insert into cs_found
+         select m, 'manager' from (select distinct person_id from cs_found) f
+         join cs_rows r using (person_id), unnest(array[r.manager_person_id, r.temporary_manager_person_id]) m
+         where m is not null
+         union
+         select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.workers w
+         where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in (select person_id from cs_found)""", p)
+    if has_decisions:   # the accounts of everyone found (the LMS knows people by account)
+        x("""insert into cs_found
+             select d.account_person_id, 'identity' from cs_found f
+             join intermediate.int_identity_decisions d on d.person_id = f.person_id
+             where d.account_person_id is not null and d.account_person_id <> f.person_id""")
+    x("""create temp table cs_people on commit drop as
+         select person_id, array_agg(distinct reason order by reason) as reasons
+         from cs_found where person_id is not null group by person_id""")
+    return ""
+
+
+__all__ = ["ChangeSet", "EVERYONE", "REASONS", "build_inputs", "built", "compute", "latest_built", "mark_dirty",
+           "max_share"]

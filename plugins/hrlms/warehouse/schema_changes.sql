@@ -1,0 +1,51 @@
+-- Change sets (hrlms.warehouse.changes): per build of the transform stage, the people whose HR record
+-- changed since the last completed build and the people affected without an edit of their own, with why.
+create table if not exists audit.change_sets (
+    change_set_id      bigint generated always as identity primary key,
+    run_key            text        not null,
+    snapshot_id        bigint      not null,
+    org_snapshot_id    bigint,
+    logical_ts         timestamptz not null,
+    inputs             jsonb       not null,  -- what makes a build full when it changes (digests, checksums)
+    base_change_set_id bigint,                -- the last completed build this one is compared with
+    full_build         boolean     not null,
+    built_because      text        not null,
+    counts             jsonb       not null default '{}',  -- people per reason
+    people             int         not null default 0,
+    population         int         not null default 0,
+    state              text        not null default 'computed' check (state in ('computed', 'built')),
+    created_at         timestamptz not null default clock_timestamp()
+);
+
+create table if not exists audit.change_set_people (
+    change_set_id bigint not null references audit.change_sets on delete cascade,
+    person_id     text   not null,
+    reasons       text[] not null,
+    primary key (change_set_id, person_id)
+);
+
+-- People (HR ids or LMS account ids) whose desired LMS state may differ from what was applied: named by a
+-- change set or by a write to sync.applied_* outside a plan (reconcile), cleared when a plan that covered
+-- them is applied. person_id '*' = everyone (a full build not yet followed by an applied full plan).
+create table if not exists sync.dirty_people (
+    person_id     text        primary key,
+    reasons       text[]      not null default '{}',
+    change_set_id bigint,
+    marked_at     timestamptz not null default clock_timestamp()
+);
+
+alter table sync.plans
+    add column if not exists change_set_id bigint,
+    add column if not exists scope_mode    text,             -- full | restricted
+    add column if not exists scope_people  int,
+    add column if not exists scope_settled boolean not null default false;
+
+-- The people a restricted plan compared (cleared from sync.dirty_people once the plan is applied).
+create table if not exists sync.plan_scope (
+    plan_id   bigint not null,
+    person_id text   not null,
+    primary key (plan_id, person_id)
+);
+
+create index if not exists ops_unfinished_idx on sync.ops (plan_id)
+    where status in ('pending', 'sending', 'escrow', 'dead_letter', 'held');
