@@ -77,6 +77,9 @@ def history_env(local_stack, landing, scenario_mapping, tmp_path, monkeypatch): 
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HRLMS_PLAN_CHECK_SCOPE", "true")
     monkeypatch.setenv("HRLMS_APPLY_SHARDS", "1")
+    # Day 8's rules change ends the ENG spells on purpose: 12 of ~120 memberships removed would trip the
+    # breaker (more than 10 and 5%) and hold the plan for a person's review, which is not under test here.
+    monkeypatch.setenv("HRLMS_BREAKER_MIN_COUNT", "20")
     return landing
 
 
@@ -187,9 +190,10 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
             want_mode = "full" if day.full else "restricted"
             if sc.get("mode") != want_mode:
                 problems.append(f"day {day.n}: plan scope {sc or 'missing'}, want mode {want_mode}")
-            elif not day.full and not sc.get("people", 10**9) <= population(day) // 3:
-                problems.append(f"day {day.n}: restricted plan over {sc.get('people')} of {population(day)} people")
             got = change_set(inc, key)
+            if sc.get("mode") == "restricted" and not sc.get("people", 10**9) <= population(day) // 3:
+                problems.append(f"day {day.n}: restricted plan over {sc.get('people')} of {population(day)} "
+                                f"people: {sorted((p, sorted(r)) for p, r in (got or {}).items())}")
             if got is None:
                 problems.append(f"day {day.n}: no audit.change_set_people (the change sets of issue 15)")
                 got = {}
