@@ -21,9 +21,11 @@ Reasons (a person may have several):
 - dates — one of their own dates reaches its boundary between the base build's logical moment and this
   one, in their time zone: start (minus provision_days_before_start), the day after the last day (minus
   termination_lookahead_days), a temporary manager's first day and the day after their last, a learning
-  rule's min/max tenure;
-- learning_dates — a due date, expiry, renewal window or exemption of theirs starts or ends in that span;
-- completions — learning records of theirs arrived since the base build;
+  rule's min/max tenure, an exemption's first day and the day after its last;
+- learning_dates — a due date, expiry or renewal window of theirs starts or ends in that span;
+- completions — learning records of theirs arrived since the base build.
+  These two change their compliance status, not what the LMS is given: the plan does not compare them
+  (they are not added to sync.dirty_people);
 - lms — what we hold of their LMS account was corrected outside a plan (reconcile).
 
 A full build (everyone dirty) instead, with `built_because`: the first build, HRLMS_REBUILD=always, the
@@ -60,8 +62,8 @@ REASONS = {
     "manager_chain": "someone above them changed, or their manager comes from a fallback rule",
     "manager": "the manager of a changed person",
     "org": "their org unit or one above it changed",
-    "dates": "one of their own dates (start, last day, temporary manager, tenure) was reached",
-    "learning_dates": "a due date, expiry, renewal window or exemption of theirs started or ended",
+    "dates": "one of their own dates (start, last day, temporary manager, tenure, exemption) was reached",
+    "learning_dates": "a due date, expiry or renewal window of theirs started or ended (not sent to the LMS)",
     "completions": "learning records of theirs arrived",
     "lms": "our record of their LMS account was corrected (reconcile)",
 }
@@ -115,11 +117,13 @@ class ChangeSet:
     counts: dict[str, int] = field(default_factory=dict)
     base_change_set_id: int | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)     # seconds per step of the computation
 
     def summary(self) -> dict[str, Any]:
         return {"change_set_id": self.change_set_id, "full_build": self.full_build,
                 "built_because": self.built_because, "people": self.people, "population": self.population,
-                "reasons": self.counts, "base_change_set_id": self.base_change_set_id, "seconds": self.seconds}
+                "reasons": self.counts, "base_change_set_id": self.base_change_set_id, "seconds": self.seconds,
+                "timings": self.timings}
 
 
 def _dbt_vars() -> dict[str, Any]:
@@ -173,7 +177,7 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                                   "where person_id is not null").fetchone()[0]
         cs = ChangeSet(cs_id, bool(why), why or "", population=population, base_change_set_id=base[0] if base else None)
         if not why:
-            why = _collect(conn, base, snapshots, logical_ts)
+            why = _collect(conn, base, snapshots, logical_ts, cs.timings)
         if why:
             cs.full_build, cs.built_because = True, why
         else:
@@ -191,9 +195,10 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                                     f"change set {base[0]}")
                 conn.execute("insert into audit.change_set_people (change_set_id, person_id, reasons) "
                              "select %s, person_id, reasons from cs_people", (cs_id,))
-                conn.execute(
+                conn.execute(   # a due date, an expiry or a completion changes nothing the LMS is given
                     """insert into sync.dirty_people (person_id, reasons, change_set_id)
                        select person_id, reasons, %s from cs_people
+                       where not reasons <@ array['learning_dates', 'completions']
                        on conflict (person_id) do update set change_set_id = excluded.change_set_id,
                            marked_at = clock_timestamp(),
                            reasons = array(select distinct r from unnest(sync.dirty_people.reasons || excluded.reasons) r
@@ -266,7 +271,8 @@ def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full
     return ""
 
 
-def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_ts: datetime) -> str:
+def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_ts: datetime,
+             timings: dict[str, float]) -> str:
     """Fill the temp table cs_people (person_id, reasons) for a build compared with `base`; returns why the
     build must be full instead ("" when it need not)."""
     base_id, base_snap, base_org, base_ts, _inputs, base_at = base
@@ -278,6 +284,13 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          "provision": int(v.get("provision_days_before_start") or 0),
          "lookahead": int(v.get("termination_lookahead_days") or 0)}
     x = conn.execute
+    last = [time.perf_counter()]
+
+    def mark(step: str) -> None:                 # seconds per step, in the change set's record
+        now = time.perf_counter()
+        timings[step] = round(now - last[0], 3)
+        last[0] = now
+
     x("create temp table cs_found (person_id text, reason text) on commit drop")
     x("create temp table cs_cur on commit drop as " + _PERSON_HASHES, (cur,))
     x("create temp table cs_base on commit drop as " + _PERSON_HASHES, (base_snap,))
@@ -286,12 +299,15 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
                 case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
          from cs_cur c full join cs_base b on b.person_id = c.person_id
          where c.h is distinct from b.h""")
+    mark("hr_edits")
     # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
     x("""create temp table cs_rows on commit drop as
          select person_id, manager_person_id, temporary_manager_person_id, org_unit_code, time_zone,
                 coalesce(start_date, hire_date) as start_on, coalesce(last_day_of_work, termination_date) as last_on,
                 temporary_manager_from, temporary_manager_until, employee_number, work_email
          from staging.stg_hris__snapshot_workers where person_id is not null""")
+    x("analyze cs_rows")
+    mark("rows")
     # Quarantine: the verdict on a person's lines, and the keys on blocking quarantined lines.
     x("""insert into cs_found
          select coalesce(c.k, b.k), 'quarantine' from
@@ -309,11 +325,15 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          (select * from hrlms_util.quarantined_worker_keys(%(base)s)
           except select * from hrlms_util.quarantined_worker_keys(%(cur)s))""", p)
     x("""insert into cs_found
-         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k
-           on k.employee_number = r.employee_number or k.work_email = r.work_email
+         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k on k.employee_number = r.employee_number
+         union
+         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k on k.work_email = r.work_email
          union
          select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k
-           on k.employee_number = a.employee_number or k.work_email = lower(a.email)""")
+           on k.employee_number = a.employee_number
+         union
+         select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k on k.work_email = lower(a.email)""")
+    mark("quarantine")
     # Dates crossing their boundary in the person's own zone between the base build and this one.
     x("""insert into cs_found
          with zones as (
@@ -338,16 +358,18 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             or temporary_manager_from > d0 and temporary_manager_from <= d1
             or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
             or exists (select 1 from tenure where start_on + tenure.n > d0 and start_on + tenure.n <= d1)""", p)
+    mark("dates")
     # Learning dates (due, expiry, renewal, exemptions) in the span, in any zone (UTC-12 … UTC+14).
     lo, hi = "(%(t0)s::timestamptz at time zone 'Etc/GMT+12')::date", "(%(t)s::timestamptz at time zone 'Etc/GMT-14')::date"
     if x("select to_regclass('marts.learning_compliance_status') is not null").fetchone()[0]:
         x(f"""insert into cs_found
               select person_id, 'learning_dates' from marts.learning_compliance_status, unnest(array[
-                  due_on + 1, expires_on, renewal_opens_on, exempt_until + 1]) d
+                  due_on + 1, expires_on, renewal_opens_on]) d
               where d > {lo} and d <= {hi}""", p)
     x(f"""insert into cs_found
-          select person_id, 'learning_dates' from learning.exemptions, unnest(array[since, until + 1]) d
+          select person_id, 'dates' from learning.exemptions, unnest(array[since, until + 1]) d
           where ruleset = 'live' and person_id is not null and d > {lo} and d <= {hi}""", p)
+    mark("learning_dates")
     # Completions that arrived since the base build (the events are attributed by account or e-mail).
     x("""insert into cs_found
          select coalesce(s.actor_account_name, r.person_id), 'completions'
@@ -359,6 +381,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          from raw_hris.snapshots sn join raw_lms.transcripts t on t._snapshot_id = sn.snapshot_id
          left join cs_rows r on t.person_id is null and r.work_email = lower(btrim(t.work_email))
          where sn.entity = 'transcripts' and sn.loaded_at > %(base_at)s""", p)
+    mark("completions")
     # Identity: decisions made by people since the base build; accounts shared with changed people;
     # ambiguous decisions (re-decided every build).
     x("""insert into cs_found
@@ -375,6 +398,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
              join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id
              join intermediate.int_identity_decisions d on d.account_person_id = d2.account_person_id
              where d.person_id <> f.person_id and f.reason in (""" + _SEED_REASONS + """)""")
+    mark("identity")
     # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
     x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
     x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
@@ -397,16 +421,23 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
         return f"an org change at the top of the tree (unit {', '.join(roots)})"
     x("""insert into cs_found
          select r.person_id, 'org' from cs_rows r join cs_units u on u.code = r.org_unit_code""")
+    mark("org")
     # People whose own state changed: what the reporting chain below them and their managers depend on
     # (a due date, a completion or a move to another unit changes nobody's manager).
     seeds = f"select distinct person_id from cs_found where reason in ({_SEED_REASONS})"
-    # The reporting chain below them (primary and temporary managers, any depth).
+    # The reporting chain below them (primary and temporary managers, any depth). The edges first, as a
+    # table: a join on "primary or temporary manager" in the recursion is a nested loop over everyone.
+    x("""create temp table cs_edges on commit drop as
+         select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
+         union
+         select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
+    x("analyze cs_edges")
     x(f"""insert into cs_found
           with recursive down (person_id, depth) as (
               select person_id, 0 from ({seeds}) s
               union
-              select r.person_id, down.depth + 1 from down
-              join cs_rows r on r.manager_person_id = down.person_id or r.temporary_manager_person_id = down.person_id
+              select e.person_id, down.depth + 1 from down
+              join cs_edges e on e.manager_id = down.person_id
               where down.depth < 64
           )
           select person_id, 'manager_chain' from down where depth > 0""")
@@ -448,6 +479,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
              select d.account_person_id, 'identity' from cs_found f
              join intermediate.int_identity_decisions d on d.person_id = f.person_id
              where d.account_person_id is not null and d.account_person_id <> f.person_id""")
+    mark("managers")
     x("""create temp table cs_people on commit drop as
          select person_id, array_agg(distinct reason order by reason) as reasons
          from cs_found where person_id is not null group by person_id""")
