@@ -344,13 +344,32 @@ def _scope_mode(conn: psycopg.Connection, scope: str) -> tuple[str, str]:
     return "restricted", "the dirty people of the change sets since the last applied plan"
 
 
+_IDENTITY_FN = "hrlms_util.identity_accounts()"
+_IDENTITY_TABLE = ("(select person_id, account_person_id from intermediate.int_identity_decisions "
+                   "where account_person_id is not null)")
+
+
+class _Sql:
+    """Executes the plan's SQL with the identity decisions read from their table when dbt has built it (the
+    function hrlms_util.identity_accounts() stands in before that, but the planner cannot see into it:
+    at 1M people it materialised every decision for each use)."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.table = conn.execute("select to_regclass('intermediate.int_identity_decisions') is not null").fetchone()[0]
+
+    def __call__(self, sql: str, params=None):
+        return self.conn.execute(sql.replace(_IDENTITY_FN, _IDENTITY_TABLE) if self.table else sql, params)
+
+
 def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped: bool, has_manager: bool,
                 has_groups: bool) -> None:
+    execute = _Sql(conn)
     # Creates managers first (reporting depth), so a create can carry its manager (hrlms.sync.apply).
     depth = DEPTH_UP_SQL if scoped else DEPTH_SQL
     depth_join = f"left join ({depth}) depth on depth.person_id = diff.person_id" if has_manager else ""
     depth_order = "depth.depth nulls last, " if has_manager else ""
-    conn.execute(
+    execute(
         f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, verify_first)
             select %(plan_id)s, diff.person_id, diff.op_type, diff.changed_fields, diff.payload,
                    exists (select 1 from sync.ops prior where prior.person_id = diff.person_id
@@ -360,7 +379,7 @@ def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped
             order by diff.op_type, {depth_order}diff.person_id""",
         {"plan_id": plan_id, "snapshot_id": snapshot_id})
     if has_groups:
-        conn.execute(
+        execute(
             f"""insert into sync.ops (plan_id, group_key, op_type, changed_fields, payload, verify_first, phase)
                 select %(plan_id)s, g.group_key, g.op_type, g.changed_fields, g.payload,
                        g.op_type = 'create_group' and exists (
@@ -371,13 +390,13 @@ def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped
                 order by g.op_type, g.group_key""",
             {"plan_id": plan_id})
     if has_manager:
-        conn.execute(
+        execute(
             f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, phase)
                 select %(plan_id)s, m.person_id, m.op_type, m.changed_fields, m.payload, 2
                 from ({manager_sql(scoped)}) m order by m.person_id""",
             {"plan_id": plan_id, "snapshot_id": snapshot_id})
     if has_groups:
-        conn.execute(
+        execute(
             f"""insert into sync.ops (plan_id, group_key, op_type, members, payload, phase)
                 select %(plan_id)s, c.group_key, c.op_type, c.members, c.payload, 2
                 from ({members_sql(scoped)}) c
@@ -435,7 +454,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         scoped = mode == "restricted"
         if scoped:
             conn.execute("create temp table plan_scope (person_id text primary key) on commit drop")
-            conn.execute(_SCOPE_SQL)
+            _Sql(conn)(_SCOPE_SQL)
             if has_manager:
                 conn.execute("""insert into plan_scope
                                 select distinct d.manager_person_id from marts.lms_desired_users d
@@ -475,7 +494,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         if has_groups:
             # Desired members who hold no active account after this plan cannot be added: count them, so
             # a members mart keyed on something else than the account person id shows up in the report.
-            skipped = conn.execute(
+            skipped = _Sql(conn)(
                 f"""select count(*) from marts.lms_desired_group_members m
                     join marts.lms_desired_groups g on g.group_key = m.group_key
                     where m.person_id is not null {"and m.person_id in (select person_id from plan_scope)"
