@@ -139,26 +139,35 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
     plan_id = res["plan"]["plan_id"]
     if res["plan"].get("held"):
         raise common.BenchError(f"plan {plan_id} was held by the breaker: {res['plan']}")
+    app = run_apply(base, env, plan_id, shards, log, apply_timeout)
+    res["apply_started_epoch"] = app["started_epoch"]
+    res["wall"]["apply"] = app["wall"]
+    res["call"]["apply"] = app["call"]
+    res["apply_timed_out"] = app["timed_out"]
+    res["file_to_lms"] = sum(res["wall"].values())
+    res["snapshots"] = snaps
+    res["env"] = env
+    return res
 
+
+def run_apply(base: dict, env: dict, plan_id: int, shards: int, log: str, apply_timeout: float | None = None) -> dict:
+    """The apply stage as the DAG runs it: `shards` parallel children (its mapped apply tasks), each
+    pipeline.apply(shard=i, shards=n) in a fresh interpreter. Returns the wall around all of them, the
+    slowest shard's call, whether one was stopped by `apply_timeout`, and the epoch the first started."""
     def shard(i: int) -> dict:
         try:
             return common.run_child("bench.bench_provisioning",
-                                    {**base, "stage": "apply", "plan_id": plan_id, "shard": i},
+                                    {**base, "stage": "apply", "plan_id": plan_id, "shard": i, "shards": shards},
                                     env=env, log_name=f"{log}_apply{i}", timeout=apply_timeout)
         except (subprocess.TimeoutExpired, common.ChildTimeout):   # run_child raises the latter
             return {"seconds": apply_timeout, "timed_out": True}
 
     t = time.perf_counter()
-    res["apply_started_epoch"] = time.time()
+    started = time.time()
     with ThreadPoolExecutor(max_workers=shards) as pool:
         outs = list(pool.map(shard, range(shards)))
-    res["wall"]["apply"] = time.perf_counter() - t
-    res["call"]["apply"] = max(o["seconds"] for o in outs)
-    res["apply_timed_out"] = any(o.get("timed_out") for o in outs)
-    res["file_to_lms"] = sum(res["wall"].values())
-    res["snapshots"] = snaps
-    res["env"] = env
-    return res
+    return {"wall": time.perf_counter() - t, "call": max(o["seconds"] for o in outs),
+            "timed_out": any(o.get("timed_out") for o in outs), "started_epoch": started}
 
 
 def plan_facts(db_url: str, plan_id: int, run_key: str) -> dict:
