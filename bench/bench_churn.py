@@ -716,6 +716,8 @@ def warehouse_size(rec: common.Recorder, args, size: int) -> None:
                      "day2_details": d2["details"], "rerun_details": results[0]["rerun"]["details"],
                      "day2_apply_facts": d2["facts"], "rerun_apply_facts": results[0]["rerun"]["facts"],
                      "lms_seed": seed, "day1_seed": results[0]["day1"]["seed"],
+                     "day2_change_set_statements": sorted(d2.get("changes_profile") or [],
+                                                          key=lambda x: -x["seconds"])[:12],
                      "lms_users_after": results[0]["lms_users_after"],
                      "rerun_skipped": results[0]["rerun"]["skipped"], "apply_rate": rate})
     rec.check(f"rerun of day 2 at {size:,} workers (measured apply): LMS writes", "0", max(rerun_writes), "writes",

@@ -94,6 +94,7 @@ def child(spec: dict) -> int:
 
     day = date.fromisoformat(spec["day"])
     key = spec["run_key"]
+    changes_profile = _time_change_set() if stage == "transform" else None
     if stage == "ingest":
         from hrlms.warehouse import db
 
@@ -103,7 +104,41 @@ def child(spec: dict) -> int:
     out = common.run_stage(stage, key, day, snaps, plan_id=spec.get("plan_id"), shard=spec.get("shard"),
                            shards=spec.get("shards"))
     seconds = time.perf_counter() - t + import_s
-    return common.child_done(spec, {"stage": stage, "seconds": seconds, "out": out})
+    result = {"stage": stage, "seconds": seconds, "out": out}
+    if changes_profile:
+        result["changes_profile"] = changes_profile
+    return common.child_done(spec, result)
+
+
+def _time_change_set() -> list[dict]:
+    """Inside the transform child: time each statement of the change set's collection
+    (hrlms.warehouse.changes._collect, one execute each) — a perf_counter around the call, nothing else
+    changes. Returns the list the timings are appended to ({"sql": first words, "seconds"})."""
+    from hrlms.warehouse import changes
+
+    timings: list[dict] = []
+    collect = changes._collect
+
+    class _Timed:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, query, *a, **kw):
+            t = time.perf_counter()
+            try:
+                return self._conn.execute(query, *a, **kw)
+            finally:
+                timings.append({"sql": " ".join(str(query).split())[:160],
+                                "seconds": round(time.perf_counter() - t, 3)})
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    def timed_collect(conn, *a, **kw):
+        return collect(_Timed(conn), *a, **kw)
+
+    changes._collect = timed_collect
+    return timings
 
 
 # -- one day, driven from the parent -----------------------------------------------------------------------
@@ -119,6 +154,8 @@ def warehouse_stages(base: dict, env: dict, log: str) -> tuple[dict, dict]:
                                env=env, log_name=f"{log}_{stage}")
         res["wall"][stage] = time.perf_counter() - t
         res["call"][stage] = out["seconds"]
+        if out.get("changes_profile"):
+            res["changes_profile"] = out["changes_profile"]
         if stage == "ingest":
             snaps = {k: v for k, v in out["out"].items() if k != "rows"}
             res["rows"] = out["out"]["rows"]
