@@ -74,6 +74,7 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
         ]
     return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages, "issues": issues,
             "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan, "export": export_outcome(stages),
+            "changes": change_outcome(stages),
             "data_docs": str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")}
 
 
@@ -94,6 +95,29 @@ def export_outcome(stages: list[dict[str, Any]]) -> dict[str, Any]:
         summary = "not published: " + str(d.get("why", ""))
     out = {k: d[k] for k in ("published", "file", "rows", "held", "plan_id", "why", "held_copies") if k in d}
     return out | {"summary": summary}
+
+
+def change_outcome(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The build's change set (hrlms.warehouse.changes) and the plan's scope: who was compared and why."""
+    from hrlms.warehouse.changes import REASONS
+
+    t = next((s["detail"] for s in stages if s["stage"] == "transform"), {}) or {}
+    p = next((s["detail"] for s in stages if s["stage"] == "plan"), {}) or {}
+    cs, scope = t.get("changes") or {}, p.get("scope") or {}
+    parts = []
+    if cs:
+        kind = "full build" if cs.get("full_build") else "incremental build"
+        parts.append(f"change set {cs.get('change_set_id')} ({kind}): {cs.get('built_because', '')}"
+                     + (" — recorded by the build this run reused" if t.get("skipped") else ""))
+    elif t.get("skipped"):
+        parts.append("no change set: the warehouse was already built from these inputs")
+    if scope:
+        parts.append(f"plan compared {'every account' if scope.get('mode') == 'full' else str(scope.get('people')) + ' accounts'}"
+                     f" ({scope.get('because', '')})")
+    rows = [{"reason": r, "people": n, "meaning": REASONS.get(r, "")}
+            for r, n in sorted((cs.get("reasons") or {}).items(), key=lambda kv: -kv[1])]
+    return {"summary": "; ".join(parts) or "no build and no plan in this run", "reasons": rows,
+            "full_build": cs.get("full_build"), "people": cs.get("people"), "scope": scope}
 
 
 def _table(rows: list[dict], cols: list[str]) -> str:
@@ -130,6 +154,8 @@ def render_html(data: dict[str, Any]) -> str:
 <p>Run <code>{html.escape(data['run_key'])}</code>, workers snapshot {data['snapshot_id']}.
 Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape(data['data_docs'])}">{html.escape(data['data_docs'])}</a></p>
 {banner}<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds', 'outcome'])}
+<h2>What changed (change set)</h2><p>{html.escape(data.get('changes', {}).get('summary', ''))}</p>
+{_table(data.get('changes', {}).get('reasons', []), ['reason', 'people', 'meaning'])}
 <h2>Enrolment export (CSV)</h2><p>{html.escape(data.get('export', {}).get('summary', ''))}</p>
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason', 'held_by'])}

@@ -156,12 +156,16 @@ def test_an_export_with_every_job_title_blank_is_held_two_blank_titles_are_appli
 
 
 def set_titles(**titles: str) -> None:
-    """Edit the mart as dbt would have built it: everyone's title is title(i), except {person id: title}."""
+    """Edit the mart as dbt would have built it: everyone's title is title(i), except {person id: title}.
+    Everyone is named in the dirty list, as a build's change set would name them (hrlms.warehouse.changes)."""
+    from hrlms.warehouse.changes import mark_dirty
+
     with db.connect() as c:
         c.execute("update marts.lms_desired_users set title = case when person_id = %s then 'Director' "
                   "else 'Analyst ' || ltrim(substr(person_id, 2), '0') end", (pid(1),))
         for person_id, t in titles.items():
             c.execute("update marts.lms_desired_users set title = %s where person_id = %s", (t, person_id))
+        mark_dirty(c, [r[0] for r in c.execute("select person_id from marts.lms_desired_users")], "hr_edit")
 
 
 def test_an_export_with_job_title_and_job_code_swapped_is_held_a_few_new_titles_are_applied_a_rebrand_once_approved(

@@ -444,7 +444,9 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
             conn.execute("analyze plan_scope")
             conn.execute("insert into sync.plan_scope (plan_id, person_id) select %s, person_id from plan_scope",
                          (plan_id,))
-        people = conn.execute("select count(*) from plan_scope").fetchone()[0] if scoped else None
+        people = conn.execute("select count(*) from plan_scope" if scoped else
+                              "select count(*) from (select person_id from sync.applied_users union "
+                              "select person_id from marts.lms_desired_users) everyone").fetchone()[0]
         conn.execute("update sync.plans set scope_people = %s where plan_id = %s", (people, plan_id))
         _insert_ops(conn, plan_id, snapshot_id, scoped, has_manager, has_groups)
         if scoped and os.environ.get("HRLMS_PLAN_CHECK_SCOPE", "").strip().lower() in ("1", "true", "yes"):

@@ -13,15 +13,19 @@ Reasons (a person may have several):
 - identity — they share an LMS account with a changed person, or their identity decision is ambiguous
   (re-decided every build); resolution — a person decided their identity since the base build;
 - manager_chain — someone above them in the reporting chain (primary or temporary manager, any depth)
-  changed, or their manager is resolved by a fallback (org chain, manager chain, loop cut) in the last build;
-- manager — the HR or resolved manager of a changed person (whether they manage people may change);
+  changed, or their manager comes from a fallback rule (the org chain) in the last build and their unit,
+  or one above it, changed or holds a changed person (its head may be another now);
+- manager — the HR, temporary or resolved manager of a changed person (whether they manage people may
+  change). "Changed" here: new, gone, hr_edit, quarantine, identity, resolution, dates or lms;
 - org — their org unit, or one above it, was added, removed, moved, renamed, closed or got another head;
 - dates — one of their own dates reaches its boundary between the base build's logical moment and this
   one, in their time zone: start (minus provision_days_before_start), the day after the last day (minus
   termination_lookahead_days), a temporary manager's first day and the day after their last, a learning
-  rule's min/max tenure;
-- learning_dates — a due date, expiry, renewal window or exemption of theirs starts or ends in that span;
-- completions — learning records of theirs arrived since the base build;
+  rule's min/max tenure, an exemption's first day and the day after its last;
+- learning_dates — a due date, expiry or renewal window of theirs starts or ends in that span;
+- completions — learning records of theirs arrived since the base build.
+  These two change their compliance status, not what the LMS is given: the plan does not compare them
+  (they are not added to sync.dirty_people);
 - lms — what we hold of their LMS account was corrected outside a plan (reconcile).
 
 A full build (everyone dirty) instead, with `built_because`: the first build, HRLMS_REBUILD=always, the
@@ -47,8 +51,22 @@ from hrlms.warehouse import builds
 log = logging.getLogger("hrlms.changes")
 
 EVERYONE = "*"
-REASONS = ("new", "gone", "hr_edit", "quarantine", "identity", "resolution", "manager_chain", "manager", "org",
-           "dates", "learning_dates", "completions", "lms")
+#: Why a person is in a change set, as the run report explains it.
+REASONS = {
+    "new": "new in the HR file",
+    "gone": "no longer in the HR file",
+    "hr_edit": "their HR record changed",
+    "quarantine": "the gate's verdict on their line, or a quarantined line carrying their key, changed",
+    "identity": "they share an LMS account with a changed person, or their identity is still ambiguous",
+    "resolution": "a person decided their identity",
+    "manager_chain": "someone above them changed, or their manager comes from a fallback rule",
+    "manager": "the manager of a changed person",
+    "org": "their org unit or one above it changed",
+    "dates": "one of their own dates (start, last day, temporary manager, tenure, exemption) was reached",
+    "learning_dates": "a due date, expiry or renewal window of theirs started or ended (not sent to the LMS)",
+    "completions": "learning records of theirs arrived",
+    "lms": "our record of their LMS account was corrected (reconcile)",
+}
 
 # One hash per person over all of their lines (row(...)::text tells NULL from '').
 _RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_name, work_email, username, "
@@ -57,9 +75,10 @@ _RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_na
                 "time_zone, secondary_manager_person_ids, temporary_manager_person_id, temporary_manager_from, "
                 "temporary_manager_until")
 _PERSON_HASHES = f"""
-    select nullif(btrim(person_id), '') as person_id,
-           md5(string_agg(md5(row({_RAW_COLUMNS})::text), ',' order by md5(row({_RAW_COLUMNS})::text))) as h
-    from raw_hris.workers where _snapshot_id = %s and nullif(btrim(person_id), '') is not null
+    select person_id, case when count(*) = 1 then min(lh) else md5(string_agg(lh, ',' order by lh)) end as h
+    from (select nullif(btrim(person_id), '') as person_id, md5(row({_RAW_COLUMNS})::text) as lh
+          from raw_hris.workers where _snapshot_id = %s) w
+    where person_id is not null
     group by 1
 """
 _ORG_HASHES = """
@@ -71,16 +90,10 @@ _ORG_HASHES = """
     group by 1
 """
 
-# The match keys on blocking quarantined lines of a snapshot (as hrlms_util.quarantined_worker_keys, read from
-# the raw lines: that function joins the staging view, which parses the whole snapshot again).
-_QUARANTINED_KEYS = """
-    select nullif(btrim(w.employee_number), '') as employee_number, nullif(lower(btrim(w.work_email)), '') as work_email
-    from dq.quarantine q join raw_hris.workers w on w._snapshot_id = q.snapshot_id and w._line_no = q.line_no
-    where q.snapshot_id = %%(%s)s and q.entity = 'workers' and w._snapshot_id = q.snapshot_id
-      and (nullif(btrim(w.employee_number), '') is not null or nullif(btrim(w.work_email), '') is not null)
-    group by q.line_no, 1, 2
-    having bool_or(q.rule not in ('duplicate_email', 'duplicate_username', 'duplicate_employee_number'))
-"""
+
+# The reasons that change a person's own state (active, identity, manager): what their reports' and their
+# managers' rows depend on.
+_SEED_REASONS = "'new', 'gone', 'hr_edit', 'quarantine', 'identity', 'resolution', 'dates', 'lms'"
 
 
 def max_share() -> float:
@@ -104,11 +117,13 @@ class ChangeSet:
     counts: dict[str, int] = field(default_factory=dict)
     base_change_set_id: int | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)     # seconds per step of the computation
 
     def summary(self) -> dict[str, Any]:
         return {"change_set_id": self.change_set_id, "full_build": self.full_build,
                 "built_because": self.built_because, "people": self.people, "population": self.population,
-                "reasons": self.counts, "base_change_set_id": self.base_change_set_id, "seconds": self.seconds}
+                "reasons": self.counts, "base_change_set_id": self.base_change_set_id, "seconds": self.seconds,
+                "timings": self.timings}
 
 
 def _dbt_vars() -> dict[str, Any]:
@@ -158,11 +173,11 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                values (%s, %s, %s, %s, %s, %s, %s, %s) returning change_set_id""",
             (run_key, snapshots["workers"], snapshots.get("org_units"), logical_ts, Jsonb(inputs),
              base[0] if base else None, bool(why), why or "")).fetchone()[0]
-        population = conn.execute("select count(distinct person_id) from raw_hris.workers where _snapshot_id = %s",
-                                  (snapshots["workers"],)).fetchone()[0]
+        population = conn.execute("select count(distinct person_id) from staging.stg_hris__snapshot_workers "
+                                  "where person_id is not null").fetchone()[0]
         cs = ChangeSet(cs_id, bool(why), why or "", population=population, base_change_set_id=base[0] if base else None)
         if not why:
-            why = _collect(conn, base, snapshots, logical_ts)
+            why = _collect(conn, base, snapshots, logical_ts, cs.timings)
         if why:
             cs.full_build, cs.built_because = True, why
         else:
@@ -180,9 +195,10 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                                     f"change set {base[0]}")
                 conn.execute("insert into audit.change_set_people (change_set_id, person_id, reasons) "
                              "select %s, person_id, reasons from cs_people", (cs_id,))
-                conn.execute(
+                conn.execute(   # a due date, an expiry or a completion changes nothing the LMS is given
                     """insert into sync.dirty_people (person_id, reasons, change_set_id)
                        select person_id, reasons, %s from cs_people
+                       where not reasons <@ array['learning_dates', 'completions']
                        on conflict (person_id) do update set change_set_id = excluded.change_set_id,
                            marked_at = clock_timestamp(),
                            reasons = array(select distinct r from unnest(sync.dirty_people.reasons || excluded.reasons) r
@@ -255,7 +271,8 @@ def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full
     return ""
 
 
-def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_ts: datetime) -> str:
+def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_ts: datetime,
+             timings: dict[str, float]) -> str:
     """Fill the temp table cs_people (person_id, reasons) for a build compared with `base`; returns why the
     build must be full instead ("" when it need not)."""
     base_id, base_snap, base_org, base_ts, _inputs, base_at = base
@@ -267,6 +284,13 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          "provision": int(v.get("provision_days_before_start") or 0),
          "lookahead": int(v.get("termination_lookahead_days") or 0)}
     x = conn.execute
+    last = [time.perf_counter()]
+
+    def mark(step: str) -> None:                 # seconds per step, in the change set's record
+        now = time.perf_counter()
+        timings[step] = round(now - last[0], 3)
+        last[0] = now
+
     x("create temp table cs_found (person_id text, reason text) on commit drop")
     x("create temp table cs_cur on commit drop as " + _PERSON_HASHES, (cur,))
     x("create temp table cs_base on commit drop as " + _PERSON_HASHES, (base_snap,))
@@ -275,12 +299,15 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
                 case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
          from cs_cur c full join cs_base b on b.person_id = c.person_id
          where c.h is distinct from b.h""")
+    mark("hr_edits")
     # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
     x("""create temp table cs_rows on commit drop as
          select person_id, manager_person_id, temporary_manager_person_id, org_unit_code, time_zone,
                 coalesce(start_date, hire_date) as start_on, coalesce(last_day_of_work, termination_date) as last_on,
                 temporary_manager_from, temporary_manager_until, employee_number, work_email
          from staging.stg_hris__snapshot_workers where person_id is not null""")
+    x("analyze cs_rows")
+    mark("rows")
     # Quarantine: the verdict on a person's lines, and the keys on blocking quarantined lines.
     x("""insert into cs_found
          select coalesce(c.k, b.k), 'quarantine' from
@@ -291,16 +318,22 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             where snapshot_id = %(base)s and entity = 'workers' and record_key is not null group by 1) b
            on b.k = c.k
          where c.r is distinct from b.r""", p)
-    x(f"""create temp table cs_qkeys on commit drop as
-          ({_QUARANTINED_KEYS % 'cur'} except {_QUARANTINED_KEYS % 'base'})
-          union
-          ({_QUARANTINED_KEYS % 'base'} except {_QUARANTINED_KEYS % 'cur'})""", p)
+    x("""create temp table cs_qkeys on commit drop as
+         (select * from hrlms_util.quarantined_worker_keys(%(cur)s)
+          except select * from hrlms_util.quarantined_worker_keys(%(base)s))
+         union
+         (select * from hrlms_util.quarantined_worker_keys(%(base)s)
+          except select * from hrlms_util.quarantined_worker_keys(%(cur)s))""", p)
     x("""insert into cs_found
-         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k
-           on k.employee_number = r.employee_number or k.work_email = r.work_email
+         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k on k.employee_number = r.employee_number
+         union
+         select r.person_id, 'quarantine' from cs_rows r join cs_qkeys k on k.work_email = r.work_email
          union
          select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k
-           on k.employee_number = a.employee_number or k.work_email = lower(a.email)""")
+           on k.employee_number = a.employee_number
+         union
+         select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k on k.work_email = lower(a.email)""")
+    mark("quarantine")
     # Dates crossing their boundary in the person's own zone between the base build and this one.
     x("""insert into cs_found
          with zones as (
@@ -325,16 +358,18 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             or temporary_manager_from > d0 and temporary_manager_from <= d1
             or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
             or exists (select 1 from tenure where start_on + tenure.n > d0 and start_on + tenure.n <= d1)""", p)
+    mark("dates")
     # Learning dates (due, expiry, renewal, exemptions) in the span, in any zone (UTC-12 … UTC+14).
     lo, hi = "(%(t0)s::timestamptz at time zone 'Etc/GMT+12')::date", "(%(t)s::timestamptz at time zone 'Etc/GMT-14')::date"
     if x("select to_regclass('marts.learning_compliance_status') is not null").fetchone()[0]:
         x(f"""insert into cs_found
               select person_id, 'learning_dates' from marts.learning_compliance_status, unnest(array[
-                  due_on + 1, expires_on, renewal_opens_on, exempt_until + 1]) d
+                  due_on + 1, expires_on, renewal_opens_on]) d
               where d > {lo} and d <= {hi}""", p)
     x(f"""insert into cs_found
-          select person_id, 'learning_dates' from learning.exemptions, unnest(array[since, until + 1]) d
+          select person_id, 'dates' from learning.exemptions, unnest(array[since, until + 1]) d
           where ruleset = 'live' and person_id is not null and d > {lo} and d <= {hi}""", p)
+    mark("learning_dates")
     # Completions that arrived since the base build (the events are attributed by account or e-mail).
     x("""insert into cs_found
          select coalesce(s.actor_account_name, r.person_id), 'completions'
@@ -346,6 +381,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          from raw_hris.snapshots sn join raw_lms.transcripts t on t._snapshot_id = sn.snapshot_id
          left join cs_rows r on t.person_id is null and r.work_email = lower(btrim(t.work_email))
          where sn.entity = 'transcripts' and sn.loaded_at > %(base_at)s""", p)
+    mark("completions")
     # Identity: decisions made by people since the base build; accounts shared with changed people;
     # ambiguous decisions (re-decided every build).
     x("""insert into cs_found
@@ -356,10 +392,13 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     has_decisions = x("select to_regclass('intermediate.int_identity_decisions') is not null").fetchone()[0]
     if has_decisions:
         x("""insert into cs_found
-             select d.person_id, 'identity' from intermediate.int_identity_decisions d
-             where d.is_ambiguous
-                or d.account_person_id in (select d2.account_person_id from cs_found f
-                                           join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id)""")
+             select d.person_id, 'identity' from intermediate.int_identity_decisions d where d.is_ambiguous
+             union
+             select d.person_id, 'identity' from cs_found f
+             join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id
+             join intermediate.int_identity_decisions d on d.account_person_id = d2.account_person_id
+             where d.person_id <> f.person_id and f.reason in (""" + _SEED_REASONS + """)""")
+    mark("identity")
     # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
     x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
     x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
@@ -382,36 +421,65 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
         return f"an org change at the top of the tree (unit {', '.join(roots)})"
     x("""insert into cs_found
          select r.person_id, 'org' from cs_rows r join cs_units u on u.code = r.org_unit_code""")
-    # The reporting chain below every person found so far (primary and temporary managers, any depth).
-    x("""insert into cs_found
-         with recursive seeds as (select distinct person_id from cs_found),
-         down (person_id, depth) as (
-             select person_id, 0 from seeds
-             union
-             select r.person_id, down.depth + 1 from down
-             join cs_rows r on r.manager_person_id = down.person_id or r.temporary_manager_person_id = down.person_id
-             where down.depth < 64
-         )
-         select person_id, 'manager_chain' from down where depth > 0""")
-    if x("select to_regclass('intermediate.int_managers_resolved') is not null").fetchone()[0]:
-        x("""insert into cs_found
-             select person_id, 'manager_chain' from intermediate.int_managers_resolved
-             where fallback_reason is not null or is_in_loop""")
-        x("""insert into cs_found
-             select m.manager_person_id, 'manager' from intermediate.int_managers_resolved m
-             where m.person_id in (select person_id from cs_found) and m.manager_person_id is not null""")
-    x("""insert into cs_found
-         select m, 'manager' from (select distinct person_id from cs_found) f
-         join cs_rows r using (person_id), unnest(array[r.manager_person_id, r.temporary_manager_person_id]) m
-         where m is not null
+    mark("org")
+    # People whose own state changed: what the reporting chain below them and their managers depend on
+    # (a due date, a completion or a move to another unit changes nobody's manager).
+    seeds = f"select distinct person_id from cs_found where reason in ({_SEED_REASONS})"
+    # The reporting chain below them (primary and temporary managers, any depth). The edges first, as a
+    # table: a join on "primary or temporary manager" in the recursion is a nested loop over everyone.
+    x("""create temp table cs_edges on commit drop as
+         select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
          union
-         select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.workers w
-         where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in (select person_id from cs_found)""", p)
+         select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
+    x("analyze cs_edges")
+    x(f"""insert into cs_found
+          with recursive down (person_id, depth) as (
+              select person_id, 0 from ({seeds}) s
+              union
+              select e.person_id, down.depth + 1 from down
+              join cs_edges e on e.manager_id = down.person_id
+              where down.depth < 64
+          )
+          select person_id, 'manager_chain' from down where depth > 0""")
+    if x("select to_regclass('intermediate.int_managers_resolved') is not null").fetchone()[0] and \
+            x("select to_regclass('intermediate.int_workers_placed') is not null").fetchone()[0]:
+        # People whose manager comes from the org chain (the heads of their unit and the units above), in
+        # a unit below a changed unit or below the unit of a changed person (its head may be another now).
+        x(f"""insert into cs_found
+              with recursive units as (
+                  select code from cs_units
+                  union
+                  select r.org_unit_code from cs_rows r where r.person_id in ({seeds})
+                  union
+                  select p.org_unit_code from intermediate.int_workers_placed p where p.person_id in ({seeds})
+                  union
+                  select nullif(upper(btrim(w.org_unit_code)), '') from raw_hris.workers w
+                  where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in ({seeds})
+              ), below (code, depth) as (
+                  select code, 0 from units where code is not null
+                  union
+                  select c.code, below.depth + 1 from below join cs_org_cur c on c.parent = below.code
+                  where below.depth < 64
+              )
+              select m.person_id, 'manager_chain' from intermediate.int_managers_resolved m
+              join intermediate.int_workers_placed p on p.person_id = m.person_id
+              where m.fallback_reason is not null and p.org_unit_code in (select code from below)""", p)
+        x(f"""insert into cs_found
+              select m.manager_person_id, 'manager' from intermediate.int_managers_resolved m
+              where m.person_id in ({seeds}) and m.manager_person_id is not null""")
+    x(f"""insert into cs_found
+          select m, 'manager' from ({seeds}) f
+          join cs_rows r using (person_id), unnest(array[r.manager_person_id, r.temporary_manager_person_id]) m
+          where m is not null
+          union
+          select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.workers w
+          where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in ({seeds})""", p)
     if has_decisions:   # the accounts of everyone found (the LMS knows people by account)
         x("""insert into cs_found
              select d.account_person_id, 'identity' from cs_found f
              join intermediate.int_identity_decisions d on d.person_id = f.person_id
              where d.account_person_id is not null and d.account_person_id <> f.person_id""")
+    mark("managers")
     x("""create temp table cs_people on commit drop as
          select person_id, array_agg(distinct reason order by reason) as reasons
          from cs_found where person_id is not null group by person_id""")

@@ -15,24 +15,20 @@ create table if not exists sync.plan_decisions (
 
 -- The match keys (employee number, work e-mail) on the quarantined worker lines of a snapshot. The plan
 -- protects the accounts they point at too: a line that lost or garbled its person_id is still that
--- person, who must not be deactivated as a "leaver" because of it. Empty before the first dbt build.
+-- person, who must not be deactivated as a "leaver" because of it. The keys are read from the raw lines,
+-- trimmed and lower-cased as staging does (reading them through the staging view parsed the whole
+-- snapshot again: seconds at 1M workers, for each plan).
 -- A line quarantined only for carrying another person's value (duplicate_email, duplicate_username,
 -- duplicate_employee_number) has a person_id of its own and protects no one else: the value's keeper
 -- (who may have left) is a different person.
 create or replace function hrlms_util.quarantined_worker_keys(p_snapshot_id bigint)
 returns table (employee_number text, work_email text)
-language plpgsql stable as $$
-begin
-    if to_regclass('staging.stg_hris__workers') is null then
-        return;
-    end if;
-    return query execute
-        'select s.employee_number::text, s.work_email::text
-         from dq.quarantine q
-         join staging.stg_hris__workers s on s.snapshot_id = q.snapshot_id and s.line_no = q.line_no
-         where q.snapshot_id = $1 and q.entity = ''workers''
-           and (s.employee_number is not null or s.work_email is not null)
-         group by q.line_no, s.employee_number, s.work_email
-         having bool_or(q.rule not in (''duplicate_email'', ''duplicate_username'', ''duplicate_employee_number''))'
-        using p_snapshot_id;
-end $$;
+language sql stable as $$
+    select nullif(btrim(w.employee_number), ''), nullif(lower(btrim(w.work_email)), '')
+    from dq.quarantine q
+    join raw_hris.workers w on w._snapshot_id = q.snapshot_id and w._line_no = q.line_no
+    where q.snapshot_id = p_snapshot_id and q.entity = 'workers' and w._snapshot_id = p_snapshot_id
+      and (nullif(btrim(w.employee_number), '') is not null or nullif(btrim(w.work_email), '') is not null)
+    group by q.line_no, 1, 2
+    having bool_or(q.rule not in ('duplicate_email', 'duplicate_username', 'duplicate_employee_number'))
+$$;
