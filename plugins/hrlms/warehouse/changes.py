@@ -206,6 +206,13 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
             conn.execute("drop table if exists cs_people")
         if cs.full_build:
             cs.people = population
+            # the next build compares with this snapshot's hashes
+            x = conn.execute
+            x("delete from audit.person_hashes where snapshot_id <> %s", (snapshots["workers"],))
+            if not x("select exists (select 1 from audit.person_hashes where snapshot_id = %s)",
+                     (snapshots["workers"],)).fetchone()[0]:
+                x(f"insert into audit.person_hashes (snapshot_id, person_id, h) "
+                  f"select %s, person_id, h from ({_PERSON_HASHES}) ph", (snapshots["workers"], snapshots["workers"]))
             conn.execute(
                 """insert into sync.dirty_people (person_id, reasons, change_set_id) values (%s, %s, %s)
                    on conflict (person_id) do update set change_set_id = excluded.change_set_id,
@@ -284,6 +291,9 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          "provision": int(v.get("provision_days_before_start") or 0),
          "lookahead": int(v.get("termination_lookahead_days") or 0)}
     x = conn.execute
+    p["tenure"] = [r[0] for r in x(
+        """select distinct n from learning.rules, unnest(array[min_tenure_days, max_tenure_days + 1]) n
+           where ruleset = 'live' and n is not null order by 1""").fetchall()]
     last = [time.perf_counter()]
 
     def mark(step: str) -> None:                 # seconds per step, in the change set's record
@@ -292,13 +302,21 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
         last[0] = now
 
     x("create temp table cs_found (person_id text, reason text) on commit drop")
-    x("create temp table cs_cur on commit drop as " + _PERSON_HASHES, (cur,))
-    x("create temp table cs_base on commit drop as " + _PERSON_HASHES, (base_snap,))
+    # One hash per person and snapshot, kept for the base of the next build (the base's were kept by the
+    # last build; a base from before this table existed is hashed now).
+    for snap in (base_snap, cur):
+        if not x("select exists (select 1 from audit.person_hashes where snapshot_id = %s)", (snap,)).fetchone()[0]:
+            x(f"insert into audit.person_hashes (snapshot_id, person_id, h) select %s, person_id, h from ({_PERSON_HASHES}) ph",
+              (snap, snap))
     x("""insert into cs_found
          select coalesce(c.person_id, b.person_id),
                 case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
-         from cs_cur c full join cs_base b on b.person_id = c.person_id
-         where c.h is distinct from b.h""")
+         from (select person_id, h from audit.person_hashes where snapshot_id = %(cur)s) c
+         full join (select person_id, h from audit.person_hashes where snapshot_id = %(base)s) b
+           on b.person_id = c.person_id
+         where c.h is distinct from b.h""", p)
+    # only the base of the next build is needed
+    x("delete from audit.person_hashes where snapshot_id not in (%(cur)s, %(base)s)", p)
     mark("hr_edits")
     # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
     x("""create temp table cs_rows on commit drop as
@@ -335,21 +353,18 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k on k.work_email = lower(a.email)""")
     mark("quarantine")
     # Dates crossing their boundary in the person's own zone between the base build and this one.
+    # (the local dates of each time zone written once: pg_timezone_names reads the zone database per call)
+    x("""create temp table cs_zones on commit drop as
+         select r.time_zone, (%(t0)s::timestamptz at time zone z.name)::date as d0,
+                (%(t)s::timestamptz at time zone z.name)::date as d1
+         from (select distinct time_zone from cs_rows) r
+         left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone
+         cross join lateral (select coalesce(tz.name, %(default_tz)s) as name) z""", p)
     x("""insert into cs_found
-         with zones as (
-             select z.name, (%(t0)s::timestamptz at time zone z.name)::date as d0,
-                    (%(t)s::timestamptz at time zone z.name)::date as d1
-             from (select distinct coalesce(tz.name, %(default_tz)s) as name
-                   from (select distinct time_zone from cs_rows) r
-                   left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone) z
-         ),
-         tenure as (select distinct n from learning.rules, unnest(array[min_tenure_days, max_tenure_days + 1]) n
-                    where ruleset = 'live' and n is not null),
-         rows as (
+         with rows as (
              select r.*, zones.d0, zones.d1
              from cs_rows r
-             left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone
-             join zones on zones.name = coalesce(tz.name, %(default_tz)s)
+             join cs_zones zones on zones.time_zone is not distinct from r.time_zone
              where zones.d1 > zones.d0
          )
          select person_id, 'dates' from rows
@@ -357,7 +372,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             or last_on - %(lookahead)s + 1 > d0 and last_on - %(lookahead)s + 1 <= d1
             or temporary_manager_from > d0 and temporary_manager_from <= d1
             or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
-            or exists (select 1 from tenure where start_on + tenure.n > d0 and start_on + tenure.n <= d1)""", p)
+            or exists (select 1 from unnest(%(tenure)s::int[]) n where n > d0 - start_on and n <= d1 - start_on)""", p)
     mark("dates")
     # Learning dates (due, expiry, renewal, exemptions) in the span, in any zone (UTC-12 … UTC+14).
     lo, hi = "(%(t0)s::timestamptz at time zone 'Etc/GMT+12')::date", "(%(t)s::timestamptz at time zone 'Etc/GMT-14')::date"
@@ -424,13 +439,17 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     mark("org")
     # People whose own state changed: what the reporting chain below them and their managers depend on
     # (a due date, a completion or a move to another unit changes nobody's manager).
-    seeds = f"select distinct person_id from cs_found where reason in ({_SEED_REASONS})"
+    x(f"""create temp table cs_seeds on commit drop as
+          select distinct person_id from cs_found where reason in ({_SEED_REASONS}) and person_id is not null""")
+    x("analyze cs_seeds")
+    seeds = "select person_id from cs_seeds"
     # The reporting chain below them (primary and temporary managers, any depth). The edges first, as a
     # table: a join on "primary or temporary manager" in the recursion is a nested loop over everyone.
     x("""create temp table cs_edges on commit drop as
          select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
          union
          select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
+    x("create index on cs_edges (manager_id)")
     x("analyze cs_edges")
     x(f"""insert into cs_found
           with recursive down (person_id, depth) as (

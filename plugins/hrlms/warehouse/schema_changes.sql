@@ -49,3 +49,12 @@ create table if not exists sync.plan_scope (
 
 create index if not exists ops_unfinished_idx on sync.ops (plan_id)
     where status in ('pending', 'sending', 'escrow', 'dead_letter', 'held');
+
+-- One hash per person over all of their lines, per workers snapshot: the base of the next change set.
+-- Only the last two snapshots' are kept; unlogged (rebuilt from raw_hris when missing).
+create unlogged table if not exists audit.person_hashes (
+    snapshot_id bigint not null,
+    person_id   text   not null,
+    h           text   not null
+);
+create index if not exists person_hashes_snapshot_idx on audit.person_hashes (snapshot_id);
