@@ -198,13 +198,16 @@ def run_apply(base: dict, env: dict, plan_id: int, shards: int, log: str, apply_
                                     env=env, log_name=f"{log}_apply{i}", timeout=apply_timeout)
         except (subprocess.TimeoutExpired, common.ChildTimeout):   # run_child raises the latter
             return {"seconds": apply_timeout, "timed_out": True}
+        except common.BenchError as exc:   # e.g. ApplyHalted (mass failure): recorded, the facts show the ops
+            return {"seconds": time.perf_counter() - t, "failed": str(exc)[-600:]}
 
     t = time.perf_counter()
     started = time.time()
     with ThreadPoolExecutor(max_workers=shards) as pool:
         outs = list(pool.map(shard, range(shards)))
     return {"wall": time.perf_counter() - t, "call": max(o["seconds"] for o in outs),
-            "timed_out": any(o.get("timed_out") for o in outs), "started_epoch": started}
+            "timed_out": any(o.get("timed_out") for o in outs), "started_epoch": started,
+            "failed": [o["failed"] for o in outs if o.get("failed")]}
 
 
 def plan_facts(db_url: str, plan_id: int, run_key: str) -> dict:
