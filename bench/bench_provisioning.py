@@ -94,6 +94,7 @@ def child(spec: dict) -> int:
 
     day = date.fromisoformat(spec["day"])
     key = spec["run_key"]
+    changes_profile = _time_change_set() if stage == "transform" else None
     if stage == "ingest":
         from hrlms.warehouse import db
 
@@ -103,7 +104,41 @@ def child(spec: dict) -> int:
     out = common.run_stage(stage, key, day, snaps, plan_id=spec.get("plan_id"), shard=spec.get("shard"),
                            shards=spec.get("shards"))
     seconds = time.perf_counter() - t + import_s
-    return common.child_done(spec, {"stage": stage, "seconds": seconds, "out": out})
+    result = {"stage": stage, "seconds": seconds, "out": out}
+    if changes_profile:
+        result["changes_profile"] = changes_profile
+    return common.child_done(spec, result)
+
+
+def _time_change_set() -> list[dict]:
+    """Inside the transform child: time each statement of the change set's collection
+    (hrlms.warehouse.changes._collect, one execute each) — a perf_counter around the call, nothing else
+    changes. Returns the list the timings are appended to ({"sql": first words, "seconds"})."""
+    from hrlms.warehouse import changes
+
+    timings: list[dict] = []
+    collect = changes._collect
+
+    class _Timed:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, query, *a, **kw):
+            t = time.perf_counter()
+            try:
+                return self._conn.execute(query, *a, **kw)
+            finally:
+                timings.append({"sql": " ".join(str(query).split())[:160],
+                                "seconds": round(time.perf_counter() - t, 3)})
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    def timed_collect(conn, *a, **kw):
+        return collect(_Timed(conn), *a, **kw)
+
+    changes._collect = timed_collect
+    return timings
 
 
 # -- one day, driven from the parent -----------------------------------------------------------------------
@@ -119,6 +154,8 @@ def warehouse_stages(base: dict, env: dict, log: str) -> tuple[dict, dict]:
                                env=env, log_name=f"{log}_{stage}")
         res["wall"][stage] = time.perf_counter() - t
         res["call"][stage] = out["seconds"]
+        if out.get("changes_profile"):
+            res["changes_profile"] = out["changes_profile"]
         if stage == "ingest":
             snaps = {k: v for k, v in out["out"].items() if k != "rows"}
             res["rows"] = out["out"]["rows"]
@@ -139,26 +176,38 @@ def day(*, db_url: str, folder: Path, on: date, run_key: str, lms: tuple[str, st
     plan_id = res["plan"]["plan_id"]
     if res["plan"].get("held"):
         raise common.BenchError(f"plan {plan_id} was held by the breaker: {res['plan']}")
-
-    def shard(i: int) -> dict:
-        try:
-            return common.run_child("bench.bench_provisioning",
-                                    {**base, "stage": "apply", "plan_id": plan_id, "shard": i},
-                                    env=env, log_name=f"{log}_apply{i}", timeout=apply_timeout)
-        except (subprocess.TimeoutExpired, common.ChildTimeout):   # run_child raises the latter
-            return {"seconds": apply_timeout, "timed_out": True}
-
-    t = time.perf_counter()
-    res["apply_started_epoch"] = time.time()
-    with ThreadPoolExecutor(max_workers=shards) as pool:
-        outs = list(pool.map(shard, range(shards)))
-    res["wall"]["apply"] = time.perf_counter() - t
-    res["call"]["apply"] = max(o["seconds"] for o in outs)
-    res["apply_timed_out"] = any(o.get("timed_out") for o in outs)
+    app = run_apply(base, env, plan_id, shards, log, apply_timeout)
+    res["apply_started_epoch"] = app["started_epoch"]
+    res["wall"]["apply"] = app["wall"]
+    res["call"]["apply"] = app["call"]
+    res["apply_timed_out"] = app["timed_out"]
     res["file_to_lms"] = sum(res["wall"].values())
     res["snapshots"] = snaps
     res["env"] = env
     return res
+
+
+def run_apply(base: dict, env: dict, plan_id: int, shards: int, log: str, apply_timeout: float | None = None) -> dict:
+    """The apply stage as the DAG runs it: `shards` parallel children (its mapped apply tasks), each
+    pipeline.apply(shard=i, shards=n) in a fresh interpreter. Returns the wall around all of them, the
+    slowest shard's call, whether one was stopped by `apply_timeout`, and the epoch the first started."""
+    def shard(i: int) -> dict:
+        try:
+            return common.run_child("bench.bench_provisioning",
+                                    {**base, "stage": "apply", "plan_id": plan_id, "shard": i, "shards": shards},
+                                    env=env, log_name=f"{log}_apply{i}", timeout=apply_timeout)
+        except (subprocess.TimeoutExpired, common.ChildTimeout):   # run_child raises the latter
+            return {"seconds": apply_timeout, "timed_out": True}
+        except common.BenchError as exc:   # e.g. ApplyHalted (mass failure): recorded, the facts show the ops
+            return {"seconds": time.perf_counter() - t, "failed": str(exc)[-600:]}
+
+    t = time.perf_counter()
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=shards) as pool:
+        outs = list(pool.map(shard, range(shards)))
+    return {"wall": time.perf_counter() - t, "call": max(o["seconds"] for o in outs),
+            "timed_out": any(o.get("timed_out") for o in outs), "started_epoch": started,
+            "failed": [o["failed"] for o in outs if o.get("failed")]}
 
 
 def plan_facts(db_url: str, plan_id: int, run_key: str) -> dict:
