@@ -5,6 +5,11 @@ in this snapshot is left alone (never deactivated because their row was bad, nev
 group), and a rejected snapshot never gets this far. Rerunning the plan for the same run supersedes
 the earlier unfinished plan: the diff already accounts for everything that was applied.
 
+Scope: a restricted plan compares only the accounts that may have changed (sync.dirty_people, filled by
+the change sets of hrlms.warehouse.changes, plus their accounts, managers and unfinished ops: _SCOPE_SQL);
+a full plan compares every account (the first build, a full build not yet applied, reconcile, or
+HRLMS_REBUILD=always). A dirty person is cleared once a plan that covered them is applied (_settle).
+
 Two phases. Phase 1: user ops, create_group, update_group. Phase 2 (claimed by apply only once no
 phase-1 op of the plan is pending or sending): set_manager, add_members, remove_members — they refer
 to LMS ids of users/groups that phase 1 may be creating, so ids are resolved at apply time.
@@ -176,8 +181,6 @@ where w.manager_person_id is distinct from a.manager_person_id
 """
 
 
-MANAGER_SQL = manager_sql()
-
 # Reporting depth in the desired state: 0 for people without an HR manager among the desired people (or
 # who are their own manager), 1 for their reports, … People in a reporting cycle get none (sorted last).
 # Only orders the creates (managers first); a person_id listed twice in the mart takes its lowest depth.
@@ -256,10 +259,6 @@ select group_key, op_type, array_agg(person_id order by person_id) as members,
     jsonb_build_object('group_key', group_key) as payload
 from chunked group by group_key, op_type, chunk
 """
-
-
-DIFF_SQL = diff_sql()
-MEMBERS_SQL = members_sql()
 
 
 def _optional_inputs(conn: psycopg.Connection) -> tuple[bool, bool]:
