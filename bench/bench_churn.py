@@ -329,7 +329,8 @@ def stage_details(db_url: str, run_key: str) -> dict:
                                  "and stage in ('transform', 'plan')", (run_key,)).fetchall())
     t, p = rows.get("transform") or {}, rows.get("plan") or {}
     return {"changes": None if t.get("skipped") else t.get("changes"), "transform_skipped": t.get("skipped"), "scope": p.get("scope"),
-            "plan_ops": p.get("ops"), "plan_members": p.get("members"), "held": p.get("held")}
+            "plan_ops": p.get("ops"), "plan_members": p.get("members"), "held": p.get("held"),
+            "dbt_slowest": t.get("dbt_slowest")}
 
 
 def approve_held(db_url: str, plan_id: int) -> str | None:

@@ -242,9 +242,12 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
         cs = changes.compute(conn, run_key, snapshots, logical_instant(logical_date), full_refresh=full_refresh)
         detail["changes"] = cs.summary()
         # staging (views + the run's parsed snapshot) was built and tested by the staging stage
+        # an incremental build recomputes the change set's people in the incremental person models
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
-                        logical_date=logical_instant(logical_date), exclude="staging", tracked=True)
+                        logical_date=logical_instant(logical_date), exclude="staging", tracked=True,
+                        change_set_id=None if cs.full_build else cs.change_set_id)
         detail.update(res.counts)
+        detail["dbt_slowest"] = res.slowest
         changes.built(conn, cs.change_set_id)
         builds.finished(conn, "transform", run_key, detail)
     return res.counts

@@ -124,16 +124,24 @@ def change_set(s: Side, key: str) -> dict[str, set[str]] | None:
     return {pid: set(reasons) for pid, reasons in rows}
 
 
+#: intermediate tables an incremental build updates in place (var incremental_person_models): compared too.
+#: Their lineage columns (the snapshot and line a row was last derived from) are left out: an unchanged
+#: person's row keeps the snapshot it was computed from, a full rebuild takes the newest.
+INCREMENTAL_INTERMEDIATE = {"int_workers_effective": {"snapshot_id", "line_no", "copy_no"},
+                            "int_workers_identity": set()}
+
+
 def marts(s: Side) -> dict[str, Counter]:
-    tables = [t for (t,) in s.q("select table_name from information_schema.tables where table_schema = 'marts' "
-                                "order by 1")]
+    tables = [("marts", t, TIMESTAMP_COLUMNS.get(t, set())) for (t,) in s.q(
+        "select table_name from information_schema.tables where table_schema = 'marts' order by 1")]
+    tables += [("intermediate", t, skip) for t, skip in INCREMENTAL_INTERMEDIATE.items()]
     out = {}
-    for t in tables:
-        cols = [c for (c,) in s.q("select column_name from information_schema.columns where table_schema = 'marts' "
-                                  "and table_name = %s order by ordinal_position", t)
-                if c not in TIMESTAMP_COLUMNS.get(t, set())]
+    for schema, t, skip in tables:
+        cols = [c for (c,) in s.q("select column_name from information_schema.columns where table_schema = %s "
+                                  "and table_name = %s order by ordinal_position", schema, t) if c not in skip]
+        assert cols, f"{schema}.{t}: no such table"
         select = ", ".join(f'"{c}"::text' for c in cols)
-        out[t] = Counter(s.q(f'select {select} from marts."{t}"'))
+        out[f"{schema}.{t}"] = Counter(s.q(f'select {select} from {schema}."{t}"'))
     return out
 
 
@@ -213,11 +221,16 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
         check_final_learning(inc)
         for day in DAYS:
             assert Counter(inc.plans[day.n]) == Counter(full.plans[day.n]), f"day {day.n}: plans differ"
+        # The incremental side did update in place: people outside the last change sets keep the rows (and
+        # the lineage) of the build that last computed them; the full side recomputed everyone each day.
+        latest = "(select max(snapshot_id) from intermediate.int_workers_gated)"
+        older = f"select count(*) from intermediate.int_workers_effective where snapshot_id < {latest}"
+        assert inc.q(older)[0][0] > 0 and full.q(older) == [(0,)]
         m_inc, m_full = marts(inc), marts(full)
         assert set(m_inc) == set(m_full)
         for t in m_inc:
-            assert m_inc[t] - m_full[t] == Counter(), f"marts.{t}: rows only in the incremental warehouse"
-            assert m_full[t] - m_inc[t] == Counter(), f"marts.{t}: rows only in the full rebuild"
+            assert m_inc[t] - m_full[t] == Counter(), f"{t}: rows only in the incremental warehouse"
+            assert m_full[t] - m_inc[t] == Counter(), f"{t}: rows only in the full rebuild"
         # The scope/change-set checks last: they wait on the change sets (issue 15) being merged.
         assert not problems, "\n".join(problems)
 
@@ -269,6 +282,26 @@ def test_start_reaching_today_in_tokyo_not_los_angeles(history_env, local_stack,
 
 # --- 3. a crash in the middle of an incremental build, then the rerun --------------------------------
 
+class DiesMidBuild:
+    """Replace hrlms.transform.dbt.build by one that, the first time, builds part of the models (their
+    incremental updates committed) and then dies; later calls build as the original."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, part: str):
+        from hrlms.transform import dbt
+
+        self.calls = 0
+        original = dbt.build
+
+        def dying(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == 1:
+                original(*args, **{**kwargs, "select": part})
+                raise RuntimeError("injected: dbt died mid-build")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(dbt, "build", dying)
+
+
 class Once:
     """Replace `module.name` by a function that raises the first time, then behaves as the original."""
 
@@ -287,10 +320,10 @@ class Once:
 
 def test_crash_mid_incremental_build_then_rerun(history_env, local_stack, tmp_path, monkeypatch):
     """Days 1, 2 and 5 of the history (day 5 after a gap: the dates of days 3 and 4 cross too). Day 2's
-    transform dies in dbt, day 5's plan dies inside its transaction; each is rerun with the same run_key.
-    The plans and the LMS must be those of a clean run of the same days."""
+    transform dies in dbt after the incremental models up to int_workers_identity were updated, day 5's plan
+    dies inside its transaction; each is rerun with the same run_key. The plans, the LMS, the marts and the
+    incremental tables must be those of a clean run of the same days."""
     from hrlms.sync import breaker
-    from hrlms.transform import dbt
 
     landing = history_env
     days = [DAYS[0], DAYS[1], DAYS[4]]
@@ -301,10 +334,10 @@ def test_crash_mid_incremental_build_then_rerun(history_env, local_stack, tmp_pa
 
         run_day(crash, days[0], landing, tmp_path, monkeypatch)
         with monkeypatch.context() as m:
-            once = Once(m, dbt, "build", "injected: dbt died mid-build")
+            dies = DiesMidBuild(m, "+int_workers_identity")
             with pytest.raises(Exception, match="injected: dbt died"):
                 run_day(crash, days[1], landing, tmp_path, monkeypatch)
-            assert once.calls == 1
+            assert dies.calls == 1
         assert crash.q("select count(*) from audit.stage_runs where run_key = 'crash-day02' "
                        "and stage in ('plan', 'apply')") == [(0,)]
         run_day(crash, days[1], landing, tmp_path, monkeypatch)     # the same run_key, dbt as it is
@@ -321,6 +354,7 @@ def test_crash_mid_incremental_build_then_rerun(history_env, local_stack, tmp_pa
         for day in days:
             assert Counter(crash.plans[day.n]) == Counter(clean.plans[day.n]), f"day {day.n}: plans differ"
         assert lms_users_groups(crash) == lms_users_groups(clean)
+        assert marts(crash) == marts(clean)
         assert crash.q("select count(*) from sync.ops where status not in ('applied', 'superseded')") == [(0,)]
 
         # The rerun's change set is the clean run's (nothing lost because the crashed attempt had one).

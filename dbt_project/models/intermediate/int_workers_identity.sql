@@ -1,13 +1,27 @@
 {{ config(
-    materialized='table',
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['person_id']}, {'columns': ['account_person_id']}],
+    pre_hook="{{ delete_changed_people('person_id', 'account_person_id') }}",
     post_hook="analyze {{ this }}"
 ) }}
 -- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.
 -- The LMS account of every gated worker of the run (from the durable map int_identity_decisions).
 -- Two current workers on one account (e.g. the old and the new person_id in the same file) share it:
 -- the account holder is the active one, then the highest person_id; the other is a data issue.
+-- Incremental (macros/changed_people.sql): the change set's people and everyone now on one of their
+-- accounts (the account's holder may be another); the change set already holds everyone who shared an
+-- account with them in the last build (hrlms.warehouse.changes, reason identity).
 with workers as (
     select person_id from {{ ref('int_workers_gated') }}
+    {%- if is_incremental() and change_set_id() > 0 %}
+    where person_id in {{ changed_people() }}
+        or person_id in (
+            select person_id from {{ ref('int_identity_decisions') }}
+            where account_person_id in {{ accounts_of_changed_people() }}
+        )
+    {%- endif %}
 ),
 
 effective as (

@@ -1,7 +1,8 @@
 -- Each gated worker's place in the resolved org tree: the unit HR gives when it exists in the run's
 -- org snapshot, else the holding unit (is_unknown_org_code; a missing code counts as unknown).
 -- Workers of a closed unit (status inactive) stay where HR puts them (is_org_unit_inactive).
--- Also carries the manager fields and effective dating the org models need, so they read one analysed
+-- Also carries the manager fields and effective dating the org models need (local_date: the run's moment in
+-- the worker's zone; int_workers_effective does not store it), so they read one analysed
 -- table (the planner badly underestimates the gated view; nested loops are disabled here for that reason).
 {{ config(
     materialized='table',
@@ -14,7 +15,7 @@ with workers as (
         person_id,
         org_unit_code,
         employment_status,
-        local_date,
+        {{ local_date_in('effective_time_zone') }} as local_date,
         is_active,
         manager_person_id,
         temporary_manager_person_id,

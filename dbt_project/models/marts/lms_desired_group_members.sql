@@ -5,7 +5,16 @@
 -- 'req:<requirement_id>' = the audience of a learning requirement: people with an open assignment who
 -- are not exempt (learning_compliance_status); LMSs map such groups to enrolment rules.
 -- Indexed by person: a restricted plan (hrlms.sync.plan) looks up only the accounts that may have changed.
-{{ config(indexes=[{'columns': ['person_id']}]) }}
+-- Incremental (macros/changed_people.sql): a build with a change set recomputes the memberships of its
+-- people's accounts (as lms_desired_users).
+-- depends_on: {{ ref('int_identity_decisions') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['person_id']}],
+    pre_hook="{{ delete_changed_people('person_id', 'person_id') }}"
+) }}
 
 with workers as (
     select person_id, org_unit_code from {{ ref('workers') }}
@@ -18,6 +27,7 @@ effective as (
 accounts as (
     select person_id, account_person_id from {{ ref('int_workers_identity') }}
     where is_account_holder and not is_ambiguous and account_person_id is not null
+        and {{ changed_people_filter('account_person_id', 'account_person_id') }}
 ),
 
 active_workers as (
@@ -48,6 +58,7 @@ audience_members as (
     select 'req:' || requirement_id as group_key, account_person_id as person_id
     from {{ ref('learning_compliance_status') }}
     where status <> 'exempt' and account_person_id is not null
+        and {{ changed_people_filter('account_person_id', 'account_person_id') }}
 ),
 
 final as (

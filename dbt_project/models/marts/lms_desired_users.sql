@@ -4,7 +4,17 @@
 -- a person resolves them (marts.identity_review). Accounts are never deleted: leavers stay here with
 -- is_active = false. manager_person_id is the manager's account, so a manager's rehire keeps the link.
 -- Indexed by person: a restricted plan (hrlms.sync.plan) looks up only the accounts that may have changed.
-{{ config(indexes=[{'columns': ['person_id']}]) }}
+-- Incremental (macros/changed_people.sql): a build with a change set recomputes the accounts of its people
+-- (the change set holds the accounts they held in the last build; accounts_of_changed_people, the ones
+-- they hold now).
+-- depends_on: {{ ref('int_identity_decisions') }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['person_id']}],
+    pre_hook="{{ delete_changed_people('person_id', 'person_id') }}"
+) }}
 
 with workers as (
     select * from {{ ref('workers') }}
@@ -59,6 +69,7 @@ final as (
     left join placed on workers.person_id = placed.person_id
     left join manager_accounts on workers.person_id = manager_accounts.person_id
     where identity.is_account_holder
+        and {{ changed_people_filter('identity.account_person_id', 'identity.account_person_id') }}
 )
 
 select * from final

@@ -31,6 +31,8 @@ class DbtResult:
     success: bool
     counts: dict[str, int]
     failures: list[str]
+    #: the slowest nodes of the invocation, name -> seconds (at most SLOWEST of them), for the stage detail
+    slowest: dict[str, float] | None = None
 
 
 def dbt_env(url: str | None = None) -> dict[str, str]:
@@ -61,11 +63,12 @@ def _env(extra: dict[str, str]):
 
 
 def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime,
-            target_path: str | None = None, tracked: bool = False) -> DbtResult:
+            target_path: str | None = None, tracked: bool = False, change_set_id: int | None = None) -> DbtResult:
     """`logical_date` is the run's logical moment (a bare date = 00:00 UTC): models get its UTC date
     (`logical_date`) and the instant itself (`logical_ts`) to derive each worker's local date.
     `tracked`: the caller is a pipeline stage that keeps the build ledger itself; any other command that
-    changes relations makes the ledger forget what it knew (hrlms.warehouse.builds)."""
+    changes relations makes the ledger forget what it knew (hrlms.warehouse.builds).
+    `change_set_id`: the change set of an incremental build (macros/changed_people.sql); None = every row."""
     from dbt.cli.main import dbtRunner
 
     if not tracked and args and args[0] in MUTATING:
@@ -79,7 +82,8 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     # As environment variables read by the run_param macro, not --vars: a change of --vars makes dbt
     # re-parse the whole project (measured ~5.5 s against 0.8 s for a partial parse).
     run_params = {"HRLMS_RUN_SNAPSHOT_ID": str(snapshot_id), "HRLMS_RUN_ORG_SNAPSHOT_ID": str(org_snapshot_id),
-                  "HRLMS_RUN_LOGICAL_DATE": ts.date().isoformat(), "HRLMS_RUN_LOGICAL_TS": ts.isoformat()}
+                  "HRLMS_RUN_LOGICAL_DATE": ts.date().isoformat(), "HRLMS_RUN_LOGICAL_TS": ts.isoformat(),
+                  "HRLMS_RUN_CHANGE_SET_ID": str(change_set_id or -1)}
     target = target_path or str(PROJECT_DIR / "target")
     cli = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
            "--target-path", target, "--log-path", str(Path(target) / "logs"), "--quiet", "--no-use-colors"]
@@ -89,12 +93,20 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
         raise DbtError(f"dbt {' '.join(args)} could not run: {res.exception}")
     counts: dict[str, int] = {}
     failures = []
+    times: dict[str, float] = {}
     for r in getattr(res.result, "results", None) or []:   # parse/compile return other objects
         status = str(getattr(r, "status", "unknown"))
         counts[status] = counts.get(status, 0) + 1
         if status in ("error", "fail"):
             failures.append(f"{r.node.name}: {r.message}")
-    return DbtResult(bool(res.success), counts, failures)
+        if getattr(r, "execution_time", None) is not None and getattr(r, "node", None) is not None:
+            times[r.node.name] = round(float(r.execution_time), 2)
+    slowest = dict(sorted(times.items(), key=lambda kv: -kv[1])[:SLOWEST])
+    return DbtResult(bool(res.success), counts, failures, slowest)
+
+
+#: how many of the slowest dbt nodes a stage keeps in its detail
+SLOWEST = 12
 
 
 SNAPSHOT_TABLE = "staging.stg_hris__snapshot_workers"
@@ -187,14 +199,20 @@ def is_staged(conn, snapshot_id: int) -> bool:
 
 
 def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime, select: str | None = None,
-          exclude: str | None = None, unit_tests: bool = False, tracked: bool = False) -> DbtResult:
+          exclude: str | None = None, unit_tests: bool = False, tracked: bool = False,
+          change_set_id: int | None = None) -> DbtResult:
     """dbt build (models, snapshots, data tests) for one run. dbt unit tests check the SQL, not the data,
-    so a daily run skips them (~8 s each); CI runs them once (tests/dbt/test_dbt_unit_tests.py)."""
+    so a daily run skips them (~8 s each); CI runs them once (tests/dbt/test_dbt_unit_tests.py).
+    With `change_set_id` an incremental build: the incremental person models recompute that change set's
+    people only (macros/changed_people.sql). Without, a full build: `--full-refresh` recreates them (the
+    history models say full_refresh=false and keep their rows)."""
     args = ["build"] + (["--select", select] if select else []) + (["--exclude", exclude] if exclude else [])
+    if change_set_id is None:
+        args.append("--full-refresh")
     if not unit_tests:
         args += ["--exclude-resource-type", "unit_test"]
     result = run_dbt(args, snapshot_id=snapshot_id, org_snapshot_id=org_snapshot_id, logical_date=logical_date,
-                     tracked=tracked)
+                     tracked=tracked, change_set_id=change_set_id)
     if not result.success:
         raise DbtError("dbt build failed: " + "; ".join(result.failures[:10]))
     return result

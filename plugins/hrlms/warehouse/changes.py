@@ -28,6 +28,11 @@ Reasons (a person may have several):
   (they are not added to sync.dirty_people);
 - lms — what we hold of their LMS account was corrected outside a plan (reconcile).
 
+The change set's id is given to dbt: the incremental person models (dbt var incremental_person_models)
+delete and recompute only its people (dbt_project/macros/changed_people.sql). A build that did not finish
+(a crash in dbt) may have done so in some models already: its people are added to the next change set with
+their reasons, and after an unfinished full build the next one is full too.
+
 A full build (everyone dirty) instead, with `built_because`: the first build, HRLMS_REBUILD=always, the
 DAG param full_refresh, the dbt project (models, vars, settings it reads), the learning rules, the mapping
 hints or the quality checks changed, a learning rule's active window starts or ends, the logical moment
@@ -162,11 +167,15 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
     inputs = build_inputs(conn, snapshots)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.changes'))")
-        conn.execute("delete from audit.change_sets where run_key = %s and state = 'computed'", (run_key,))
         base = conn.execute(
             """select change_set_id, snapshot_id, org_snapshot_id, logical_ts, inputs, created_at
                from audit.change_sets where state = 'built' order by change_set_id desc limit 1""").fetchone()
-        why = _full_because(conn, base, inputs, logical_ts, full_refresh)
+        # Builds since the base that did not finish (a crash in dbt, a rerun of the run): an incremental build
+        # may have recomputed their people in some models already, so they are recomputed again (with their
+        # reasons); after a full build that did not finish, every model may hold its rows: full again.
+        unfinished = _unfinished(conn, base[0] if base else None)
+        conn.execute("delete from audit.change_sets where run_key = %s and state = 'computed'", (run_key,))
+        why = _full_because(conn, base, inputs, logical_ts, full_refresh) or unfinished
         cs_id = conn.execute(
             """insert into audit.change_sets (run_key, snapshot_id, org_snapshot_id, logical_ts, inputs,
                    base_change_set_id, full_build, built_because)
@@ -225,6 +234,19 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                       population, cs_id))
     log.info("change set %s: %s", cs_id, cs.built_because)
     return cs
+
+
+def _unfinished(conn: psycopg.Connection, base_id: int | None) -> str:
+    """Keep the people of the change sets computed after the base build and never built in the temp table
+    cs_unfinished (person_id, reason); returns why this build must be full ("" when it need not)."""
+    rows = conn.execute("select change_set_id, run_key, full_build from audit.change_sets "
+                        "where state = 'computed' and change_set_id > %s order by change_set_id",
+                        (base_id or 0,)).fetchall()
+    conn.execute("create temp table cs_unfinished on commit drop as "
+                 "select p.person_id, r as reason from audit.change_set_people p, unnest(p.reasons) r "
+                 "where p.change_set_id = any(%s)", ([r[0] for r in rows],))
+    full = [f"{run_key} (change set {cs_id})" for cs_id, run_key, full_build in rows if full_build]
+    return f"a full build that did not finish: {', '.join(full)}" if full else ""
 
 
 def built(conn: psycopg.Connection, change_set_id: int) -> None:
@@ -302,6 +324,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
         last[0] = now
 
     x("create temp table cs_found (person_id text, reason text) on commit drop")
+    x("insert into cs_found select person_id, reason from cs_unfinished")   # builds that did not finish
     # One hash per person and snapshot, kept for the base of the next build (the base's were kept by the
     # last build; a base from before this table existed is hashed now).
     for snap in (base_snap, cur):

@@ -14,7 +14,8 @@ with workers as (
 ),
 
 effective as (
-    select person_id, local_date, is_active, effective_time_zone from {{ ref('int_workers_effective') }}
+    select person_id, {{ local_date_in('effective_time_zone') }} as local_date, is_active, effective_time_zone
+    from {{ ref('int_workers_effective') }}
 ),
 
 identity as (

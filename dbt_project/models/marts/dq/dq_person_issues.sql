@@ -4,11 +4,13 @@
 -- with its first_seen_on. Rerunning a logical date changes nothing. A value two people share (the gate's
 -- duplicate_email / duplicate_username / duplicate_employee_number) is listed for both: the person whose
 -- line was quarantined and the one who keeps the value, each with the other in related_person_ids.
+-- full_refresh=false: history; a full build (dbt build --full-refresh, hrlms.warehouse.changes) keeps it.
 {{ config(
     materialized='incremental',
     unique_key=['person_id', 'issue_type', 'field'],
     incremental_strategy='delete+insert',
-    on_schema_change='append_new_columns'
+    on_schema_change='append_new_columns',
+    full_refresh=false
 ) }}
 
 with quarantined as (

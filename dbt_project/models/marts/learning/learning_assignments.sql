@@ -16,11 +16,13 @@
 -- because `matches` (a view with rule predicates) is still estimated at 1 row; with the CTEs inlined
 -- a nested loop over it never finished. At 100k (with the warehouse's jit = off, docs/deployment.md): day 2
 -- 15 s -> 3.7 s, day 1 5.1 s -> 2.8 s, the same rows (md5 of the output) in both.
+-- full_refresh=false: history; a full build (dbt build --full-refresh, hrlms.warehouse.changes) keeps it.
 {{ config(
     materialized='incremental',
     unique_key='assignment_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
+    full_refresh=false,
     pre_hook="set local enable_nestloop = off"
 ) }}
 

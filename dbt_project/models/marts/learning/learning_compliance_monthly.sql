@@ -2,11 +2,13 @@
 -- rewrites the rows of the people it sees for its own month, so after the month's last run the month
 -- holds its month-end state; a person who left during the month keeps the last status we saw, and
 -- earlier months are never touched (terminated people stay in history).
+-- full_refresh=false: history; a full build (dbt build --full-refresh, hrlms.warehouse.changes) keeps it.
 {{ config(
     materialized='incremental',
     unique_key=['month_end_on', 'person_id', 'requirement_id'],
     incremental_strategy='delete+insert',
-    on_schema_change='append_new_columns'
+    on_schema_change='append_new_columns',
+    full_refresh=false
 ) }}
 
 with status as (

@@ -1,0 +1,79 @@
+{#- Incremental person-grained models (issue 15: a day's run costs what changed).
+
+    hrlms.warehouse.changes computes a change set per build before dbt runs: the people (HR person ids and
+    their LMS account ids) whose rows may differ from the last completed build, and why. The transform stage
+    passes its id as the run parameter change_set_id for an incremental build; a full build (the first, a
+    changed dbt project, rules or checks, HRLMS_REBUILD=always, the full_refresh DAG param, ...) runs
+    `dbt build --full-refresh` with no change set, so these models are created from scratch as tables.
+
+    A model built this way:
+      config(materialized='incremental', incremental_strategy='append',
+             pre_hook="{{ delete_changed_people('person_id') }}", indexes=[{'columns': ['person_id']}])
+      ... where {{ changed_people_filter('workers.person_id') }}
+    deletes the rows of the change set's people and inserts them again from the current inputs, in one
+    transaction (the pre-hook runs inside the model's transaction): a crash leaves the table as it was,
+    and a rerun of the same change set converges. People who are gone are deleted and not inserted again.
+    Everything a row holds must then be a function of the person's own inputs: run-date values (the local
+    date, tenure, as-of dates) are computed by the readers (macro local_date_in), never stored.
+
+    With no change set (`dbt build` by hand on an existing table) every row is rebuilt: the filter lets
+    everyone through and the pre-hook deletes everything. -#}
+
+{% macro change_set_id() -%}
+    {{- return(run_param('change_set_id') | int) -}}
+{%- endmacro %}
+
+{% macro changed_people() -%}
+    (select person_id from {{ source('audit', 'change_set_people') }} where change_set_id = {{ change_set_id() }})
+{%- endmacro %}
+
+{% macro changed_people_filter(column, account_column=none) -%}
+    {#- Rows of the change set's people (`column` in the change set) and, with `account_column`, rows on an
+        LMS account one of them holds now. Everyone on a full build or without a change set. -#}
+    {%- if is_incremental() and change_set_id() > 0 -%}
+        ({{ column }} in {{ changed_people() }}
+        {%- if account_column %} or {{ account_column }} in {{ accounts_of_changed_people() }}{% endif %})
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro delete_changed_people(column='person_id', account_column=none) -%}
+    {#- The pre-hook of an incremental person model (give it as a string: "{{ delete_changed_people() }}",
+        so that it is rendered when the model runs): the rows the model will insert again. -#}
+    {%- if is_incremental() -%}
+        delete from {{ this }}
+        {%- if change_set_id() > 0 %} where {{ changed_people_filter(column, account_column) }}{% endif %}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro accounts_of_changed_people() -%}
+    {#- The LMS accounts the change set's people hold now (int_identity_decisions, decided by this build;
+        the models using it say `-- depends_on: {{ ref('int_identity_decisions') }}`). -#}
+    (select account_person_id from {{ ref('int_identity_decisions') }}
+     where person_id in {{ changed_people() }} and account_person_id is not null)
+{%- endmacro %}
+
+{% macro local_date_in(time_zone) -%}
+    {#- The run's logical moment as a date in `time_zone` (a valid zone name): a worker's local date. -#}
+    cast((cast('{{ run_param("logical_ts") }}' as timestamptz) at time zone {{ time_zone }}) as date)
+{%- endmacro %}
+
+{% macro get_where_subquery(relation) -%}
+    {#- dbt's data tests read their model through this macro (dbt's default plus one rule): on an incremental
+        build, the tests of a model named in var incremental_person_models judge only the change set's rows
+        (the other rows are the last build's, which passed them). -#}
+    {%- set where = config.get('where', '') -%}
+    {%- set restrict = change_set_id() > 0 and relation.identifier in var('incremental_person_models', []) -%}
+    {%- if where or restrict -%}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {% if where %}({{ where }}){% else %}true{% endif %}
+            {%- if restrict %} and person_id in {{ changed_people() }}{% endif %}) dbt_subquery
+        {%- endset -%}
+        {%- do return(filtered) -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}
