@@ -263,9 +263,9 @@ where not (c.kind = 'user_name' and l.username is null
 def identity_settings() -> dict[str, Any]:
     """The identity vars the conflict checks follow (dbt_project.yml: identity_match_rules,
     rehire_min_gap_days), so the gate and int_identity_decisions agree on what a rehire is."""
-    import yaml
+    from hrlms.transform.dbt import project_vars
 
-    vars_ = (yaml.safe_load(DBT_PROJECT.read_text()) or {}).get("vars") or {}
+    vars_ = project_vars()
     rules = list(vars_.get("identity_match_rules") or [])
     unknown = [r for r in rules if r not in ("employee_number", "work_email")]
     if unknown:

@@ -109,6 +109,13 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
 SLOWEST = 12
 
 
+def project_vars() -> dict[str, Any]:
+    """The vars of dbt_project.yml as written (the settings the gate and the change sets follow too)."""
+    import yaml
+
+    return (yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text()) or {}).get("vars") or {}
+
+
 SNAPSHOT_TABLE = "staging.stg_hris__snapshot_workers"
 #: dbt commands that change relations: run outside the pipeline's stages they make the build ledger stale
 MUTATING = {"build", "run", "snapshot", "seed"}

@@ -62,7 +62,7 @@ def unchanged(conn, stage: str, inputs: dict[str, Any]) -> tuple[dict[str, Any] 
         return None, "no completed build recorded"
     if row[1] != "built":
         return None, f"the build of run {row[2]} did not complete"
-    now = _jsonable(inputs)
+    now = jsonable(inputs)
     changed = sorted(k for k in set(now) | set(row[0]) if now.get(k) != row[0].get(k))
     if changed:
         return None, "changed since the last build: " + ", ".join(changed)
@@ -75,7 +75,7 @@ def started(conn, stage: str, run_key: str, inputs: dict[str, Any]) -> None:
             """insert into audit.builds (stage, inputs, state, run_key) values (%s, %s, 'building', %s)
                on conflict (stage) do update set inputs = excluded.inputs, state = 'building',
                    run_key = excluded.run_key, detail = '{}', started_at = clock_timestamp(), finished_at = null""",
-            (stage, Jsonb(_jsonable(inputs)), run_key))
+            (stage, Jsonb(jsonable(inputs)), run_key))
 
 
 def finished(conn, stage: str, run_key: str, detail: dict[str, Any]) -> None:
@@ -83,7 +83,7 @@ def finished(conn, stage: str, run_key: str, detail: dict[str, Any]) -> None:
         conn.execute(
             """update audit.builds set state = 'built', detail = %s, finished_at = clock_timestamp()
                where stage = %s and run_key = %s and state = 'building'""",
-            (Jsonb(_jsonable(detail)), stage, run_key))
+            (Jsonb(jsonable(detail)), stage, run_key))
 
 
 def forget(conn, stages: Iterable[str] = STAGES) -> None:
@@ -91,6 +91,6 @@ def forget(conn, stages: Iterable[str] = STAGES) -> None:
         conn.execute("delete from audit.builds where stage = any(%s)", (list(stages),))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """The value as it reads back from jsonb (tuples -> lists, dates -> text) so comparisons hold."""
     return json.loads(json.dumps(value, default=str, sort_keys=True))

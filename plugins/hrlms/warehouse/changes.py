@@ -131,14 +131,6 @@ class ChangeSet:
                 "timings": self.timings}
 
 
-def _dbt_vars() -> dict[str, Any]:
-    import yaml
-
-    from hrlms.transform.dbt import PROJECT_DIR
-
-    return (yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text()) or {}).get("vars") or {}
-
-
 def build_inputs(conn: psycopg.Connection, snapshots: dict[str, int]) -> dict[str, Any]:
     """What makes a build full when it changes: everything every person's rows are derived from."""
     from hrlms.quality.gate import gate_inputs
@@ -153,7 +145,7 @@ def build_inputs(conn: psycopg.Connection, snapshots: dict[str, int]) -> dict[st
     checks = gate_inputs({}, max_drop_share=settings.max_drop_share,
                          max_quarantine_share=settings.max_quarantine_share)
     checks.pop("snapshots")
-    return builds._jsonable({"dbt": dbt.project_digest(), "rules": rules, "hints": hints, "checks": checks})
+    return builds.jsonable({"dbt": dbt.project_digest(), "rules": rules, "hints": hints, "checks": checks})
 
 
 _INPUT_NAMES = {"dbt": "the dbt project (models, vars or the settings it reads)", "rules": "the learning rules",
@@ -306,7 +298,9 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     build must be full instead ("" when it need not)."""
     base_id, base_snap, base_org, base_ts, _inputs, base_at = base
     cur, org = snapshots["workers"], snapshots.get("org_units")
-    v = _dbt_vars()
+    from hrlms.transform.dbt import project_vars
+
+    v = project_vars()
     p = {"cur": cur, "base": base_snap, "org": org if org is not None else -1,
          "base_org": base_org if base_org is not None else -1, "t": logical_ts, "t0": base_ts, "base_at": base_at,
          "default_tz": str(v.get("default_time_zone") or "UTC"),
