@@ -1,21 +1,25 @@
 {{ config(
-    materialized='table',
-    pre_hook="set local enable_nestloop = off",
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['person_id']}],
+    pre_hook=["set local enable_nestloop = off", "{{ delete_changed_people('person_id') }}"],
     post_hook="analyze {{ this }}"
 ) }}
--- Everything an assignment rule can test, per gated worker of the run, on the worker's own local date
--- (the run's logical moment in the worker's time zone, never now()):
+-- What an assignment rule can test, per gated worker of the run, that does not move with the calendar
+-- (int_learning_worker_attributes adds the local date and the tenure):
 --   is_people_manager = at least one ACTIVE worker has them as effective manager (int_managers_resolved);
---   tenure_days       = local date - (start date, else hire date);
 --   last_transfer_on  = the logical date the current (org unit, job code) combination began, from the
 --                       SCD2 history; null when the worker never changed unit or job since we know them.
+-- Incremental (macros/changed_people.sql): a build with a change set recomputes its people (their managers
+-- are in it when a report of theirs changed).
 with workers as (
     select * from {{ ref('workers') }}
+    where {{ changed_people_filter('person_id') }}
 ),
 
 effective as (
-    select person_id, {{ local_date_in('effective_time_zone') }} as local_date, is_active, effective_time_zone
-    from {{ ref('int_workers_effective') }}
+    select person_id, is_active, effective_time_zone from {{ ref('int_workers_effective') }}
 ),
 
 identity as (
@@ -33,6 +37,7 @@ people_managers as (
     inner join effective on managers.person_id = effective.person_id
     where effective.is_active and managers.manager_person_id is not null
         and managers.manager_person_id <> managers.person_id
+        and {{ changed_people_filter('managers.manager_person_id') }}
 ),
 
 history as (
@@ -45,6 +50,7 @@ history as (
         org_unit_code,
         job_code
     from {{ ref('workers_history') }}
+    where {{ changed_people_filter('person_id') }}
 ),
 
 transfers as (
@@ -72,11 +78,9 @@ final as (
         workers.hire_date,
         coalesce(workers.start_date, workers.hire_date) as start_date,
         managers.manager_person_id,
-        effective.local_date,
         effective.effective_time_zone,
         effective.is_active,
         people_managers.person_id is not null as is_people_manager,
-        effective.local_date - coalesce(workers.start_date, workers.hire_date) as tenure_days,
         transfers.last_transfer_on
     from workers
     inner join effective on workers.person_id = effective.person_id
