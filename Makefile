@@ -11,6 +11,8 @@ export PYTHONPATH := $(CURDIR)/plugins
 WORKERS ?= 10000
 SEED ?= 42
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test (each gets services of its own: tests/conftest.py); 0 = one process
+TEST_WORKERS ?= 2
 BENCH ?= ingest,transform,parse,provisioning,churn,xapi
 BENCH_SIZES ?= 10000,100000,1000000
 BENCH_REPEATS ?= 3
@@ -49,7 +51,8 @@ demo: venv
 	$(BIN)/python -m hrlms.devenv run --airflow-db --lrs -- $(BIN)/python -m hrlms.demo --workers $(WORKERS) --seed $(SEED)
 
 test: venv compose-tools lint
-	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS); \
 	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
 
 # Each benchmark in its own throwaway services; results in .local/bench/<name>.json, then docs/benchmarks.md.

@@ -29,10 +29,58 @@ if str(PLUGINS_DIR) not in sys.path:
 if TYPE_CHECKING:
     from hrlms.devenv.stack import LocalStack
 
+#: Variables naming the services of ``python -m hrlms.devenv run`` (the Makefile's wrapper): an xdist worker
+#: drops them and starts its own.
+_SERVICE_VARS = ("WAREHOUSE_URL", "HRLMS_LMS_URL", "HRLMS_LMS_TOKEN", "HRLMS_LRS_URL", "HRLMS_LRS_USERNAME",
+                 "HRLMS_LRS_PASSWORD", "AIRFLOW_CONN_HRLMS_WAREHOUSE", "AIRFLOW_CONN_HRLMS_LMS",
+                 "AIRFLOW_CONN_HRLMS_LRS")
+_worker_stack: LocalStack | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadscope``) each worker process gets a warehouse
+    Postgres, a scim2-server, an Airflow home (SQLite metadata DB, logs) and a dbt target folder of its own,
+    under ``.local/xdist/<worker>``: the tests then see what a one-process run sees, and two workers never
+    share a database, an LMS, dbt's partial-parse state or Airflow's SQLite file. Done here, before any test
+    module imports Airflow (which reads its settings once, at import)."""
+    global _worker_stack
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or _worker_stack is not None:
+        return
+    from hrlms.devenv import LOCAL_DIR
+    from hrlms.devenv.stack import LocalStack
+
+    base = LOCAL_DIR / "xdist" / worker
+    for var in _SERVICE_VARS:
+        os.environ.pop(var, None)
+    base.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(base_dir=base)
+    stack.__enter__()
+    try:
+        stack.ensure_airflow_db()
+    except BaseException:
+        stack.__exit__(None, None, None)
+        raise
+    _worker_stack = stack
+    os.environ["HRLMS_DBT_TARGET_PATH"] = str(base / "dbt-target")
+    os.environ["HRLMS_REPORTS_DIR"] = str(base / "reports")
+    os.environ["HRLMS_LANDING_DIR"] = str(base / "landing")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the worker's own services (pytest_configure)."""
+    global _worker_stack
+    if _worker_stack is not None:
+        _worker_stack.__exit__(None, None, None)
+        _worker_stack = None
+
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[LocalStack]:
     """Warehouse + LMS + Airflow env vars for the whole session, applied to os.environ."""
+    if _worker_stack is not None:      # an xdist worker's own (pytest_configure)
+        yield _worker_stack
+        return
     from hrlms.devenv.stack import LocalStack
 
     with LocalStack() as stack:

@@ -56,7 +56,7 @@ def test_no_secret_in_logs_xcom_reports_data_docs_or_dbt_artifacts(provision_dag
             "select * from dq.gate_runs g full join dq.quarantine q using (snapshot_id)"))
     reports = landing.parent / "reports"
     gx = REPO_ROOT / "expectations"
-    dbt_target = REPO_ROOT / "dbt_project" / "target"
+    dbt_target = Path(os.environ.get("HRLMS_DBT_TARGET_PATH") or REPO_ROOT / "dbt_project" / "target")
     scanned = 0
     for path in _files(reports, gx, dbt_target, airflow_home / "logs", REPO_ROOT / "dbt_project" / "logs"):
         places[str(path)] = path.read_bytes().decode("utf-8", errors="replace")

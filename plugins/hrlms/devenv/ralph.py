@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import IO
 
 from hrlms.devenv import LOCAL_DIR, free_port, stop_process_group, tail
-from hrlms.devenv.locks import file_lock
+from hrlms.locks import file_lock
 
 HERE = Path(__file__).resolve().parent
 REQUIREMENTS = HERE / "ralph-requirements.txt"

@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from hrlms.locks import file_lock
 from hrlms.settings import env_float
 from hrlms.sources.mapping import KEY_FIELD
 from hrlms.warehouse.db import sqlalchemy_url
@@ -308,8 +311,18 @@ def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
     return cur.rowcount
 
 
+@contextmanager
+def gx_lock() -> Iterator[None]:
+    """Held while this process reads or writes the GX file context under expectations/gx (suites, validation
+    definitions, results, data docs): GX writes those files in place, and two gates on one host (parallel
+    Airflow tasks, the test suite's workers) must not interleave. Not re-entrant: take it once."""
+    with file_lock(GX_ROOT / "gx" / "uncommitted" / ".hrlms-gx.lock"):
+        yield
+
+
 def get_context():
-    """The committed GX file context under expectations/, synchronised with quality/suites.py."""
+    """The committed GX file context under expectations/, synchronised with quality/suites.py (take
+    gx_lock() around its use)."""
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
@@ -403,37 +416,38 @@ def build_docs(ctx, run_names: list[str], keep: int | None = None) -> list:
     test session. GX's index still reads every stored result on each build, hence the retention."""
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier
 
-    ctx = ctx or get_context()
-    keep = keep_results_from_env() if keep is None else keep
-    store = ctx.validation_results_store
-    by_suite: dict[str, list] = {}
-    for key in store.list_keys():
-        by_suite.setdefault(key.expectation_suite_identifier.name, []).append(key)
-    current, dropped = [], []
-    for keys in by_suite.values():
-        keys.sort(key=lambda k: k.run_id.run_time, reverse=True)
-        seen: set[str] = set()
-        for k in keys:
-            if k.run_id.run_name in run_names and k.run_id.run_name not in seen:
-                seen.add(k.run_id.run_name)
-                current.append(k)
-        if keep:
-            dropped += [k for k in keys[keep:] if k not in current]
-    for key in dropped:
-        try:
-            store.remove_key(key)
-        except OSError as err:          # a concurrent gate pruned it first
-            log.debug("validation result %s already gone: %s", key, err)
-    from hrlms.quality.suites import SUITES
+    with gx_lock():
+        ctx = ctx or get_context()
+        keep = keep_results_from_env() if keep is None else keep
+        store = ctx.validation_results_store
+        by_suite: dict[str, list] = {}
+        for key in store.list_keys():
+            by_suite.setdefault(key.expectation_suite_identifier.name, []).append(key)
+        current, dropped = [], []
+        for keys in by_suite.values():
+            keys.sort(key=lambda k: k.run_id.run_time, reverse=True)
+            seen: set[str] = set()
+            for k in keys:
+                if k.run_id.run_name in run_names and k.run_id.run_name not in seen:
+                    seen.add(k.run_id.run_name)
+                    current.append(k)
+            if keep:
+                dropped += [k for k in keys[keep:] if k not in current]
+        for key in dropped:
+            try:
+                store.remove_key(key)
+            except OSError as err:          # a concurrent gate pruned it first
+                log.debug("validation result %s already gone: %s", key, err)
+        from hrlms.quality.suites import SUITES
 
-    suites = [ExpectationSuiteIdentifier(name=n) for n in SUITES]
-    # The index drops the pages of removed results itself (skip_and_clean_missing).
-    ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=current + suites)
-    if dropped:
-        site = ctx.variables.data_docs_sites[DOCS_SITE]["store_backend"]["base_directory"]
-        for base in (Path(store.store_backend.full_base_directory), Path(ctx.root_directory) / site / "validations"):
-            _remove_empty_dirs(base)
-    return current
+        suites = [ExpectationSuiteIdentifier(name=n) for n in SUITES]
+        # The index drops the pages of removed results itself (skip_and_clean_missing).
+        ctx.build_data_docs(site_names=[DOCS_SITE], resource_identifiers=current + suites)
+        if dropped:
+            site = ctx.variables.data_docs_sites[DOCS_SITE]["store_backend"]["base_directory"]
+            for base in (Path(store.store_backend.full_base_directory), Path(ctx.root_directory) / site / "validations"):
+                _remove_empty_dirs(base)
+        return current
 
 
 def _remove_empty_dirs(base: Path) -> None:
@@ -510,42 +524,43 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
     else:
         result_hold = None
 
-    ctx = get_context()
     run_name = run_name_for(entity, snapshot_id)
     result = GateResult(snapshot_id, entity, snap["rows"], 0, hold_reason=result_hold)
     gate_rows: list[tuple] = []
     quarantine: dict[tuple[int, str], tuple] = {}
-    for suite_name, (suite_entity, kind, _builder, _view) in SUITES.items():
-        if suite_entity != entity:
-            continue
-        vr = _run_suite(ctx, suite_name, {"min_rows": min_rows}, run_name, KEY_FIELD[entity])
-        failures = []
-        for res in vr.results:
-            if res.success:
+    with gx_lock():
+        ctx = get_context()
+        for suite_name, (suite_entity, kind, _builder, _view) in SUITES.items():
+            if suite_entity != entity:
                 continue
-            meta = res.expectation_config.meta or {}
-            if res.exception_info and res.exception_info.get("raised_exception"):
-                result.batch_failures.append(f"check {meta.get('rule')} could not run: "
-                                             f"{res.exception_info.get('exception_message')}")
-                continue
-            failures.append({"rule": meta.get("rule"), "unexpected_count": (res.result or {}).get("unexpected_count")})
-            if kind == "batch":
-                result.batch_failures.append(_describe(meta, res, snap))
-                continue
-            rule, fld = meta.get("rule", "unknown"), meta.get("field", "")
-            for item in (res.result or {}).get("unexpected_index_list") or []:
-                line_no = item.get("line_no")
-                column = fld or next((k for k in item if k not in ("line_no", KEY_FIELD[entity])), "")
-                value = item.get(column, item.get(res.expectation_config.kwargs.get("column", ""), None))
-                if rule == "unparseable_date":      # the flagged value *is* the field's name
-                    column, value = str(value), None
-                elif rule == "duplicate_row":       # the whole line repeats an earlier one
-                    column, value = None, None
-                quarantine[(line_no, rule)] = (snapshot_id, entity, line_no, rule, item.get(KEY_FIELD[entity]),
-                                               column or None, None if value is None else str(value),
-                                               meta.get("reason", rule), None)
-        gate_rows.append((snapshot_id, suite_name, bool(vr.success) if kind == "batch" else True,
-                          json.dumps(vr.statistics, default=str), json.dumps(failures, default=str)))
+            vr = _run_suite(ctx, suite_name, {"min_rows": min_rows}, run_name, KEY_FIELD[entity])
+            failures = []
+            for res in vr.results:
+                if res.success:
+                    continue
+                meta = res.expectation_config.meta or {}
+                if res.exception_info and res.exception_info.get("raised_exception"):
+                    result.batch_failures.append(f"check {meta.get('rule')} could not run: "
+                                                 f"{res.exception_info.get('exception_message')}")
+                    continue
+                failures.append({"rule": meta.get("rule"), "unexpected_count": (res.result or {}).get("unexpected_count")})
+                if kind == "batch":
+                    result.batch_failures.append(_describe(meta, res, snap))
+                    continue
+                rule, fld = meta.get("rule", "unknown"), meta.get("field", "")
+                for item in (res.result or {}).get("unexpected_index_list") or []:
+                    line_no = item.get("line_no")
+                    column = fld or next((k for k in item if k not in ("line_no", KEY_FIELD[entity])), "")
+                    value = item.get(column, item.get(res.expectation_config.kwargs.get("column", ""), None))
+                    if rule == "unparseable_date":      # the flagged value *is* the field's name
+                        column, value = str(value), None
+                    elif rule == "duplicate_row":       # the whole line repeats an earlier one
+                        column, value = None, None
+                    quarantine[(line_no, rule)] = (snapshot_id, entity, line_no, rule, item.get(KEY_FIELD[entity]),
+                                                   column or None, None if value is None else str(value),
+                                                   meta.get("reason", rule), None)
+            gate_rows.append((snapshot_id, suite_name, bool(vr.success) if kind == "batch" else True,
+                              json.dumps(vr.statistics, default=str), json.dumps(failures, default=str)))
 
     if entity == "workers":   # a shared value: the value itself, and the person who keeps it
         for line_no, rule, value, held_by in conn.execute(

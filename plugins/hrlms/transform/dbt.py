@@ -84,7 +84,8 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     run_params = {"HRLMS_RUN_SNAPSHOT_ID": str(snapshot_id), "HRLMS_RUN_ORG_SNAPSHOT_ID": str(org_snapshot_id),
                   "HRLMS_RUN_LOGICAL_DATE": ts.date().isoformat(), "HRLMS_RUN_LOGICAL_TS": ts.isoformat(),
                   "HRLMS_RUN_CHANGE_SET_ID": str(change_set_id or -1)}
-    target = target_path or str(PROJECT_DIR / "target")
+    # dbt writes its manifest, partial-parse state and run results there: one folder per concurrent process.
+    target = target_path or os.environ.get("HRLMS_DBT_TARGET_PATH") or str(PROJECT_DIR / "target")
     cli = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
            "--target-path", target, "--log-path", str(Path(target) / "logs"), "--quiet", "--no-use-colors"]
     with _env(dbt_env() | run_params):

@@ -1,8 +1,10 @@
-"""A cross-process file lock for local tooling (devenv services, benchmarks).
+"""A cross-process file lock (one host).
 
-Used where two processes may build the same thing at once (Ralph's venv in
-:mod:`hrlms.devenv.ralph`, the benchmarks' synthetic data in ``bench/common.py``): the first builds,
-the others wait and then find it built.
+Used where two processes may build or write the same files at once: Ralph's venv
+(:mod:`hrlms.devenv.ralph`), the benchmarks' synthetic data (``bench/common.py``): the first builds, the
+others wait and then find it built; and the Great Expectations file context under ``expectations/``
+(:mod:`hrlms.quality.gate`), which two gates running at once on one host (parallel Airflow tasks, the
+test suite's workers) would otherwise write at the same time.
 """
 
 from __future__ import annotations
