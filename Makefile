@@ -52,7 +52,7 @@ demo: venv
 
 test: venv compose-tools lint
 	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider \
-	  -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS); \
+	  -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); \
 	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
 
 # Each benchmark in its own throwaway services; results in .local/bench/<name>.json, then docs/benchmarks.md.
