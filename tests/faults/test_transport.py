@@ -259,9 +259,13 @@ def test_rate_limit_bounds_requests_per_second(world, make_proxy, monkeypatch):
     assert proxy.stats.requests == 60
     # 60 requests at 20/s with a burst of 20: at least (60 - 20) / 20 = 2 s.
     assert elapsed >= 1.9, elapsed
-    # No 1-second window holds more than burst + rate requests.
-    stamps.sort()
-    assert max(sum(1 for s in stamps if a <= s < a + 1.0) for a in stamps) <= 41
+    # No 1-second window of arrivals at the LMS holds more than burst + rate requests (40), give or take the
+    # time between a request's token and its arrival (up to 0.25 s on a loaded machine: +5). The stamps the
+    # threads take after each answer are no measure: answers bunch when the server pauses. Without the
+    # limiter all 60 arrive within a fraction of a second.
+    arrivals = sorted(proxy.stats.arrivals)
+    assert len(arrivals) == 60 and len(stamps) == 60
+    assert max(sum(1 for s in arrivals if a <= s < a + 1.0) for a in arrivals) <= 45
 
 
 def test_rate_limiter_unlimited_by_default():

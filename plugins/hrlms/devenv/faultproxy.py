@@ -35,6 +35,7 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,8 +66,8 @@ class _Scripted:
 
 
 class ProxyStats:
-    """Thread-safe counters: every request received, forwarded, each injected fault by kind,
-    responses relayed by status."""
+    """Thread-safe counters: every request received (and when: `arrivals`, time.monotonic()), forwarded, each
+    injected fault by kind, responses relayed by status."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,10 +76,13 @@ class ProxyStats:
         self.faults: Counter = Counter()
         self.responses: Counter = Counter()
         self.by_method: Counter = Counter()
+        self.arrivals: list[float] = []
 
     def _add(self, **kw: Any) -> None:
         with self._lock:
             for name, value in kw.items():
+                if name == "requests":
+                    self.arrivals.append(time.monotonic())
                 if name in ("fault", "response", "method"):
                     {"fault": self.faults, "response": self.responses, "method": self.by_method}[name][value] += 1
                 else:
