@@ -38,6 +38,24 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro changed_people_lookup(column) -%}
+    {#- changed_people_filter for an INDEXED column of a large table: `column = any(array(<the change set>))`
+        is an index scan of the change set's people, where the semi-join of changed_people_filter reads the
+        whole table (always so in models that turn nested loops off). Without an index on `column` it would
+        test every row against the whole array: use it only on indexed columns. Everyone on a full build. -#}
+    {%- if is_incremental() and change_set_id() > 0 -%}
+        {{ column }} = any(array{{ changed_people() }})
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
+
+{% macro person_index(column='person_id') -%}
+    {#- A post-hook: the index changed_people_lookup needs, also on a table created before it was declared
+        (dbt's `indexes` config applies only when it creates the table). -#}
+    create index if not exists {{ this.identifier }}__{{ column }} on {{ this }} ({{ column }})
+{%- endmacro %}
+
 {% macro delete_changed_people(column='person_id', account_column=none) -%}
     {#- The pre-hook of an incremental person model (give it as a string: "{{ delete_changed_people() }}",
         so that it is rendered when the model runs): the rows the model will insert again. -#}

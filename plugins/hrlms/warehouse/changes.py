@@ -23,7 +23,8 @@ Reasons (a person may have several):
   termination_lookahead_days), a temporary manager's first day and the day after their last, a learning
   rule's min/max tenure, an exemption's first day and the day after its last;
 - learning_dates — a due date, expiry or renewal window of theirs starts or ends in that span;
-- completions — learning records of theirs arrived since the base build.
+- completions — learning records of their LMS account arrived since the base build, or one reaches its
+  local day in that span (the holders of the account are named too).
   These two change their compliance status, not what the LMS is given: the plan does not compare them
   (they are not added to sync.dirty_people);
 - lms — what we hold of their LMS account was corrected outside a plan (reconcile).
@@ -35,7 +36,8 @@ their reasons, and after an unfinished full build the next one is full too.
 
 A full build (everyone dirty) instead, with `built_because`: the first build, HRLMS_REBUILD=always, the
 DAG param full_refresh, the dbt project (models, vars, settings it reads), the learning rules, the mapping
-hints or the quality checks changed, a learning rule's active window starts or ends, the logical moment
+hints or the quality checks changed, a learning rule's active window starts or ends, an exemption naming no
+person (a whole requirement or rule) starts or ends, the logical moment
 went back, a root org unit changed, or the change set holds more than HRLMS_INCREMENTAL_MAX_SHARE of the
 population (a full diff is then as cheap).
 """
@@ -69,7 +71,7 @@ REASONS = {
     "org": "their org unit or one above it changed",
     "dates": "one of their own dates (start, last day, temporary manager, tenure, exemption) was reached",
     "learning_dates": "a due date, expiry or renewal window of theirs started or ended (not sent to the LMS)",
-    "completions": "learning records of theirs arrived",
+    "completions": "learning records of their account arrived or reached their local day",
     "lms": "our record of their LMS account was corrected (reconcile)",
 }
 
@@ -286,9 +288,20 @@ def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full
                union all
                select 'ends', rule_id, active_until + 1 from learning.rules where ruleset = 'live'
                  and active_until + 1 > (%(t0)s at time zone 'Etc/GMT+12')::date
-                 and active_until + 1 <= (%(t)s at time zone 'Etc/GMT-14')::date""",
+                 and active_until + 1 <= (%(t)s at time zone 'Etc/GMT-14')::date
+               union all
+               select 'starts', 'exemption ' || exemption_no, d from learning.exemptions, unnest(array[since]) d
+               where ruleset = 'live' and person_id is null
+                 and d > (%(t0)s at time zone 'Etc/GMT+12')::date and d <= (%(t)s at time zone 'Etc/GMT-14')::date
+               union all
+               select 'ends', 'exemption ' || exemption_no, d from learning.exemptions, unnest(array[until + 1]) d
+               where ruleset = 'live' and person_id is null
+                 and d > (%(t0)s at time zone 'Etc/GMT+12')::date and d <= (%(t)s at time zone 'Etc/GMT-14')::date
+               order by 3, 2, 1""",
             {"t0": base[3], "t": logical_ts}).fetchall():
-        return f"learning rule {rule_id} {kind} its active window on {day}"
+        # (an exemption naming no person applies to everyone its requirement or rule reaches)
+        what = rule_id if rule_id.startswith("exemption") else f"learning rule {rule_id}"
+        return f"{what} {kind} its active window on {day}"
     return ""
 
 
@@ -393,9 +406,11 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     mark("dates")
     # Learning dates (due, expiry, renewal, exemptions) in the span, in any zone (UTC-12 … UTC+14).
     lo, hi = "(%(t0)s::timestamptz at time zone 'Etc/GMT+12')::date", "(%(t)s::timestamptz at time zone 'Etc/GMT-14')::date"
-    if x("select to_regclass('marts.learning_compliance_status') is not null").fetchone()[0]:
+    status = next((t for t in ("intermediate.int_learning_status", "marts.learning_compliance_status")
+                   if x("select to_regclass(%s) is not null", (t,)).fetchone()[0]), None)
+    if status:
         x(f"""insert into cs_found
-              select person_id, 'learning_dates' from marts.learning_compliance_status, unnest(array[
+              select person_id, 'learning_dates' from {status}, unnest(array[
                   due_on + 1, expires_on, renewal_opens_on]) d
               where d > {lo} and d <= {hi}""", p)
     x(f"""insert into cs_found
@@ -413,6 +428,14 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          from raw_hris.snapshots sn join raw_lms.transcripts t on t._snapshot_id = sn.snapshot_id
          left join cs_rows r on t.person_id is null and r.work_email = lower(btrim(t.work_email))
          where sn.entity = 'transcripts' and sn.loaded_at > %(base_at)s""", p)
+    # Completions and progress already stored whose local day the run reaches now: an event counts from its
+    # local date on (learning_compliance_status), which is after t0's local date and not after t's when
+    # t0 < occurred_at < t + 1 day.
+    if x("select to_regclass('intermediate.int_learning_events') is not null").fetchone()[0]:
+        x("""insert into cs_found
+             select coalesce(person_id, account_person_id), 'completions' from intermediate.int_learning_events
+             where occurred_at > %(t0)s and occurred_at < %(t)s::timestamptz + interval '1 day'
+               and coalesce(person_id, account_person_id) is not null""", p)
     mark("completions")
     # Identity: decisions made by people since the base build; accounts shared with changed people;
     # ambiguous decisions (re-decided every build).
@@ -429,7 +452,11 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
              select d.person_id, 'identity' from cs_found f
              join intermediate.int_identity_decisions d2 on d2.person_id = f.person_id
              join intermediate.int_identity_decisions d on d.account_person_id = d2.account_person_id
-             where d.person_id <> f.person_id and f.reason in (""" + _SEED_REASONS + """)""")
+             where d.person_id <> f.person_id and f.reason in (""" + _SEED_REASONS + """)
+             union
+             select d.person_id, 'completions' from cs_found f
+             join intermediate.int_identity_decisions d on d.account_person_id = f.person_id
+             where f.reason = 'completions' and d.person_id <> f.person_id""")
     mark("identity")
     # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
     x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))

@@ -7,6 +7,10 @@
 -- A person whose HR row was quarantined in this run keeps their open spells untouched.
 -- rule_ids: the live rules that assign it, comma-separated. Closed spells are never touched again;
 -- completions live elsewhere, so nothing is lost on a role change. Rerunning a logical date changes nothing.
+-- Every value is a function of the person's inputs, none of the run's date (last_seen_on is the day before
+-- ended_on, null while open): a build with a change set (macros/changed_people.sql) recomputes the spells
+-- of its people only (their open spells read through the person_id index) and leaves everyone else's rows
+-- as they are, which are then the rows a full build would write.
 -- due_on: per matching rule, N days after its basis (start / last transfer / assignment); when the
 -- rule reaches someone later than basis + N (a new rule, a late transfer record) the N days count
 -- from the assignment instead, so nobody is overdue on the day they are assigned. Earliest rule wins.
@@ -23,8 +27,11 @@
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
     full_refresh=false,
-    pre_hook="set local enable_nestloop = off"
+    pre_hook="set local enable_nestloop = off",
+    post_hook=["{{ person_index('person_id') }}", "analyze {{ this }}"]
 ) }}
+
+{%- set logical_date = "cast('" ~ run_param('logical_date') ~ "' as date)" %}
 
 with settings as (
     select coalesce(max(on_unmatch), 'stop_assigning') as on_unmatch
@@ -34,6 +41,7 @@ with settings as (
 
 workers as not materialized (
     select person_id, local_date, is_active from {{ ref('int_learning_worker_attributes') }}
+    where {{ changed_people_filter('person_id') }}
 ),
 
 quarantined as (
@@ -46,12 +54,13 @@ requirements as (
 ),
 
 matches as (
-    select * from {{ ref('int_learning_rule_matches') }} where ruleset = 'live'
+    select * from {{ ref('int_learning_rule_matches') }}
+    where ruleset = 'live' and {{ changed_people_filter('person_id') }}
 ),
 
 {% if is_incremental() %}
 previous as (
-    select * from {{ this }}
+    select * from {{ this }} where {{ changed_people_lookup('person_id') }}
 ),
 {% else %}
 previous as (
@@ -144,7 +153,7 @@ open_now as (
         spells.assigned_on,
         coalesce(due.due_on, spells.previous_due_on) as due_on,
         spells.rule_ids,
-        spells.local_date as last_seen_on,
+        cast(null as date) as last_seen_on,
         true as is_open,
         cast(null as date) as ended_on,
         cast(null as text) as end_reason
@@ -160,9 +169,9 @@ ended as (
         open_previous.assigned_on,
         open_previous.due_on,
         open_previous.rule_ids,
-        open_previous.last_seen_on,
+        greatest(open_previous.assigned_on, coalesce(workers.local_date, {{ logical_date }}) - 1) as last_seen_on,
         false as is_open,
-        coalesce(workers.local_date, cast('{{ run_param("logical_date") }}' as date)) as ended_on,
+        coalesce(workers.local_date, {{ logical_date }}) as ended_on,
         case
             when workers.person_id is null or not workers.is_active then 'left'
             when requirements.requirement_id is null then 'requirement_removed'

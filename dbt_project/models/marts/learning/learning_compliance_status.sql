@@ -1,123 +1,11 @@
--- Compliance per person × requirement on the run's logical date (each worker's local date), for every
--- open assignment. The completion that counts is the latest completion event (completed, passed,
--- satisfied, waived) of the person's LMS account for the requirement, whenever it happened: an earlier
--- completion is never lost on a transfer or rehire. For a recurring requirement it expires
--- valid_months after its (local) completion day; the renewal window opens window_days before.
--- status (first that applies):
---   exempt      an exemption in force on the local date (person / requirement / rule keys all match)
---   completed   a completion that has not expired (expires_on is the first day it no longer counts)
---   expired     a completion that has expired
---   overdue     no completion and the local date is after due_on (due on D = still fine during D)
---   in_progress no completion, but a progress or failure event (also one from before the assignment:
---               a course started in the LMS before go-live is in progress)
---   not_started otherwise
-with assignments as (
-    select * from {{ ref('learning_assignments') }} where is_open
-),
+-- Compliance per person × requirement on the run's logical date (each worker's local date), for every open
+-- assignment: the rows of int_learning_status (stored; recomputed for the people of each build's change
+-- set) with the run's date added here, so that no stored row carries it. See int_learning_status for the
+-- statuses and the completion that counts.
+{{ config(materialized='view') }}
 
-workers as (
-    select * from {{ ref('int_learning_worker_attributes') }}
-),
-
-requirements as (
-    select * from {{ ref('stg_learning__requirements') }} where ruleset = 'live'
-),
-
-exemptions as (
-    select * from {{ ref('stg_learning__exemptions') }} where ruleset = 'live'
-),
-
-events as (
-    select * from {{ ref('int_learning_events') }} where account_person_id is not null
-),
-
-base as (
-    select
-        assignments.assignment_id,
-        assignments.person_id,
-        workers.account_person_id,
-        assignments.requirement_id,
-        requirements.requirement_kind,
-        requirements.requirement_title,
-        requirements.valid_months,
-        requirements.window_days,
-        assignments.rule_ids,
-        assignments.assigned_on,
-        assignments.due_on,
-        workers.local_date,
-        workers.effective_time_zone,
-        workers.org_unit_code,
-        workers.org_unit_name,
-        workers.manager_person_id,
-        workers.location_code,
-        workers.country,
-        workers.job_code,
-        workers.job_family
-    from assignments
-    inner join workers on assignments.person_id = workers.person_id
-    inner join requirements on assignments.requirement_id = requirements.requirement_id
-),
-
-last_completion as (
-    select distinct on (base.assignment_id)
-        base.assignment_id,
-        events.occurred_at as completed_at,
-        events.score,
-        events.verb as completion_verb,
-        events.source as completion_source
-    from base
-    inner join events
-        on base.account_person_id = events.account_person_id
-        and base.requirement_id = events.requirement_id
-        and events.event_class = 'completion'
-        and cast(events.occurred_at at time zone base.effective_time_zone as date) <= base.local_date
-    order by base.assignment_id, events.occurred_at desc, events.event_id
-),
-
-activity as (
-    select distinct base.assignment_id
-    from base
-    inner join events
-        on base.account_person_id = events.account_person_id
-        and base.requirement_id = events.requirement_id
-        and events.event_class in ('progress', 'failure')
-        and cast(events.occurred_at at time zone base.effective_time_zone as date) <= base.local_date
-),
-
-exempt as (
-    select distinct on (base.assignment_id)
-        base.assignment_id,
-        exemptions.reason as exemption_reason,
-        exemptions.exempt_until
-    from base
-    inner join exemptions
-        on (exemptions.person_id is null or exemptions.person_id = base.person_id)
-        and (exemptions.requirement_id is null or exemptions.requirement_id = base.requirement_id)
-        and (exemptions.rule_id is null or exemptions.rule_id = any(string_to_array(base.rule_ids, ',')))
-        and (exemptions.exempt_since is null or base.local_date >= exemptions.exempt_since)
-        and (exemptions.exempt_until is null or base.local_date <= exemptions.exempt_until)
-    order by base.assignment_id, exemptions.exemption_no
-),
-
-dated as (
-    select
-        base.*,
-        last_completion.completed_at,
-        cast(last_completion.completed_at at time zone base.effective_time_zone as date) as completed_on,
-        last_completion.score,
-        last_completion.completion_verb,
-        last_completion.completion_source,
-        case when base.valid_months is not null and last_completion.completed_at is not null then
-            cast(cast(last_completion.completed_at at time zone base.effective_time_zone as date)
-                + make_interval(months => base.valid_months) as date)
-        end as expires_on,
-        activity.assignment_id is not null as has_activity,
-        exempt.exemption_reason,
-        exempt.exempt_until
-    from base
-    left join last_completion on base.assignment_id = last_completion.assignment_id
-    left join activity on base.assignment_id = activity.assignment_id
-    left join exempt on base.assignment_id = exempt.assignment_id
+with status as (
+    select * from {{ ref('int_learning_status') }}
 ),
 
 final as (
@@ -137,15 +25,8 @@ final as (
         completion_verb,
         completion_source,
         expires_on,
-        case when expires_on is not null then expires_on - window_days end as renewal_opens_on,
-        case
-            when exemption_reason is not null then 'exempt'
-            when completed_at is not null and (expires_on is null or local_date < expires_on) then 'completed'
-            when completed_at is not null then 'expired'
-            when local_date > due_on then 'overdue'
-            when has_activity then 'in_progress'
-            else 'not_started'
-        end as status,
+        renewal_opens_on,
+        status,
         exemption_reason,
         exempt_until,
         org_unit_code,
@@ -155,9 +36,9 @@ final as (
         country,
         job_code,
         job_family,
-        local_date as as_of_local_date,
+        {{ local_date_in('effective_time_zone') }} as as_of_local_date,
         cast('{{ run_param("logical_date") }}' as date) as as_of_date
-    from dated
+    from status
 )
 
 select * from final

@@ -1,6 +1,10 @@
 -- Learning history per person for HR (reviews, skills, succession): assignments given and ended, and
 -- every learning event of the person's LMS account, in one timeline. Rows of an account that no
 -- current worker holds keep person_id null (the account's history is still there).
+-- A view: it is the union of learning_assignments and int_learning_events, which are stored already; a
+-- table would rewrite every person's timeline on every build.
+{{ config(materialized='view') }}
+
 with assignments as (
     select * from {{ ref('learning_assignments') }}
 ),
