@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from hrlms import pipeline
+from hrlms.sync.breaker import PlanHeld
 from hrlms.warehouse import db
 from tests.e2e.test_people_scenario import D1, D2, ORGS_1, ORGS_2, day1, day2, person, scenario_mapping, write_day
 
@@ -81,12 +82,23 @@ def test_full_builds_and_restricted_plans(fresh_db, fresh_lms, landing, scenario
     assert "> HRLMS_INCREMENTAL_MAX_SHARE 10%" in why and stage("d3", "plan")["scope"]["mode"] == "full"
 
 
-@pytest.mark.parametrize("change", ["rules", "root"])
+@pytest.mark.parametrize("change", ["rules", "root", "exemption"])
 def test_rules_or_top_of_the_tree_change_makes_a_full_build(change, fresh_db, fresh_lms, landing, scenario_mapping,
                                                            monkeypatch, tmp_path):
+    if change == "exemption":   # in the rules from day 1: an exemption for everyone on a requirement, from D2
+        from hrlms.settings import Settings
+
+        rules = tmp_path / "rules.yaml"
+        text = Settings.from_env().learning_rules.read_text()
+        assert "\nexemptions: []\n" in text
+        rules.write_text(text.replace("\nexemptions: []\n", f"\nexemptions:\n  - {{requirement: SEC-101, reason: audit "
+                                                            f"pause, since: {D2}}}\n"))
+        monkeypatch.setenv("HRLMS_LEARNING_RULES", str(rules))
     write_day(landing, D1, day1(), ORGS_1)
     pipeline.run_all("d1", at(D1))
-    if change == "rules":
+    if change == "exemption":
+        orgs = ORGS_1
+    elif change == "rules":
         from hrlms.settings import Settings
 
         rules = tmp_path / "rules.yaml"
@@ -97,8 +109,13 @@ def test_rules_or_top_of_the_tree_change_makes_a_full_build(change, fresh_db, fr
     else:
         orgs = [o if o[0] != "ORG1" else ("ORG1", "Company Group", "", "P01") for o in ORGS_1]
     write_day(landing, D2, day1(), orgs)
-    pipeline.run_all("d2", at(D2))
+    if change == "exemption":   # everyone exempt from SEC-101 leaves its audience group: the breaker holds that
+        with pytest.raises(PlanHeld, match="group memberships removed"):
+            pipeline.run_all("d2", at(D2))
+    else:
+        pipeline.run_all("d2", at(D2))
     why = stage("d2", "transform")["changes"]["built_because"]
-    assert why == ("changed since the last build: the learning rules" if change == "rules"
-                   else "an org change at the top of the tree (unit ORG1)")
+    assert why == {"rules": "changed since the last build: the learning rules",
+                   "root": "an org change at the top of the tree (unit ORG1)",
+                   "exemption": f"exemption 1 starts its active window on {D2}"}[change]
     assert stage("d2", "plan")["scope"]["mode"] == "full"
