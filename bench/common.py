@@ -218,6 +218,9 @@ def fresh_database(tag: str) -> Iterator[str]:
     try:
         yield with_dbname(base, name)
     finally:
+        if os.environ.get("HRLMS_BENCH_KEEP_DB"):    # profiling: keep it to query (dropped with the server)
+            say(f"    kept database {name} (HRLMS_BENCH_KEEP_DB)")
+            return
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'drop database if exists "{name}" with (force)')
             conn.execute("checkpoint")   # the next run does not pay for this one's dirty pages
