@@ -220,10 +220,10 @@ def fresh_database(tag: str) -> Iterator[str]:
     finally:
         if os.environ.get("HRLMS_BENCH_KEEP_DB"):    # profiling: keep it to query (dropped with the server)
             say(f"    kept database {name} (HRLMS_BENCH_KEEP_DB)")
-            return
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'drop database if exists "{name}" with (force)')
-            conn.execute("checkpoint")   # the next run does not pay for this one's dirty pages
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'drop database if exists "{name}" with (force)')
+                conn.execute("checkpoint")   # the next run does not pay for this one's dirty pages
 
 
 def server_info(url: str | None = None) -> dict:
