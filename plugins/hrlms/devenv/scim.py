@@ -14,6 +14,7 @@ including Authorization: never pass it).  The token is visible in the local proc
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import secrets
 import subprocess
@@ -23,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from hrlms.devenv import LOCAL_DIR, free_port, stop_process_group, tail
 
@@ -47,11 +48,16 @@ class LocalScimServer:
 
     After :meth:`start`: ``base_url`` (``http://127.0.0.1:<port>``, no trailing slash; the SCIM
     endpoints are ``/Users``, ``/Groups``, ``/Bulk``…), ``token``, ``log_path``.
+    ``service_provider_config``: the /ServiceProviderConfig to announce instead of scim2-server's default
+    (every feature, ETags included), e.g. to test against an LMS without ETags.
     """
 
-    def __init__(self, base_dir: Path | None = None, *, keep_log: bool = False) -> None:
+    def __init__(self, base_dir: Path | None = None, *, keep_log: bool = False,
+                 service_provider_config: dict[str, Any] | None = None) -> None:
         self.base_dir = Path(base_dir) if base_dir else LOCAL_DIR
         self.keep_log = keep_log
+        self.service_provider_config = service_provider_config
+        self._config_path: Path | None = None
         self.token = secrets.token_urlsafe(32)
         self.port: int | None = None
         self.log_path: Path | None = None
@@ -81,8 +87,13 @@ class LocalScimServer:
         self.port = free_port()
         self.log_path = self.base_dir / f"scim-{self.port}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        args = [str(exe), "--hostname", "127.0.0.1", "--port", str(self.port), f"--bearer-token={self.token}"]
+        if self.service_provider_config is not None:
+            self._config_path = self.base_dir / f"scim-{self.port}-config.json"
+            self._config_path.write_text(json.dumps(self.service_provider_config))
+            args.append(f"--service-provider-config={self._config_path}")
         self._proc = subprocess.Popen(
-            [str(exe), "--hostname", "127.0.0.1", "--port", str(self.port), f"--bearer-token={self.token}"],
+            args,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -127,6 +138,9 @@ class LocalScimServer:
             self._log = None
             if not self.keep_log and self.log_path is not None:
                 self.log_path.unlink(missing_ok=True)
+        if self._config_path is not None:
+            self._config_path.unlink(missing_ok=True)
+            self._config_path = None
 
     def __enter__(self) -> LocalScimServer:
         return self.start()
