@@ -22,6 +22,12 @@ an earlier attempt had set another one.
 An id that is still missing (its create failed: escrow/dead letter) puts the op in escrow with the
 reason; the next plan's diff brings the remaining work back. Membership PATCHes are idempotent on the
 server (adding a present member / removing an absent one is a 204), so a retry never fails on them.
+Member removals on an LMS with ETags are a read of the group + one replace of its members guarded by
+If-Match (ScimClient.remove_members; HRLMS_SCIM_MEMBER_REMOVAL=filter keeps the filtered removes): sent
+as single requests after the batch's /Bulk requests, one per group and batch (the removals of all the
+batch's ops on that group together), see _remove_members. Their outcomes and records are those of the
+filtered removes: every op whose members were resolved is applied with its members, also when the read
+showed none of them left in the group (nothing written then).
 
 Transport failures (the SCIM client has already retried what is safe to retry, see hrlms.sync.scim):
 - permanent (4xx other than 409-linked and 429) → dead_letter with the LMS's message;
@@ -238,6 +244,7 @@ def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str],
         # Someone without an LMS id cannot be a member in the LMS: their applied row just goes.
         op["sent_members"] = members
         ids = [users[p] for p in members if users.get(p)]
+        op["remove_ids"] = ids
         if ids:
             op["request"] = {"method": "PATCH", "path": f"/Groups/{group_id}", "data": remove_members_body(ids)}
         return
@@ -250,6 +257,55 @@ def _settle(op: dict[str, Any], out: Outcome) -> Outcome:
     if op["unresolved"]:
         out.status, out.error = "escrow", op["unresolved"][:1000]
     return out
+
+
+def _failed(out: Outcome, exc: ScimError) -> Outcome:
+    out.status = "escrow" if exc.transient else "dead_letter"
+    out.http_status, out.error = exc.status, str(exc)[:1000]
+    out.members, out.failed, out.retry_after = [], True, exc.retry_after
+    return out
+
+
+def _guarded(op: dict[str, Any]) -> bool:
+    """A member removal with something to send: read + guarded replace when the client does those."""
+    return op["op_type"] == "remove_members" and bool(op["request"])
+
+
+def _remove_members(client: ScimClient, ops: list[dict[str, Any]], guard: _FailureGuard | None,
+                    pool: ThreadPoolExecutor | None) -> dict[int, Outcome]:
+    """Member removals as read + replace guarded by the group's version (ScimClient.remove_members), as
+    single requests, one read + replace per group for all of `ops` on it (`pool` threads at a time).
+
+    Why not inside /Bulk: two ops on one group in one /Bulk request would carry the same version, and the
+    second would always fail with 412 (so would a replace after an add_members on that group in the same
+    request); the read must come right before the write anyway, and a 412 is retried by reading that one
+    group again rather than re-sending part of a /Bulk. Sent after the batch's /Bulk requests (its
+    add_members included), the read sees them; one job per group means the batch's own requests never
+    race for a group's version (another shard or client may: 412, read again). A replace never has to
+    fit in the /Bulk maxPayloadSize either. Each op's outcome is the one its filtered remove would have
+    had: applied with its members, or the request's failure (escrow / dead letter)."""
+    by_group: dict[str, list[dict[str, Any]]] = {}
+    for op in ops:
+        by_group.setdefault(op["target"], []).append(op)
+
+    def run(group_ops: list[dict[str, Any]]) -> list[Outcome]:
+        if guard and guard.tripped:
+            return [_released(op) for op in group_ops]
+        group_id = group_ops[0]["target"]
+        ids = list(dict.fromkeys(i for op in group_ops for i in op["remove_ids"]))
+        try:
+            client.remove_members(group_id, ids)
+            outs = [_settle(op, _outcome(op, lms_id=group_id)) for op in group_ops]
+        except ScimError as exc:
+            outs = [_failed(_outcome(op, lms_id=group_id), exc) for op in group_ops]
+        if guard:
+            for out in outs:
+                guard.add(out)
+        return outs
+
+    jobs = list(by_group.values())
+    done = pool.map(run, jobs) if pool else map(run, jobs)
+    return {out.op_id: out for outs in done for out in outs}
 
 
 def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
@@ -270,9 +326,7 @@ def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
             out.sent = False
         return _settle(op, out)
     except ScimError as exc:
-        out.status = "escrow" if exc.transient else "dead_letter"
-        out.http_status, out.error = exc.status, str(exc)[:1000]
-        out.members, out.failed, out.retry_after = [], True, exc.retry_after
+        _failed(out, exc)
     return out
 
 
@@ -307,8 +361,12 @@ def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[i
     outcomes: dict[int, Outcome] = {}
     singles = []
     reqs = []
+    removals = []
+    guarded = any(_guarded(op) for op in ops) and client.guarded_member_removal()
     for op in ops:
-        if op["request"]:
+        if guarded and _guarded(op):
+            removals.append(op)
+        elif op["request"]:
             reqs.append((op, op["request"]))
         elif op["op_type"] in _CREATES:
             singles.append(op)
@@ -344,6 +402,8 @@ def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[i
             outcomes[op["op_id"]] = out
             if guard:
                 guard.add(out)
+    if removals:    # after the /Bulk requests: see _remove_members
+        outcomes.update(_remove_members(client, removals, guard, pool))
     if singles:
         guard = guard or _FailureGuard(1.0, 1)
         done = (_execute_singles(pool, client, singles, guard) if pool
@@ -361,8 +421,16 @@ def _run_one(client: ScimClient, op: dict[str, Any], guard: _FailureGuard) -> Ou
 
 def _execute_singles(pool: ThreadPoolExecutor, client: ScimClient, ops: list[dict[str, Any]],
                      guard: _FailureGuard) -> list[Outcome]:
-    """One request (or a few: lookups) per op, `pool` threads at a time; released once `guard` trips."""
-    return list(pool.map(lambda op: _released(op) if guard.tripped else _run_one(client, op, guard), ops))
+    """One request (or a few: lookups) per op, `pool` threads at a time; released once `guard` trips.
+    Guarded member removals go last, one read + replace per group (see _remove_members)."""
+    guarded = any(_guarded(op) for op in ops) and client.guarded_member_removal()
+    removals = [op for op in ops if guarded and _guarded(op)]
+    others = [op for op in ops if not (guarded and _guarded(op))]
+    outcomes = {op["op_id"]: out for op, out in zip(others, pool.map(
+        lambda op: _released(op) if guard.tripped else _run_one(client, op, guard), others))}
+    if removals:
+        outcomes.update(_remove_members(client, removals, guard, pool))
+    return [outcomes[op["op_id"]] for op in ops]
 
 
 def _create(client: ScimClient, desired: dict[str, Any], *, verify_first: bool,

@@ -23,7 +23,9 @@ then; that person's set_manager op then sends nothing (see hrlms.sync.apply).
   leaves is removed from their reports (op with manager_person_id null = PATCH remove). A person who
   is their own manager gets none.
 - Groups: one per marts.lms_desired_groups row, externalId = group_key. Members are diffed as a set
-  and sent as add/remove chunks of at most MEMBER_CHUNK people — a member list is never replaced.
+  and planned as add/remove chunks of at most MEMBER_CHUNK people — the desired list is never written
+  over the LMS's (apply sends removals as filtered removes, or as a replace of the members just read
+  minus the removed, guarded by the group's version: hrlms.sync.scim.ScimClient.remove_members).
   Members must be active after this plan; people who leave (deactivation, or gone from HR) leave
   their groups; quarantined people keep their current memberships. A group whose key disappears from
   the desired state loses all its members but is not deleted in the LMS (its applied_groups row stays,

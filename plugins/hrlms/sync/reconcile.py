@@ -56,7 +56,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from hrlms.sync.scim import ATTRIBUTE_PATHS, ENTERPRISE, ScimClient, remove_members_body
+from hrlms.sync.scim import ATTRIBUTE_PATHS, ENTERPRISE, ScimClient
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def _remaster(conn: psycopg.Connection, client: ScimClient, res: ReconcileResult
         if f.dangling and f.lms_id and f.lms_value:
             dangling[f.lms_id].append(f.lms_value.removeprefix("lms:"))
     for group_id, ids in dangling.items():    # references to deleted accounts, in groups we manage
-        client.patch(f"/Groups/{group_id}", remove_members_body(ids))
+        client.remove_members(group_id, ids)     # guarded replace or filtered removes (scim.py)
         res.dangling_removed += len(ids)
 
 
