@@ -14,7 +14,8 @@ from decimal import Decimal
 import pytest
 
 from hrlms import pipeline
-from hrlms.learning.xapi import VERBS, post_statements
+from hrlms.devenv.ralph import LocalRalph
+from hrlms.learning.xapi import VERBS, LrsConfig, post_statements
 from hrlms.sync.scim import ScimClient, lms_config_from_env
 from hrlms.warehouse import db
 
@@ -104,7 +105,17 @@ def exported(landing, day: date) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def learning_env(fresh_db, fresh_lms, landing, lrs_config, tmp_path, monkeypatch):
+def own_lrs(tmp_path):
+    """A Ralph of this test's own: the pull's watermark is the newest statement timestamp in the warehouse,
+    and statements other tests of the session posted to the shared LRS (stamped today) would move it past
+    this test's (stamped 2026-01-05), so its day-2 pull would skip them."""
+    with LocalRalph(tmp_path / "lrs") as server:
+        yield LrsConfig(server.base_url, server.username, server.password)
+
+
+@pytest.fixture
+def learning_env(fresh_db, fresh_lms, landing, own_lrs, tmp_path, monkeypatch):
+    lrs_config = own_lrs
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
     monkeypatch.setenv("HRLMS_LEARNING_RULES", str(rules))
