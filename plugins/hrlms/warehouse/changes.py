@@ -285,26 +285,18 @@ def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full
     if logical_ts < base[3]:
         return (f"the logical moment went back ({logical_ts.isoformat()} is before the last build's "
                 f"{base[3].isoformat()})")
-    for kind, rule_id, day in conn.execute(
-            """select 'starts', rule_id, active_from from learning.rules where ruleset = 'live'
-                 and active_from > (%(t0)s at time zone 'Etc/GMT+12')::date
-                 and active_from <= (%(t)s at time zone 'Etc/GMT-14')::date
-               union all
-               select 'ends', rule_id, active_until + 1 from learning.rules where ruleset = 'live'
-                 and active_until + 1 > (%(t0)s at time zone 'Etc/GMT+12')::date
-                 and active_until + 1 <= (%(t)s at time zone 'Etc/GMT-14')::date
-               union all
-               select 'starts', 'exemption ' || exemption_no, d from learning.exemptions, unnest(array[since]) d
-               where ruleset = 'live' and person_id is null
-                 and d > (%(t0)s at time zone 'Etc/GMT+12')::date and d <= (%(t)s at time zone 'Etc/GMT-14')::date
-               union all
-               select 'ends', 'exemption ' || exemption_no, d from learning.exemptions, unnest(array[until + 1]) d
-               where ruleset = 'live' and person_id is null
-                 and d > (%(t0)s at time zone 'Etc/GMT+12')::date and d <= (%(t)s at time zone 'Etc/GMT-14')::date
-               order by 3, 2, 1""",
+    # (an exemption naming no person applies to everyone its requirement or rule reaches)
+    for what, kind, day in conn.execute(
+            """select what, case when d = starts then 'starts' else 'ends' end, d
+               from (select 'learning rule ' || rule_id, active_from, active_until + 1 from learning.rules
+                     where ruleset = 'live'
+                     union all
+                     select 'exemption ' || exemption_no, since, until + 1 from learning.exemptions
+                     where ruleset = 'live' and person_id is null) w (what, starts, ends),
+                    unnest(array[starts, ends]) d
+               where d > (%(t0)s at time zone 'Etc/GMT+12')::date and d <= (%(t)s at time zone 'Etc/GMT-14')::date
+               order by 3, 1, 2""",
             {"t0": base[3], "t": logical_ts}).fetchall():
-        # (an exemption naming no person applies to everyone its requirement or rule reaches)
-        what = rule_id if rule_id.startswith("exemption") else f"learning rule {rule_id}"
         return f"{what} {kind} its active window on {day}"
     return ""
 
