@@ -1,14 +1,30 @@
 {#
     SCD2 history of the gated workers, one version per change of a business attribute. Validity is the
     run's logical date (as_of -> dbt_valid_from / dbt_valid_to), never now(); a person missing from a
-    run's snapshot gets their open version closed at that logical date (hard_deletes: invalidate, with
+    run's snapshot gets their open version closed at that logical date (the post-hook below, with
     macros/snapshots/snapshot_get_time.sql). Rerunning a day changes nothing (check strategy).
-    Config in snap_workers.yml.
+    Config in _snapshots.yml.
+
+    Incremental builds (macros/changed_people.sql): the snapshot compares only the change set's people
+    (every attribute compared here is one of their own HR fields or their org unit's name, and a change of
+    either puts them in the change set), and the post-hook closes the versions of those of them who left
+    the gated workers. dbt's own hard_deletes: invalidate would close everyone outside the compared rows,
+    so it is `ignore` and the post-hook does the same on a full build (no change set: everyone).
 #}
 {% snapshot snap_workers %}
 
+{{ config(post_hook="
+    update {{ this }} as versions set dbt_valid_to = {{ snapshot_get_time() }}
+    where versions.dbt_valid_to is null
+        {%- if change_set_id() > 0 %} and versions.person_id in {{ changed_people() }}{% endif %}
+        and not exists (select from {{ ref('workers') }} where person_id = versions.person_id)
+") }}
+
 with workers as (
     select * from {{ ref('workers') }}
+    {%- if change_set_id() > 0 %}
+    where person_id in {{ changed_people() }}
+    {%- endif %}
 ),
 
 versioned as (

@@ -14,12 +14,22 @@
 --      a person whose own line is quarantined counts as present, whatever status the line says
 --   5. otherwise                                               -> new (an account of its own)
 -- Never full-refreshed (like a snapshot): the decisions are state.
+--
+-- Incremental (macros/changed_people.sql): a build with a change set decides its people only. Everyone
+-- else keeps their row unchanged: a decision that is not ambiguous is sticky, and the change set names
+-- everyone whose decision can still move (new people, ambiguous ones, resolutions, people whose line or
+-- LMS account changed, people who left). The earlier persons a decision compares against are read only
+-- for the match keys the decided workers carry. last_seen_on is null while the person is among the gated
+-- workers; when they leave (or their line is quarantined) it becomes the last day of their last version
+-- in snap_workers, so no row carries the run's date.
 {{ config(
     materialized='incremental',
     unique_key='person_id',
     incremental_strategy='delete+insert',
     on_schema_change='append_new_columns',
-    full_refresh=false
+    full_refresh=false,
+    indexes=[{'columns': ['person_id']}],
+    post_hook="{{ person_index() }}"
 ) }}
 
 {%- set rules = var('identity_match_rules') -%}
@@ -32,6 +42,21 @@
 
 with workers as (
     select person_id, employee_number, work_email from {{ ref('int_workers_gated') }}
+    where {{ changed_people_filter('person_id') }}
+),
+
+worker_keys as (
+{%- if rules %}
+{%- for rule in rules %}
+    select person_id, '{{ rule }}' as rule, {{ rule }} as key_value from workers
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+{%- endfor %}
+{%- else %}
+    select cast(null as text) as person_id, cast(null as text) as rule, cast(null as text) as key_value
+    where false
+{%- endif %}
 ),
 
 stg_lines as (
@@ -49,27 +74,17 @@ quarantined_lines as (
     group by line_no
 ),
 
-snapshot_lines as (
-    -- every line of the run's snapshot, quarantined ones included: a person whose row was bad is still there
-    select
-        stg_lines.person_id,
-        stg_lines.employment_status,
-        stg_lines.employee_number,
-        stg_lines.work_email,
-        quarantined_lines.line_no is not null as is_quarantined,
-        coalesce(quarantined_lines.blocks_keys, false) as blocks_keys
+blocking_lines as (
+    select stg_lines.person_id, stg_lines.employee_number, stg_lines.work_email
     from stg_lines
-    left join quarantined_lines on stg_lines.line_no = quarantined_lines.line_no
-),
-
-snapshot_rows as (
-    select person_id, employment_status, is_quarantined from snapshot_lines where person_id is not null
+    inner join quarantined_lines on stg_lines.line_no = quarantined_lines.line_no
+    where quarantined_lines.blocks_keys
 ),
 
 quarantined_keys as (
     -- the match keys on quarantined lines: nobody's account is handed on by a key a bad line still
     -- carries (the line may be that very person, with a wrong status or without a usable person_id)
-{{- match_keys(rules, ['snapshot_lines'], where='blocks_keys', keys_not_null=true) }}
+{{- match_keys(rules, ['blocking_lines'], keys_not_null=true, key_in='worker_keys') }}
 ),
 
 history as (
@@ -86,9 +101,23 @@ resolutions as (
     select person_id, resolution, account_person_id from {{ source('sync', 'identity_resolutions') }}
 ),
 
+known_keys as (
+    -- the values each rule matches on, for every earlier person (history and what the LMS holds), as far
+    -- as a decided worker carries them
+{{- match_keys(rules, ['history', 'applied'], key_in='worker_keys') }}
+),
+
+involved as (
+    -- the people a decision reads: the decided workers and the earlier persons sharing a key with them
+    select person_id from workers
+    union
+    select person_id from known_keys
+),
+
 previous as (
 {%- if is_incremental() %}
     select person_id, account_person_id, identity_rule, is_ambiguous, first_seen_on, decided_on from {{ this }}
+    where person_id in (select person_id from involved)
 {%- else %}
     select
         cast(null as text) as person_id,
@@ -102,10 +131,15 @@ previous as (
 ),
 
 present as (
-    -- a quarantined line's status is not trusted: that person counts as still here
-    select person_id, bool_and(employment_status = 'terminated' and not is_quarantined) as is_terminated
-    from snapshot_rows
-    group by person_id
+    -- every line of the run's snapshot counts, quarantined ones included: a person whose row was bad is
+    -- still there, and a quarantined line's status is not trusted (that person counts as still here)
+    select
+        stg_lines.person_id,
+        bool_and(stg_lines.employment_status = 'terminated' and quarantined_lines.line_no is null) as is_terminated
+    from stg_lines
+    left join quarantined_lines on stg_lines.line_no = quarantined_lines.line_no
+    where stg_lines.person_id in (select person_id from known_keys)
+    group by stg_lines.person_id
 ),
 
 history_people as (
@@ -115,12 +149,8 @@ history_people as (
         max(coalesce(cast(dbt_valid_to as date), cast('{{ run_param("logical_date") }}' as date)))
             filter (where employment_status is distinct from 'terminated') as last_active_on
     from history
+    where person_id in (select person_id from involved)
     group by person_id
-),
-
-known_keys as (
-    -- the values each rule matches on, for every earlier person (history and what the LMS holds)
-{{- match_keys(rules, ['history', 'applied']) }}
 ),
 
 candidates as (
@@ -147,20 +177,6 @@ candidates as (
         and (history_people.last_active_on is null
             or cast('{{ run_param("logical_date") }}' as date) - history_people.last_active_on
                 >= {{ var('rehire_min_gap_days') }})
-),
-
-worker_keys as (
-{%- if rules %}
-{%- for rule in rules %}
-    select person_id, '{{ rule }}' as rule, {{ rule }} as key_value from workers
-    {%- if not loop.last %}
-    union all
-    {%- endif %}
-{%- endfor %}
-{%- else %}
-    select cast(null as text) as person_id, cast(null as text) as rule, cast(null as text) as key_value
-    where false
-{%- endif %}
 ),
 
 matches as (
@@ -260,8 +276,52 @@ decided as (
             when basis = 'previous' then previous_decided_on
             else cast('{{ run_param("logical_date") }}' as date)
         end as decided_on,
-        cast('{{ run_param("logical_date") }}' as date) as last_seen_on
+        cast(null as date) as last_seen_on
     from judged
+),
+
+{%- if is_incremental() %}
+
+gone_people as (
+    -- decided people who are no longer among the gated workers (left, or their line is quarantined)
+    select previous.*
+    from {{ this }} as previous
+    where
+        previous.last_seen_on is null
+        and {{ changed_people_filter('previous.person_id') }}
+        and not exists (select from {{ ref('int_workers_gated') }} where person_id = previous.person_id)
+),
+
+last_versions as (
+    -- snap_workers closed their last version at the logical date of the run that missed them
+    select person_id, cast(max(dbt_valid_to) as date) - 1 as last_day
+    from {{ ref('snap_workers') }}
+    where person_id in (select person_id from gone_people)
+    group by person_id
+),
+
+gone as (
+    -- their row again, with the last day their last version held
+    select
+        gone_people.person_id,
+        gone_people.account_person_id,
+        gone_people.identity_rule,
+        gone_people.is_ambiguous,
+        gone_people.candidate_account_ids,
+        gone_people.first_seen_on,
+        gone_people.decided_on,
+        coalesce(last_versions.last_day, gone_people.decided_on) as last_seen_on
+    from gone_people
+    left join last_versions on gone_people.person_id = last_versions.person_id
+),
+{%- endif %}
+
+final as (
+    select * from decided
+{%- if is_incremental() %}
+    union all
+    select * from gone
+{%- endif %}
 )
 
-select * from decided
+select * from final
