@@ -75,17 +75,26 @@ REASONS = {
     "lms": "our record of their LMS account was corrected (reconcile)",
 }
 
-# One hash per person over all of their lines (row(...)::text tells NULL from '').
+# One hash per person over all of their lines (row(...)::text tells NULL from ''): the line's hash for a
+# person on one line, else the hash of their lines' sorted hashes. Only the people on several lines go
+# through the ordered aggregate: PostgreSQL 15 sorts its input once per group, which for a million
+# one-line people cost more than hashing their lines (0.97 s -> 0.71 s at 100k workers).
 _RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_name, work_email, username, "
                 "employment_status, employment_type, hire_date, start_date, termination_date, last_day_of_work, "
                 "job_code, job_title, job_family, org_unit_code, manager_person_id, location_code, country, "
                 "time_zone, secondary_manager_person_ids, temporary_manager_person_id, temporary_manager_from, "
                 "temporary_manager_until")
 _PERSON_HASHES = f"""
-    select person_id, case when count(*) = 1 then min(lh) else md5(string_agg(lh, ',' order by lh)) end as h
-    from (select nullif(btrim(person_id), '') as person_id, md5(row({_RAW_COLUMNS})::text) as lh
-          from raw_hris.workers where _snapshot_id = %s) w
-    where person_id is not null
+    with lines as materialized (
+        select nullif(btrim(person_id), '') as person_id, md5(row({_RAW_COLUMNS})::text) as lh
+        from raw_hris.workers where _snapshot_id = %s and nullif(btrim(person_id), '') is not null
+    ), people as (
+        select person_id, min(lh) as lh, count(*) as lines from lines group by 1
+    )
+    select person_id, lh as h from people where lines = 1
+    union all
+    select person_id, md5(string_agg(lh, ',' order by lh)) from lines
+    where person_id in (select person_id from people where lines > 1)
     group by 1
 """
 _ORG_HASHES = """
