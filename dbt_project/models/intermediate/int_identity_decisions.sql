@@ -282,6 +282,10 @@ decided as (
 
 {%- if is_incremental() %}
 
+gated as (
+    select person_id from {{ ref('int_workers_gated') }}
+),
+
 gone_people as (
     -- decided people who are no longer among the gated workers (left, or their line is quarantined)
     select previous.*
@@ -289,7 +293,7 @@ gone_people as (
     where
         previous.last_seen_on is null
         and {{ changed_people_filter('previous.person_id') }}
-        and not exists (select from {{ ref('int_workers_gated') }} where person_id = previous.person_id)
+        and not exists (select from gated where gated.person_id = previous.person_id)
 ),
 
 last_versions as (
