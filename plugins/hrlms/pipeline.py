@@ -259,7 +259,8 @@ def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "plan", detail) as conn:
         p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"])
-        detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts, "scope": p.scope})
+        detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts, "scope": p.scope,
+                       "timings": p.timings})
         if p.member_counts:
             detail["members"] = p.member_counts
         if p.held:

@@ -130,7 +130,8 @@ def change_set(s: Side, key: str) -> dict[str, set[str]] | None:
 #: Their lineage columns (the snapshot and line a row was last derived from) are left out: an unchanged
 #: person's row keeps the snapshot it was computed from, a full rebuild takes the newest.
 INCREMENTAL_INTERMEDIATE = {"int_workers_effective": {"snapshot_id", "line_no", "copy_no"},
-                            "int_workers_identity": set(), "int_learning_status": set()}
+                            "int_workers_identity": set(), "int_learning_status": set(),
+                            "int_identity_decisions": set()}
 
 
 def marts(s: Side) -> dict[str, Counter]:

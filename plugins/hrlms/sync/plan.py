@@ -59,6 +59,7 @@ class Plan:
     held: bool = False                                            # the breaker tripped (hrlms.sync.breaker)
     held_reasons: list[str] = field(default_factory=list)
     scope: dict[str, object] = field(default_factory=dict)        # mode (full | restricted), people, because
+    timings: dict[str, float] = field(default_factory=dict)       # seconds per step (the plan stage's detail)
 
     @property
     def total(self) -> int:
@@ -436,10 +437,20 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
     pipeline's transform stage and no full build is outstanding, else every account; 'full': every account
     (reconcile). HRLMS_PLAN_CHECK_SCOPE=true checks a restricted plan against the full diff (tests)."""
     import os
+    import time
+
+    timings: dict[str, float] = {}
+    last = [time.perf_counter()]
+
+    def mark(step: str) -> None:
+        now = time.perf_counter()
+        timings[step] = round(now - last[0], 3)
+        last[0] = now
 
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
         _settle(conn)
+        mark("settle")
         # ops not done stay dirty until an op for that person is applied (marked before the plan's row,
         # so that this plan's applied ops clear them)
         conn.execute(f"""insert into sync.dirty_people (person_id, reasons)
@@ -468,9 +479,12 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
                               "select count(*) from (select person_id from sync.applied_users union "
                               "select person_id from marts.lms_desired_users) everyone").fetchone()[0]
         conn.execute("update sync.plans set scope_people = %s where plan_id = %s", (people, plan_id))
+        mark("scope")
         _insert_ops(conn, plan_id, snapshot_id, scoped, has_manager, has_groups)
+        mark("diff")
         if scoped and os.environ.get("HRLMS_PLAN_CHECK_SCOPE", "").strip().lower() in ("1", "true", "yes"):
             _check_scope(conn, plan_id, snapshot_id, has_manager, has_groups)
+            mark("check_scope")
         # Earlier unfinished plans are replaced by this one: the diff already holds their remaining work,
         # and ops whose outcome is unknown ('sending' when an apply crashed) are verified first (above).
         conn.execute("update sync.ops set status = 'superseded' "
@@ -478,7 +492,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         conn.execute("update sync.ops set status = 'superseded' where plan_id <> %s and status = 'held'", (plan_id,))
         conn.execute("update sync.plans set status = 'superseded' "
                      "where plan_id <> %s and status in ('planned', 'partial', 'held', 'approved')", (plan_id,))
-        plan = Plan(plan_id, scope={"mode": mode, "people": people, "because": why})
+        plan = Plan(plan_id, scope={"mode": mode, "people": people, "because": why}, timings=timings)
         for op_type, n in conn.execute(
                 "select op_type, count(*) from sync.ops where plan_id = %s group by op_type", (plan_id,)):
             plan.counts[op_type] = n
@@ -511,9 +525,11 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
             counts["members"] = plan.member_counts
         conn.execute("update sync.plans set counts = %s where plan_id = %s",
                      (psycopg.types.json.Jsonb(counts), plan_id))
+        mark("counts")
         verdict = breaker.evaluate(conn, plan_id, snapshot_id)
         if verdict.held:
             breaker.hold(conn, plan_id, verdict)
         breaker.store_review(conn, plan_id, verdict)
         plan.held, plan.held_reasons = verdict.held, verdict.reasons
+        mark("breaker")
     return plan

@@ -496,10 +496,11 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     # table: a join on "primary or temporary manager" in the recursion is a nested loop over everyone.
     x("""create temp table cs_edges on commit drop as
          select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
-         union
+         union all   -- duplicates are harmless: the walk below is a union
          select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
     x("create index on cs_edges (manager_id)")
     x("analyze cs_edges")
+    mark("edges")
     x(f"""insert into cs_found
           with recursive down (person_id, depth) as (
               select person_id, 0 from ({seeds}) s
@@ -509,6 +510,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
               where down.depth < 64
           )
           select person_id, 'manager_chain' from down where depth > 0""")
+    mark("manager_chain")
     if x("select to_regclass('intermediate.int_managers_resolved') is not null").fetchone()[0] and \
             x("select to_regclass('intermediate.int_workers_placed') is not null").fetchone()[0]:
         # People whose manager comes from the org chain (the heads of their unit and the units above), in
@@ -532,6 +534,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
               select m.person_id, 'manager_chain' from intermediate.int_managers_resolved m
               join intermediate.int_workers_placed p on p.person_id = m.person_id
               where m.fallback_reason is not null and p.org_unit_code in (select code from below)""", p)
+        mark("org_fallback")
         x(f"""insert into cs_found
               select m.manager_person_id, 'manager' from intermediate.int_managers_resolved m
               where m.person_id in ({seeds}) and m.manager_person_id is not null""")
