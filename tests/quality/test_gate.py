@@ -89,3 +89,24 @@ def test_too_many_bad_rows_stops_the_run(fresh_db, landing):
     land(landing, D1, [worker(i, Hire_Date="2020-01-15") for i in range(1, 11)])
     with pytest.raises(GateFailed, match="10 of 10 rows failed row checks"):
         gate_day(D1)
+
+
+def test_the_accounts_are_analyzed_for_the_shared_value_checks_when_their_key_statistics_are_missing(fresh_db):
+    # The planner needs ANALYZE's statistics on lower(email) / lower(user_name) (collected only through
+    # the indexes schema.sql puts on them) to look a snapshot's few changed values up among the accounts.
+    from hrlms.quality.gate import ACCOUNT_KEY_INDEXES, analyze_accounts_if_unplanned
+
+    def stats(c):
+        return c.execute("select tablename from pg_stats where schemaname = 'sync' and tablename = any(%s) "
+                         "group by 1 order by 1", (list(ACCOUNT_KEY_INDEXES),)).fetchall()
+
+    with db.connect(fresh_db) as c:
+        db.bootstrap(c)
+        assert not analyze_accounts_if_unplanned(c)        # no accounts: nothing to plan by
+        c.execute("insert into sync.applied_users (person_id, lms_id, user_name, email, employee_number, is_active)"
+                  " select 'P' || i, 'L' || i, 'User' || i, 'User' || i || '@Example.com', i::text, true"
+                  " from generate_series(1, 50) i")
+        assert stats(c) == []
+        assert analyze_accounts_if_unplanned(c)
+        assert stats(c) == sorted((n,) for n in ACCOUNT_KEY_INDEXES)
+        assert not analyze_accounts_if_unplanned(c)        # once is enough

@@ -277,6 +277,25 @@ def identity_settings() -> dict[str, Any]:
     return {"identity_match_rules": rules, "rehire_min_gap_days": int(vars_.get("rehire_min_gap_days") or 0)}
 
 
+# schema.sql: the expression indexes whose statistics plan KEY_CONFLICTS_SQL's joins on sync.applied_users
+ACCOUNT_KEY_INDEXES = ("applied_users_lower_email_idx", "applied_users_lower_user_name_idx")
+
+
+def analyze_accounts_if_unplanned(conn: psycopg.Connection) -> bool:
+    """ANALYZE sync.applied_users when it has rows but no statistics on lower(email) / lower(user_name) yet
+    (only an ANALYZE after their indexes exist collects them; autovacuum's next one waits for a tenth of the
+    accounts to change, weeks after the indexes arrive). Without them the planner takes the few changed
+    values of a snapshot for as many as the lines and sorts all accounts twice to merge-join them (~3 s at
+    1M accounts) instead of looking the values up by index. Returns whether it analyzed."""
+    if conn.execute(
+            "select not exists (select 1 from sync.applied_users) or (select count(distinct tablename) from pg_stats"
+            " where schemaname = 'sync' and tablename = any(%s)) = %s",
+            (list(ACCOUNT_KEY_INDEXES), len(ACCOUNT_KEY_INDEXES))).fetchone()[0]:
+        return False
+    conn.execute("analyze sync.applied_users")
+    return True
+
+
 def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
     """Fill dq.gate_key_conflicts for the snapshot (KEY_CONFLICTS_SQL); returns the lines' conflicts."""
     from hrlms.quality.suites import EMAIL_REGEX
@@ -303,6 +322,7 @@ def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
     day = conn.execute("select logical_date from raw_hris.snapshots where snapshot_id = %s",
                        (snapshot_id,)).fetchone()[0]
     conn.execute("delete from dq.gate_key_conflicts where snapshot_id = %s", (snapshot_id,))
+    analyze_accounts_if_unplanned(conn)
     cur = conn.execute(
         KEY_CONFLICTS_SQL.format(snapshot_table=SNAPSHOT_TABLE, decided=decided, gap=gap, had_it=had_it,
                                  rule_names=" ".join(f"when '{k}' then '{r}'" for k, r in KEY_CONFLICT_RULES.items())),

@@ -182,6 +182,12 @@ alter table sync.ops
     add column if not exists phase     smallint not null default 1;
 create index if not exists ops_group_idx on sync.ops (group_key) where group_key is not null;
 alter table sync.applied_users add column if not exists manager_person_id text;  -- as set in the LMS
+-- The gate's shared-value checks (hrlms.quality.gate.KEY_CONFLICTS_SQL) look up the few changed values of a
+-- snapshot among the accounts: by index, not by sorting every account (and ANALYZE keeps statistics on
+-- the lower() expressions only through these indexes: without them the planner guesses and merge-joins)
+create index if not exists applied_users_lower_email_idx on sync.applied_users (lower(email));
+create index if not exists applied_users_lower_user_name_idx on sync.applied_users (lower(user_name));
+create index if not exists applied_users_employee_number_idx on sync.applied_users (employee_number);
 
 create table if not exists sync.applied_groups (
     group_key      text primary key,     -- = the group's externalId in the LMS
