@@ -16,16 +16,13 @@
 -- status moves with the calendar only at dates the change set names (due_on + 1, expires_on, an exemption's
 -- first day and the day after its last, an event's local day), so a row computed on an earlier date holds
 -- until then; the mart view learning_compliance_status adds the run's date (as_of_local_date, as_of_date).
--- The hooks also record the rows they replace and write (int_learning_status_deltas, macro
--- learning_status_delta): int_learning_status_counts applies them instead of counting every row again.
--- depends_on: {{ ref('int_learning_status_deltas') }}
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
-    pre_hook=["{{ learning_status_delta(-1) }}", "{{ delete_changed_people('person_id') }}"],
-    post_hook=["{{ learning_status_delta(1) }}", "analyze {{ this }}"]
+    pre_hook="{{ delete_changed_people('person_id') }}",
+    post_hook="analyze {{ this }}"
 ) }}
 
 with assignments as (

@@ -2,15 +2,18 @@
 -- hierarchy bridge), by direct manager, by location and by job code; per requirement and for all
 -- requirements together (requirement_id = '*'). completion_rate = completed / (assigned - exempt).
 --
--- Scale: every figure is a plain row count (no distinct counts), so counts add up. The counts per direct
--- group (unit, manager, location, job; per requirement) are kept by int_learning_status_counts, which an
--- incremental build updates from the status rows it replaced and wrote; here only the per-(unit,
--- requirement) counts go through the hierarchy bridge and are summed per ancestor. The rows are the same
--- as counting the status rows repeated for each ancestor of their unit: the sum of the counts over the
--- bridge rows is the count of the joined rows, and a group exists exactly when at least one assignment
--- falls into it (a null unit, manager, location or job is no group).
-with counts as (
-    select * from {{ ref('int_learning_status_counts') }}
+-- Scale: every figure is a plain row count (no distinct counts), so counts add up. Each dimension is
+-- first counted per (value, requirement) straight from the assignments; only the per-(unit,
+-- requirement) counts go through the hierarchy bridge and are summed per ancestor, instead of every
+-- assignment row being repeated for each ancestor of its unit (2.3M rows × depth at 1M workers). The
+-- rows are the same as counting the repeated assignment rows: the sum of the counts over the bridge
+-- rows is the count of the joined rows, and a group exists exactly when at least one assignment falls
+-- into it (a null unit still matches no bridge row; a null requirement_id is still its own group).
+-- `not materialized`: each aggregate reads the table itself (in parallel workers) instead of a copy of
+-- the status rows written out first (a CTE used more than once is materialized by default).
+with status as not materialized (
+    select org_unit_code, manager_person_id, location_code, job_code, requirement_id, status
+    from {{ ref('learning_compliance_status') }}
 ),
 
 bridge as (
@@ -25,35 +28,31 @@ people as (
     select person_id, first_name, last_name from {{ ref('workers') }}
 ),
 
-by_dimension as (
+by_unit as (
     select
-        'org_subtree' as dimension,
-        bridge.ancestor_org_unit_code as dimension_value,
-        counts.requirement_id,
-        counts.assigned,
-        counts.completed,
-        counts.in_progress,
-        counts.not_started,
-        counts.overdue,
-        counts.expired,
-        counts.exempt
-    from counts
-    inner join bridge on counts.dimension_value = bridge.descendant_org_unit_code
-    where counts.dimension = 'org_unit'
-    union all
-    select
-        dimension,
-        dimension_value,
+        org_unit_code,
         requirement_id,
-        assigned,
-        completed,
-        in_progress,
-        not_started,
-        overdue,
-        expired,
-        exempt
-    from counts
-    where dimension <> 'org_unit'
+        count(*) as assigned,
+        {{- status_counts() }}
+    from status
+    group by org_unit_code, requirement_id
+),
+
+by_dimension as (
+    select 'org_subtree' as dimension, bridge.ancestor_org_unit_code as dimension_value, by_unit.requirement_id,
+        by_unit.assigned, by_unit.completed, by_unit.in_progress, by_unit.not_started, by_unit.overdue,
+        by_unit.expired, by_unit.exempt
+    from by_unit
+    inner join bridge on by_unit.org_unit_code = bridge.descendant_org_unit_code
+{%- for dimension, column in [('manager', 'manager_person_id'), ('location', 'location_code'),
+                              ('job', 'job_code')] %}
+    union all
+    select '{{ dimension }}', {{ column }}, requirement_id,
+        count(*) as assigned,
+        {{- status_counts() }}
+    from status where {{ column }} is not null
+    group by {{ column }}, requirement_id
+{%- endfor %}
 ),
 
 counted as (
