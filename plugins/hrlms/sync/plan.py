@@ -437,15 +437,11 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
     pipeline's transform stage and no full build is outstanding, else every account; 'full': every account
     (reconcile). HRLMS_PLAN_CHECK_SCOPE=true checks a restricted plan against the full diff (tests)."""
     import os
-    import time
 
-    timings: dict[str, float] = {}
-    last = [time.perf_counter()]
+    from hrlms.timing import StepTimes
 
-    def mark(step: str) -> None:
-        now = time.perf_counter()
-        timings[step] = round(now - last[0], 3)
-        last[0] = now
+    timings = StepTimes()
+    mark = timings.mark
 
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
@@ -492,7 +488,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         conn.execute("update sync.ops set status = 'superseded' where plan_id <> %s and status = 'held'", (plan_id,))
         conn.execute("update sync.plans set status = 'superseded' "
                      "where plan_id <> %s and status in ('planned', 'partial', 'held', 'approved')", (plan_id,))
-        plan = Plan(plan_id, scope={"mode": mode, "people": people, "because": why}, timings=timings)
+        plan = Plan(plan_id, scope={"mode": mode, "people": people, "because": why}, timings=dict(timings))
         for op_type, n in conn.execute(
                 "select op_type, count(*) from sync.ops where plan_id = %s group by op_type", (plan_id,)):
             plan.counts[op_type] = n

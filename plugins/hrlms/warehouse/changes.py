@@ -53,6 +53,7 @@ from typing import Any, Iterable
 import psycopg
 from psycopg.types.json import Jsonb
 
+from hrlms.timing import StepTimes
 from hrlms.warehouse import builds
 
 log = logging.getLogger("hrlms.changes")
@@ -189,6 +190,7 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
                                   "where person_id is not null").fetchone()[0]
         cs = ChangeSet(cs_id, bool(why), why or "", population=population, base_change_set_id=base[0] if base else None)
         if not why:
+            cs.timings = StepTimes()
             why = _collect(conn, base, snapshots, logical_ts, cs.timings)
         if why:
             cs.full_build, cs.built_because = True, why
@@ -311,7 +313,7 @@ def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full
 
 
 def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_ts: datetime,
-             timings: dict[str, float]) -> str:
+             timings: StepTimes) -> str:
     """Fill the temp table cs_people (person_id, reasons) for a build compared with `base`; returns why the
     build must be full instead ("" when it need not)."""
     base_id, base_snap, base_org, base_ts, _inputs, base_at = base
@@ -328,12 +330,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     p["tenure"] = [r[0] for r in x(
         """select distinct n from learning.rules, unnest(array[min_tenure_days, max_tenure_days + 1]) n
            where ruleset = 'live' and n is not null order by 1""").fetchall()]
-    last = [time.perf_counter()]
-
-    def mark(step: str) -> None:                 # seconds per step, in the change set's record
-        now = time.perf_counter()
-        timings[step] = round(now - last[0], 3)
-        last[0] = now
+    mark = timings.mark                        # seconds per step, in the change set's record
 
     x("create temp table cs_found (person_id text, reason text) on commit drop")
     x("insert into cs_found select person_id, reason from cs_unfinished")   # builds that did not finish
