@@ -179,6 +179,8 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "staging", detail) as conn:
         inputs = {"snapshots": builds.snapshot_keys(conn, snapshots), "dbt": dbt.project_digest()}
+        # lines already parsed by this project may be copied rather than parsed again (a full parse otherwise)
+        carry = builds.built_from(builds.recorded(conn, "staging"), "dbt", inputs["dbt"])
         if _unchanged(conn, run_key, "staging", inputs, detail,
                       still_valid=lambda prev: "" if dbt.is_staged(conn, snapshots["workers"]) else
                       f"{dbt.SNAPSHOT_TABLE} no longer holds the snapshot"):
@@ -186,10 +188,11 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
         res = dbt.run_dbt(["build", "--select", "staging", "--exclude-resource-type", "unit_test"],
                           snapshot_id=snapshots["workers"],
                           org_snapshot_id=snapshots.get("org_units", -1),
-                          logical_date=logical_instant(logical_date), tracked=True)
+                          logical_date=logical_instant(logical_date), tracked=True, staging_carry=carry)
         if not res.success:
             raise dbt.DbtError("dbt staging failed: " + "; ".join(res.failures))
         detail.update(res.counts)
+        detail["lines"] = dbt.staged_lines(conn, snapshots["workers"])
         builds.finished(conn, "staging", run_key, detail)
 
 
@@ -204,14 +207,21 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
         inputs = gate_inputs(builds.snapshot_keys(conn, {e: snapshots[e] for e in entities}),
                              max_drop_share=settings.max_drop_share,
                              max_quarantine_share=settings.max_quarantine_share)
+        # the row verdicts of the snapshot these checks gated last may be carried to its unchanged lines
+        previous = builds.recorded(conn, "gate")
+        carry_from = ((previous["inputs"].get("snapshots") or {}).get("workers") or [None])[0] \
+            if builds.built_from(previous, "checks", inputs["checks"]) else None
         if _unchanged(conn, run_key, "gate", inputs, detail):
             return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
         try:
             for entity in entities:
                 res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
-                               max_quarantine_share=settings.max_quarantine_share, docs=False)
+                               max_quarantine_share=settings.max_quarantine_share, docs=False,
+                               carry_from=carry_from if entity == "workers" else None)
                 detail[entity] = {"rows": res.rows, "quarantined": res.quarantined_rows, "reasons": res.reasons,
                                   "data_docs": res.data_docs}
+                if res.lines:
+                    detail[entity]["lines"] = res.lines
                 if res.hold_reason:
                     detail[entity]["hold"] = res.hold_reason
         finally:   # the report HR reads, also (especially) for a rejected snapshot

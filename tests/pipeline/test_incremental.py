@@ -210,6 +210,11 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
             if got is None:
                 problems.append(f"day {day.n}: no audit.change_set_people (the change sets of issue 15)")
                 got = {}
+            timings = inc.q("select detail -> 'changes' -> 'timings' from audit.stage_runs "
+                            "where run_key = %s and stage = 'transform'", key)[0][0] or {}
+            if day.hr_edit and not day.full and "hr_edits_carried" not in timings:
+                problems.append(f"day {day.n}: the edits were not read from the staging stage's line carry "
+                                f"(steps {sorted(timings)})")
             for pid, reasons in day.expect.items():
                 if not got.get(pid, set()) & reasons:
                     problems.append(f"day {day.n}: {pid} in the change set with {sorted(got.get(pid, ()))}, "

@@ -110,3 +110,61 @@ def test_the_accounts_are_analyzed_for_the_shared_value_checks_when_their_key_st
         assert analyze_accounts_if_unplanned(c)
         assert stats(c) == sorted((n,) for n in ACCOUNT_KEY_INDEXES)
         assert not analyze_accounts_if_unplanned(c)        # once is enough
+
+
+def _snapshot_rows(url, sid, relation):
+    with db.connect(url) as c:
+        return sorted(c.execute(f"select * from {relation} where snapshot_id = %s", (sid,)).fetchall(), key=str)
+
+
+def test_unchanged_lines_are_copied_from_the_day_before_and_keep_its_row_verdicts(fresh_db, landing):
+    """Day 2 repeats most of day 1's lines, in other places in the file: staging copies their parsed rows
+    and the gate their row verdicts; both give what parsing and checking every line gives."""
+    from hrlms.quality.gate import run_gate
+
+    day1 = [worker(i) for i in range(1, 41)]
+    day1[1] = worker(2, Work_Email="not-an-email")          # stays bad: its verdict is carried
+    day1[5] = worker(6, Worker_Status="X")                  # fixed on day 2
+    day1[20] = worker(21, Hire_Date="02/30/2020")           # stays unparseable: carried
+    day1[14] = worker(15, Termination_Date="12/31/2026")    # the same date, moved to the next (empty) field
+    day1.append(dict(day1[12]))                             # a copy of P13's line, gone on day 2
+    land(landing, D1, day1)
+    snaps1, _ = gate_day(D1)
+
+    day2 = [worker(41, Work_Email="user30@example.com")]    # new, and takes P30's unchanged e-mail
+    day2 += [r for r in day1[:-1] if r["Employee_ID"] != "P0000009"]              # a leaver
+    day2[6] = worker(6)                                                             # the fix
+    day2[4] = worker(4, Hire_Date="13/45/2020")                                     # newly bad
+    day2.append(dict(day2[30]))                                                     # a new copy
+    day2 = [worker(15, Last_Day_Of_Work="12/31/2026") if r["Employee_ID"] == "P0000015" else r for r in day2]
+    land(landing, D2, day2)
+    snaps2 = pipeline.ingest(f"test-{D2}", D2)
+    pipeline.stage_models(f"test-{D2}", D2, snaps2)
+    with db.connect(fresh_db) as c:
+        staged = c.execute("select detail -> 'lines' from audit.stage_runs where run_key = %s and stage = 'staging'",
+                           (f"test-{D2}",)).fetchone()[0]
+    # P41, P6's fix, P4's break and P15's move are parsed (the copy repeats a line of day 1: carried)
+    assert staged == {"parsed": 4, "carried": len(day2) - 4, "carried_from_snapshot": snaps1["workers"]}
+    sid = snaps2["workers"]
+    assert _snapshot_rows(fresh_db, sid, "staging.stg_hris__snapshot_workers") == \
+        _snapshot_rows(fresh_db, sid, "staging.stg_hris__workers")
+
+    out = pipeline.gate(f"test-{D2}", D2, snaps2)
+    with db.connect(fresh_db) as c:
+        lines = c.execute("select detail -> 'workers' -> 'lines' from audit.stage_runs where run_key = %s "
+                          "and stage = 'gate'", (f"test-{D2}",)).fetchone()[0]
+        carried = c.execute("select line_no, rule, record_key, field, value, reason, related_key from dq.quarantine "
+                            "where snapshot_id = %s order by 1, 2", (sid,)).fetchall()
+    assert lines["verdicts_carried_from"] == snaps1["workers"] and lines["carried_verdicts"] == 2
+    assert lines["checked"] < len(day2) / 2
+    line_of = {r["Employee_ID"]: n for n, r in enumerate(day2, start=2)}
+    assert {(r[0], r[1]) for r in carried} == {
+        (line_of["P0000002"], "invalid_email"), (line_of["P0000021"], "unparseable_date"),
+        (line_of["P0000004"], "unparseable_date"), (line_of["P0000041"], "duplicate_email"),
+        (len(day2) + 1, "duplicate_row")}
+    assert out["quarantined"] == 5
+    with db.connect(fresh_db) as c:      # every line checked again: the same verdicts
+        run_gate(c, sid, docs=False)
+        checked = c.execute("select line_no, rule, record_key, field, value, reason, related_key from dq.quarantine "
+                            "where snapshot_id = %s order by 1, 2", (sid,)).fetchall()
+    assert checked == carried

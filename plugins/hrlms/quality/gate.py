@@ -45,6 +45,7 @@ class GateResult:
     batch_failures: list[str] = field(default_factory=list)
     data_docs: str = ""
     hold_reason: str | None = None   # the snapshot shrank beyond the threshold: its plan is held (breaker)
+    lines: dict[str, Any] = field(default_factory=dict)   # with carried verdicts: lines checked, carried
 
     @property
     def passed(self) -> bool:
@@ -74,16 +75,30 @@ def previous_row_count(conn: psycopg.Connection, entity: str, snapshot_id: int) 
     return row[0] if row else None
 
 
-def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str) -> None:
+def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, carry_from: int | None = None) -> None:
     """The relations GX reads. Workers come from the run's snapshot as the staging stage parsed it into a
-    table (a view over the staging view would re-parse the snapshot for each of GX's ~10 queries)."""
-    from hrlms.transform.dbt import SNAPSHOT_TABLE, check_staged
+    table (a view over the staging view would re-parse the snapshot for each of GX's ~10 queries). With
+    `carry_from`, the row checks (dq.gate_workers) see only the lines whose verdicts cannot be carried from
+    that snapshot (carried_verdicts); the batch checks always see every line."""
+    from hrlms.transform.dbt import LINE_CARRY_TABLE, SNAPSHOT_TABLE, check_staged
 
     if entity == "workers":
         check_staged(conn, snapshot_id)
     lit = sql.Literal(snapshot_id)
     if entity == "workers":
         _find_key_conflicts(conn, snapshot_id)
+    rows_from = sql.SQL(SNAPSHOT_TABLE)
+    if entity == "workers" and carry_from is not None:
+        # the lines to check, written once (GX sends each check as its own query)
+        conn.execute(sql.SQL(
+            "drop table if exists dq.gate_checked_workers cascade; "
+            "create unlogged table dq.gate_checked_workers as select w.* from {snap} w "
+            "where w.snapshot_id = {sid} and not (w.copy_no = 1 and exists ("
+            " select 1 from {carry} lc where lc.snapshot_id = {sid} and lc.line_no = w.line_no"
+            " and lc.from_snapshot_id = {src}) and not exists ("
+            " select 1 from dq.gate_key_conflicts k where k.snapshot_id = {sid} and k.line_no = w.line_no))").format(
+            snap=sql.SQL(SNAPSHOT_TABLE), sid=lit, carry=sql.SQL(LINE_CARRY_TABLE), src=sql.Literal(carry_from)))
+        rows_from = sql.SQL("dq.gate_checked_workers")
     # All three on every call (GX's assets need them to exist); recreated on every run as dbt's rebuild
     # of the table drops the views on it.
     conn.execute(sql.SQL(
@@ -94,9 +109,9 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str) 
         " max(held_by) filter (where rule = 'duplicate_username') as username_held_by,"
         " max(held_by) filter (where rule = 'duplicate_employee_number') as employee_number_held_by"
         " from dq.gate_key_conflicts where snapshot_id = {} group by line_no) c on c.line_no = w.line_no "
-        "where w.snapshot_id = {}").format(sql.SQL(SNAPSHOT_TABLE), lit, lit))
-    conn.execute("create or replace view dq.gate_workers_distinct as select * from dq.gate_workers "
-                 "where copy_no = 1")
+        "where w.snapshot_id = {}").format(rows_from, lit, lit))
+    conn.execute(sql.SQL("create or replace view dq.gate_workers_distinct as select * from {} "
+                         "where snapshot_id = {} and copy_no = 1").format(sql.SQL(SNAPSHOT_TABLE), lit))
     conn.execute(sql.SQL("create or replace view dq.gate_org_units as select * from "
                          "staging.stg_hris__org_units where snapshot_id = {}").format(lit))
 
@@ -261,6 +276,30 @@ join lines l on l.line_no = c.line_no
 where not (c.kind = 'user_name' and l.username is null
            and exists (select 1 from conflicts e where e.line_no = c.line_no and e.kind = 'work_email'))
 """
+
+
+# Row checks whose verdict depends on other lines (copies, values shared with another person): never carried.
+CROSS_LINE_RULES = ("duplicate_row", *KEY_CONFLICT_RULES.values())
+
+
+def carried_verdicts(conn: psycopg.Connection, snapshot_id: int, carry_from: int) -> list[tuple]:
+    """The row-check verdicts (dq.quarantine rows) of the lines the row checks did not see: a line with the
+    same text as a line of snapshot `carry_from` (the staging stage's line carry), parsed with the same hints
+    and gated by the same checks (the caller's condition), gets that line's verdicts — a row check reads only
+    its own line — except the cross-line ones, checked afresh on every line that could fail them."""
+    from hrlms.transform.dbt import LINE_CARRY_TABLE, SNAPSHOT_TABLE
+
+    return conn.execute(sql.SQL(
+        "select %(sid)s, q.entity, lc.line_no, q.rule, q.record_key, q.field, q.value, q.reason, q.related_key "
+        "from {carry} lc "
+        "join {snap} w on w.snapshot_id = lc.snapshot_id and w.line_no = lc.line_no and w.copy_no = 1 "
+        "join dq.quarantine q on q.snapshot_id = lc.from_snapshot_id and q.entity = 'workers' "
+        " and q.line_no = lc.from_line_no and q.rule <> all(%(cross)s) "
+        "where lc.snapshot_id = %(sid)s and lc.from_snapshot_id = %(src)s "
+        " and not exists (select 1 from dq.gate_key_conflicts k where k.snapshot_id = %(sid)s "
+        "                 and k.line_no = lc.line_no)").format(carry=sql.SQL(LINE_CARRY_TABLE),
+                                                             snap=sql.SQL(SNAPSHOT_TABLE)),
+        {"sid": snapshot_id, "src": carry_from, "cross": list(CROSS_LINE_RULES)}).fetchall()
 
 
 def identity_settings() -> dict[str, Any]:
@@ -523,16 +562,22 @@ def max_growth_factor_from_env() -> float:
 
 def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: float = 0.2,
              max_quarantine_share: float = 0.2, max_growth_factor: float | None = None,
-             docs: bool = True) -> GateResult:
+             docs: bool = True, carry_from: int | None = None) -> GateResult:
     """Validate one snapshot. `docs=False` leaves the Data Docs to the caller (build_docs once per run).
-    `max_growth_factor` None = HRLMS_MAX_GROWTH_FACTOR (default 5)."""
+    `max_growth_factor` None = HRLMS_MAX_GROWTH_FACTOR (default 5). `carry_from`: a workers snapshot that
+    these same checks gated completely (the caller knows: hrlms.pipeline.gate); lines the staging stage
+    carried from it keep its row verdicts (carried_verdicts) instead of being checked again."""
     from hrlms.quality.suites import SUITES  # imports GX: here, not when the module is imported
 
     snap = _snapshot(conn, snapshot_id)
     entity = snap["entity"]
+    if entity != "workers" or not conn.execute(
+            "select exists (select 1 from dq.gate_runs where snapshot_id = %s and suite = 'workers_rows')",
+            (carry_from,)).fetchone()[0]:
+        carry_from = None
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.gate'))")
-        _create_gate_views(conn, snapshot_id, entity)
+        _create_gate_views(conn, snapshot_id, entity, carry_from)
     # An empty snapshot is a batch defect (GX row_count, min 1 row). A snapshot much smaller than the
     # last good one is not rejected here: it flows, and the breaker holds its plan until a person
     # approves or rejects it (hrlms.sync.breaker) — a divestiture is real, a truncated export is not.
@@ -581,6 +626,13 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
                                                    meta.get("reason", rule), None)
             gate_rows.append((snapshot_id, suite_name, bool(vr.success) if kind == "batch" else True,
                               json.dumps(vr.statistics, default=str), json.dumps(failures, default=str)))
+
+    if carry_from is not None:
+        carried = carried_verdicts(conn, snapshot_id, carry_from)
+        for row in carried:
+            quarantine.setdefault((row[2], row[3]), row)
+        result.lines = {"checked": conn.execute("select count(*) from dq.gate_workers").fetchone()[0],
+                        "verdicts_carried_from": carry_from, "carried_verdicts": len(carried)}
 
     if entity == "workers":   # a shared value: the value itself, and the person who keeps it
         for line_no, rule, value, held_by in conn.execute(

@@ -51,6 +51,20 @@ def skipping_enabled() -> bool:
     return value == "changed"
 
 
+def recorded(conn, stage: str) -> dict[str, Any] | None:
+    """The ledger's row of `stage` (inputs, state, run_key, detail) as it stands, or None: read it before
+    unchanged() marks the stage 'building' with the new inputs."""
+    row = conn.execute("select inputs, state, run_key, detail from audit.builds where stage = %s", (stage,)).fetchone()
+    return dict(zip(("inputs", "state", "run_key", "detail"), row)) if row else None
+
+
+def built_from(previous: dict[str, Any] | None, key: str, value: Any) -> bool:
+    """The recorded build (recorded()) completed with input `key` = `value`, and skipping is on (HRLMS_REBUILD
+    =always makes every stage do all its work)."""
+    return (skipping_enabled() and previous is not None and previous["state"] == "built"
+            and previous["inputs"].get(key) == jsonable(value))
+
+
 def unchanged(conn, stage: str, inputs: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
     """(the recorded run of `stage`, "") when its last build completed from the same inputs, else
     (None, why the stage must do its work)."""

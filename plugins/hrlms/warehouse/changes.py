@@ -98,6 +98,52 @@ _PERSON_HASHES = f"""
     where person_id in (select person_id from people where lines > 1)
     group by 1
 """
+# The same people as comparing person hashes, from the staging stage's line carry when every line it
+# carried came from the base snapshot: a person is edited when one of their lines is not a carried copy of a
+# base line, or one of their base lines is no line's source (an edited, removed or — harmlessly — extra
+# copied line); new and gone as their lines appear in one snapshot only. A line's copies change no hash
+# here but do change its quarantine (duplicate_row), which names the person below.
+_EDITS_FROM_CARRIED_LINES = """
+    insert into cs_found
+    with cur_lines as materialized (
+        select nullif(btrim(w.person_id), '') as person_id, lc.from_line_no
+        from raw_hris.workers w
+        join {carry} lc on lc.snapshot_id = %(cur)s and lc.line_no = w._line_no
+        where w._snapshot_id = %(cur)s
+    ), base_lines as materialized (
+        select nullif(btrim(person_id), '') as person_id, _line_no as line_no
+        from raw_hris.workers where _snapshot_id = %(base)s
+    ), touched as (
+        select person_id from cur_lines where from_line_no is null
+        union
+        select b.person_id from base_lines b
+        where not exists (select 1 from {carry} lc where lc.snapshot_id = %(cur)s and lc.from_line_no = b.line_no)
+    )
+    select t.person_id,
+           case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
+    from touched t
+    left join (select distinct person_id from base_lines
+               where person_id in (select person_id from touched)) b on b.person_id = t.person_id
+    left join (select distinct person_id from cur_lines
+               where person_id in (select person_id from touched)) c on c.person_id = t.person_id
+    where t.person_id is not null
+"""
+
+
+def _lines_carried_from(conn: psycopg.Connection, cur: int, base: int) -> bool:
+    """The staging stage carried lines of snapshot `cur` from snapshot `base` and from no other, and its line
+    carry covers every line of `cur` (_EDITS_FROM_CARRIED_LINES holds)."""
+    from hrlms.transform.dbt import LINE_CARRY_TABLE
+
+    if conn.execute("select to_regclass(%s) is null", (LINE_CARRY_TABLE,)).fetchone()[0]:
+        return False
+    lines, carried, others = conn.execute(
+        f"select count(*), count(from_snapshot_id), count(*) filter (where from_snapshot_id <> %s) "
+        f"from {LINE_CARRY_TABLE} where snapshot_id = %s", (base, cur)).fetchone()
+    expected = conn.execute("select row_count from raw_hris.snapshots where snapshot_id = %s", (cur,)).fetchone()
+    return carried > 0 and others == 0 and expected is not None and lines == expected[0]
+
+
 _ORG_HASHES = """
     select nullif(upper(btrim(org_unit_code)), '') as code, min(nullif(upper(btrim(parent_org_unit_code)), '')) as parent,
            md5(string_agg(md5(row(o.*)::text), ',' order by md5(row(o.*)::text))) as h
@@ -318,7 +364,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     build must be full instead ("" when it need not)."""
     base_id, base_snap, base_org, base_ts, _inputs, base_at = base
     cur, org = snapshots["workers"], snapshots.get("org_units")
-    from hrlms.transform.dbt import project_vars
+    from hrlms.transform.dbt import LINE_CARRY_TABLE, project_vars
 
     v = project_vars()
     p = {"cur": cur, "base": base_snap, "org": org if org is not None else -1,
@@ -334,22 +380,28 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
 
     x("create temp table cs_found (person_id text, reason text) on commit drop")
     x("insert into cs_found select person_id, reason from cs_unfinished")   # builds that did not finish
-    # One hash per person and snapshot, kept for the base of the next build (the base's were kept by the
-    # last build; a base from before this table existed is hashed now).
-    for snap in (base_snap, cur):
-        if not x("select exists (select 1 from audit.person_hashes where snapshot_id = %s)", (snap,)).fetchone()[0]:
-            x(f"insert into audit.person_hashes (snapshot_id, person_id, h) select %s, person_id, h from ({_PERSON_HASHES}) ph",
-              (snap, snap))
-    x("""insert into cs_found
-         select coalesce(c.person_id, b.person_id),
-                case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
-         from (select person_id, h from audit.person_hashes where snapshot_id = %(cur)s) c
-         full join (select person_id, h from audit.person_hashes where snapshot_id = %(base)s) b
-           on b.person_id = c.person_id
-         where c.h is distinct from b.h""", p)
+    carried = cur != base_snap and _lines_carried_from(conn, cur, base_snap)
+    if cur == base_snap:
+        pass                                   # the same file again (ingest keeps one snapshot per content)
+    elif carried:
+        x(_EDITS_FROM_CARRIED_LINES.format(carry=LINE_CARRY_TABLE), p)
+    else:
+        # One hash per person and snapshot, kept for the base of the next build (the base's were kept by the
+        # last build; a base from before this table existed, or whose build used the line carry, is hashed now).
+        for snap in (base_snap, cur):
+            if not x("select exists (select 1 from audit.person_hashes where snapshot_id = %s)", (snap,)).fetchone()[0]:
+                x(f"insert into audit.person_hashes (snapshot_id, person_id, h) select %s, person_id, h "
+                  f"from ({_PERSON_HASHES}) ph", (snap, snap))
+        x("""insert into cs_found
+             select coalesce(c.person_id, b.person_id),
+                    case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
+             from (select person_id, h from audit.person_hashes where snapshot_id = %(cur)s) c
+             full join (select person_id, h from audit.person_hashes where snapshot_id = %(base)s) b
+               on b.person_id = c.person_id
+             where c.h is distinct from b.h""", p)
     # only the base of the next build is needed
     x("delete from audit.person_hashes where snapshot_id not in (%(cur)s, %(base)s)", p)
-    mark("hr_edits")
+    mark("hr_edits_carried" if carried else "hr_edits")
     # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
     x("""create temp table cs_rows on commit drop as
          select person_id, manager_person_id, temporary_manager_person_id, org_unit_code, time_zone,
