@@ -158,7 +158,9 @@ flagged as (
         the same hints and the staging stage allows carrying (run parameter staging_carry: the dbt project is
         the one that parsed it). The model copies those parsed rows instead of parsing the line again; the
         quality gate carries their row verdicts (hrlms.quality.gate). Runs in the model's transaction, while
-        the table still holds the earlier snapshot. -#}
+        the table still holds the earlier snapshot. When nothing may be carried it only empties the table:
+        the model parses every line (and numbers the copies itself), the gate checks every line and the
+        change set hashes the people. -#}
     {%- set sid = run_param('snapshot_id') | int -%}
     {%- set carry = hris_line_carry_relation() -%}
     {%- set held = run_param('staging_carry') | int == 1 and
@@ -167,6 +169,7 @@ create unlogged table if not exists {{ carry }} (
     snapshot_id bigint not null, line_no bigint not null, row_hash text not null, copy_no bigint not null,
     from_snapshot_id bigint, from_line_no bigint);
 truncate {{ carry }};
+{%- if held %}
 insert into {{ carry }} (snapshot_id, line_no, row_hash, copy_no, from_snapshot_id, from_line_no)
 with lines as materialized (
     -- (sources unaliased: `dbt build --empty` turns them into subqueries with an alias of their own)
@@ -183,7 +186,6 @@ copies as (
 ),
 
 held as (
-{%- if held %}
     -- the first copy of each line the table holds, when its snapshot has the same parsing hints
     select h.snapshot_id, h.line_no, h.row_hash
     from {{ this }} as h
@@ -191,14 +193,11 @@ held as (
       and (select hints from {{ source('hris', 'snapshots') }} where snapshot_id = {{ sid }})
           is not distinct from (select hints from {{ source('hris', 'snapshots') }}
                                 where snapshot_id = (select snapshot_id from {{ this }} limit 1))
-{%- else %}
-    select cast(null as bigint) as snapshot_id, cast(null as bigint) as line_no, cast(null as text) as row_hash
-    where false
-{%- endif %}
 )
 
 select {{ sid }}, lines.line_no, lines.row_hash, coalesce(copies.copy_no, 1), held.snapshot_id, held.line_no
 from lines
 left join copies on copies.line_no = lines.line_no
 left join held on held.row_hash = lines.row_hash
+{%- endif %}
 {%- endmacro %}

@@ -528,7 +528,7 @@ def _describe(meta: dict, res: Any, snap: dict) -> str:
         return f"{snap['source']}: {reason} (rows: {r.get('observed_value')})"
     col = meta.get("field") or ""
     src_col = snap["columns"].get(col, col)
-    lines = [d.get("line_no") for d in (r.get("unexpected_index_list") or [])][:10]
+    lines = sorted(d.get("line_no") for d in (r.get("unexpected_index_list") or []))[:10]
     values = (r.get("partial_unexpected_list") or [])[:3]
     return (f"{snap['source']}: line(s) {', '.join(map(str, lines))}, field {src_col} ({col}): {reason}"
             f" — {r.get('unexpected_count')} row(s), e.g. {values}")
@@ -568,12 +568,14 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
     these same checks gated completely (the caller knows: hrlms.pipeline.gate); lines the staging stage
     carried from it keep its row verdicts (carried_verdicts) instead of being checked again."""
     from hrlms.quality.suites import SUITES  # imports GX: here, not when the module is imported
+    from hrlms.transform.dbt import LINE_CARRY_TABLE
 
     snap = _snapshot(conn, snapshot_id)
     entity = snap["entity"]
-    if entity != "workers" or not conn.execute(
-            "select exists (select 1 from dq.gate_runs where snapshot_id = %s and suite = 'workers_rows')",
-            (carry_from,)).fetchone()[0]:
+    if entity != "workers" or carry_from is None or not conn.execute(
+            "select exists (select 1 from dq.gate_runs where snapshot_id = %s and suite = 'workers_rows')"
+            " and exists (select 1 from " + LINE_CARRY_TABLE + " where snapshot_id = %s and from_snapshot_id = %s)",
+            (carry_from, snapshot_id, carry_from)).fetchone()[0]:
         carry_from = None
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.gate'))")

@@ -211,6 +211,8 @@ def staged_lines(conn, snapshot_id: int) -> dict[str, Any]:
     parsed, carried, source = conn.execute(
         f"select count(*) filter (where from_line_no is null), count(from_line_no), max(from_snapshot_id) "
         f"from {LINE_CARRY_TABLE} where snapshot_id = %s", (snapshot_id,)).fetchone()
+    if not parsed and not carried:          # nothing could be carried: every line was parsed
+        parsed = conn.execute(f"select count(*) from {SNAPSHOT_TABLE}").fetchone()[0]
     return {"parsed": parsed, "carried": carried, "carried_from_snapshot": source}
 
 

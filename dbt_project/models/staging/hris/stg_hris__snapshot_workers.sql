@@ -18,6 +18,7 @@
 {#- carried rows come from the table as it stands, before this build replaces it -#}
 {%- set held = run_param('staging_carry') | int == 1 and
     adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) is not none %}
+{%- if held %}
 with carry as (
     select line_no, copy_no, from_snapshot_id, from_line_no
     from {{ hris_line_carry_relation() }}
@@ -42,7 +43,6 @@ parsed as (
 ),
 
 carried as (
-{%- if held %}
     select
     {%- for c in hris_worker_columns() %}
         {% if c == 'snapshot_id' %}cast({{ sid }} as bigint) as snapshot_id
@@ -51,11 +51,24 @@ carried as (
     {%- endfor %}
     from carry
     inner join {{ this }} as held on held.snapshot_id = carry.from_snapshot_id and held.line_no = carry.from_line_no
-{%- else %}
-    select * from parsed where false
-{%- endif %}
 )
 
 select * from parsed
 union all
 select * from carried
+{%- else %}
+-- every line parsed (the first build, another dbt project, HRLMS_REBUILD=always, dbt by hand)
+with source as (
+    select * from {{ source('hris', 'workers') }} where _snapshot_id = {{ sid }}
+),
+
+{{ hris_worker_parse_ctes(' and snapshot_id = ' ~ sid) }}
+
+select
+{%- for c in hris_worker_columns() %}
+    {% if c == 'copy_no' -%}
+    row_number() over (partition by person_id, row_hash order by line_no) as copy_no
+    {%- else %}{{ c }}{% endif %}{{ ',' if not loop.last }}
+{%- endfor %}
+from flagged
+{%- endif %}
