@@ -52,10 +52,11 @@ def skipping_enabled() -> bool:
 
 
 def recorded(conn, stage: str) -> dict[str, Any] | None:
-    """The ledger's row of `stage` (inputs, state, run_key, detail) as it stands, or None: read it before
+    """The ledger's row of `stage` (inputs, state, run_key, detail, finished_at) as it stands, or None: read it before
     unchanged() marks the stage 'building' with the new inputs."""
-    row = conn.execute("select inputs, state, run_key, detail from audit.builds where stage = %s", (stage,)).fetchone()
-    return dict(zip(("inputs", "state", "run_key", "detail"), row)) if row else None
+    row = conn.execute("select inputs, state, run_key, detail, finished_at from audit.builds where stage = %s",
+                       (stage,)).fetchone()
+    return dict(zip(("inputs", "state", "run_key", "detail", "finished_at"), row)) if row else None
 
 
 def built_from(previous: dict[str, Any] | None, key: str, value: Any) -> bool:
@@ -70,17 +71,16 @@ def unchanged(conn, stage: str, inputs: dict[str, Any]) -> tuple[dict[str, Any] 
     (None, why the stage must do its work)."""
     if not skipping_enabled():
         return None, "HRLMS_REBUILD=always"
-    row = conn.execute("select inputs, state, run_key, detail, finished_at from audit.builds where stage = %s",
-                       (stage,)).fetchone()
+    row = recorded(conn, stage)
     if not row:
         return None, "no completed build recorded"
-    if row[1] != "built":
-        return None, f"the build of run {row[2]} did not complete"
+    if row["state"] != "built":
+        return None, f"the build of run {row['run_key']} did not complete"
     now = jsonable(inputs)
-    changed = sorted(k for k in set(now) | set(row[0]) if now.get(k) != row[0].get(k))
+    changed = sorted(k for k in set(now) | set(row["inputs"]) if now.get(k) != row["inputs"].get(k))
     if changed:
         return None, "changed since the last build: " + ", ".join(changed)
-    return {"run_key": row[2], "detail": row[3], "finished_at": row[4]}, ""
+    return {"run_key": row["run_key"], "detail": row["detail"], "finished_at": row["finished_at"]}, ""
 
 
 def started(conn, stage: str, run_key: str, inputs: dict[str, Any]) -> None:
