@@ -10,6 +10,8 @@ at parse time. XCom carries ids and counts only.
 """
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -25,7 +27,10 @@ def _run() -> tuple[str, pendulum.DateTime]:
 
 @dag(
     dag_id="hrlms_provision",
-    schedule="@daily",
+    # Hourly by default: with the dbt var access_lead_hours (3) every hire is active before 00:00 local on
+    # day one and every leaver is deactivated within 2 hours after their last local day, in any zone; a run
+    # with nothing due costs seconds (docs/pipeline.md, "Timing"). HRLMS_PROVISION_SCHEDULE overrides it.
+    schedule=os.environ.get("HRLMS_PROVISION_SCHEDULE") or "@hourly",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

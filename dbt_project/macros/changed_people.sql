@@ -74,9 +74,15 @@
      where person_id in {{ changed_people() }} and account_person_id is not null)
 {%- endmacro %}
 
-{% macro local_date_in(time_zone) -%}
-    {#- The run's logical moment as a date in `time_zone` (a valid zone name): a worker's local date. -#}
+{% macro local_date_in(time_zone, hours_ahead=0) -%}
+    {#- The run's logical moment as a date in `time_zone` (a valid zone name): a worker's local date.
+        hours_ahead: the date that many hours after the run's moment (the access lead of starts). -#}
+    {%- if hours_ahead | float != 0 %}
+    cast(((cast('{{ run_param("logical_ts") }}' as timestamptz) + interval '{{ hours_ahead | float }} hours')
+          at time zone {{ time_zone }}) as date)
+    {%- else %}
     cast((cast('{{ run_param("logical_ts") }}' as timestamptz) at time zone {{ time_zone }}) as date)
+    {%- endif %}
 {%- endmacro %}
 
 {% macro get_where_subquery(relation) -%}

@@ -8,7 +8,9 @@ where the reports are.
 Learning: day 1 assigns requirements by the rules file (audience groups in the LMS). Between day 1 and
 day 2 a learner-activity simulator posts xAPI statements for the assigned people to the LRS (their
 history: launches, failures, completions, some late) and the LMS exports a transcript file; day 2
-pulls both back and writes the compliance report (HTML with charts) next to the Data Docs.
+pulls both back and writes the compliance report (HTML with charts) next to the Data Docs. At the end, the
+access-timeliness headline of the last run (hires active before day one, leavers deactivated in time) and
+its page (hrlms.access.report).
 """
 from __future__ import annotations
 
@@ -142,6 +144,21 @@ def print_summary(runs: list[tuple[str, date, dict]], lms: dict, issues: dict[st
     held = sorted((reports / "exports" / "held").glob("enrolments_*.HELD.csv"))
     if held:
         console.print(f"[yellow]Held enrolment export (plan held by the breaker, not published): {held[-1]}[/]")
+
+
+def print_access(conn, reports: Path, day: date) -> Path:
+    """The access-timeliness headline of the last run with access changes (one line) and its page
+    (hrlms.access.report) next to the compliance report."""
+    from rich.markup import escape
+
+    from hrlms.access.report import describe, headline, write_access_report
+
+    head = headline(conn)
+    page = write_access_report(conn, reports, day, head.get("run_key"))
+    which = f"last run with access changes, {head['run_logical_ts'][:10]}" if head.get("run_logical_ts") else "last run"
+    console.print(f"Access timeliness ({escape(which)}): {escape(describe(head))}; "
+                  f"page: [link=file://{page}]{escape(str(page))}[/link]")
+    return page
 
 
 def lms_counts() -> dict:
@@ -293,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         print_mart_samples(conn)
     print_summary(runs, lms_counts(), issues, reports,
                   REPO_ROOT / "expectations/gx/uncommitted/data_docs/local_site/index.html", learning)
+    with db.connect() as conn:
+        print_access(conn, reports, day2)
     if runs[-1][2]["writes"] != 0:
         console.print(f"[red]✗ the rerun of day 2 made {runs[-1][2]['writes']} LMS writes (expected 0)[/]")
         return 1

@@ -241,6 +241,7 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "transform", detail) as conn:
         inputs = dbt.transform_inputs(conn, snapshots, logical_date)
+        previous = builds.recorded(conn, "transform")
         if full_refresh:
             detail["built_because"] = "full_refresh requested"
             builds.started(conn, "transform", run_key, inputs)
@@ -251,10 +252,17 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
         dbt.check_staged(conn, snapshots["workers"])
         cs = changes.compute(conn, run_key, snapshots, logical_instant(logical_date), full_refresh=full_refresh)
         detail["changes"] = cs.summary()
+        if not full_refresh and (why := _nothing_due(previous, inputs, cs)) and \
+                dbt.accounts_only_from_later_plans(conn, previous["finished_at"]):
+            changes.discard(conn, cs.change_set_id)
+            detail["skipped"] = why
+            log.info("stage transform: %s", why)
+            builds.finished(conn, "transform", run_key, detail)
+            return {}
         # staging (views + the run's parsed snapshot) was built and tested by the staging stage
         # an incremental build recomputes the change set's people in the incremental person models
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
-                        logical_date=logical_instant(logical_date), exclude="staging", tracked=True,
+                        logical_date=logical_instant(logical_date), exclude=f"staging {dbt.AUDIT_TESTS}", tracked=True,
                         change_set_id=None if cs.full_build else cs.change_set_id)
         detail.update(res.counts)
         detail["dbt_slowest"] = res.slowest
@@ -263,12 +271,31 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
     return res.counts
 
 
+def _nothing_due(previous: dict[str, Any] | None, inputs: dict[str, Any], cs) -> str:
+    """Why this build can be skipped although the run's moment moved ("" when it cannot): the last build
+    completed from the same inputs but its moment, on the same UTC date (the marts' as-of dates and the
+    month are the same), and no one's date reached its boundary in between (an empty change set: no
+    start, last day, manager window, due date or completion became due). This is what keeps the hourly
+    schedule's runs cheap; the marts stay as of the last build."""
+    if (not builds.skipping_enabled() or previous is None or previous["state"] != "built" or cs.full_build
+            or cs.people):
+        return ""
+    before, now = previous["inputs"] or {}, builds.jsonable(inputs)
+    if {k: v for k, v in before.items() if k != "logical_ts"} != {k: v for k, v in now.items() if k != "logical_ts"}:
+        return ""
+    if str(before.get("logical_ts", ""))[:10] != str(inputs["logical_ts"])[:10]:
+        return ""
+    return (f"nothing due since the build at {before.get('logical_ts')}: the same inputs, and no one's start, "
+            f"last day, manager window, due date or completion reached its moment (change set empty)")
+
+
 def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
     from hrlms.sync.plan import make_plan
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "plan", detail) as conn:
-        p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"])
+        p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"],
+                      run_key=run_key, logical_ts=logical_instant(logical_date))
         detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts, "scope": p.scope,
                        "timings": p.timings})
         if p.member_counts:
@@ -401,6 +428,9 @@ def report(run_key: str, logical_date: date | datetime) -> str:
         from hrlms.learning.report import write_compliance_report
 
         write_compliance_report(conn, settings.reports_dir, logical_instant(logical_date).date())
+        from hrlms.access.report import write_access_report
+
+        write_access_report(conn, settings.reports_dir, logical_instant(logical_date).date(), run_key)
         failed = conn.execute("select stage, detail ->> 'error' from audit.stage_runs "
                               "where run_key = %s and detail ? 'error' order by started_at", (run_key,)).fetchall()
     if failed:

@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from hrlms.access.report import headline as access_headline
+from hrlms.access.report import headline_rows as access_rows
 from hrlms.quality.gate import GX_ROOT
 from hrlms.sync.breaker import describe_changes
 
@@ -74,7 +76,7 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
         ]
     return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages, "issues": issues,
             "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan, "export": export_outcome(stages),
-            "changes": change_outcome(stages),
+            "changes": change_outcome(stages), "access": access_headline(conn, run_key),
             "data_docs": str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")}
 
 
@@ -129,6 +131,16 @@ def _table(rows: list[dict], cols: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _access_summary(access: dict[str, Any]) -> str:
+    """What the access-timeliness figures are about (hrlms.access.report; the full page: access/access_<date>.html)."""
+    if not access:
+        return ("No access changes measured for this run: its plan wrote no accounts or memberships "
+                "(or marts.access_latency_by_run does not exist yet).")
+    return ("Hires' accounts against 00:00 local on day one, leavers' deactivations against the end of their last "
+            "local day (hours: negative = early, positive = late); HR-late hires and leavers are counted apart. "
+            "The trend and the worst cases: the access timeliness page (access/access_<date>.html).")
+
+
 def render_html(data: dict[str, Any]) -> str:
     plan = data.get("plan") or {}
     counts = (plan.get("counts") or {}).get("ops", {})
@@ -156,6 +168,8 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 {banner}<h2>Stages</h2>{_table(stage_rows, ['stage', 'seconds', 'outcome'])}
 <h2>What changed (change set)</h2><p>{html.escape(data.get('changes', {}).get('summary', ''))}</p>
 {_table(data.get('changes', {}).get('reasons', []), ['reason', 'people', 'meaning'])}
+<h2>Access timeliness</h2><p>{html.escape(_access_summary(data.get('access') or {}))}</p>
+{_table(access_rows(data.get('access') or {}), ['figure', 'value'])}
 <h2>Enrolment export (CSV)</h2><p>{html.escape(data.get('export', {}).get('summary', ''))}</p>
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason', 'held_by'])}

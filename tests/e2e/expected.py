@@ -1,12 +1,14 @@
 """An independent statement of what the LMS must hold, computed from the generator's truth files."""
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from hrlms.sync.scim import ENTERPRISE
+from hrlms.transform.dbt import project_vars
 
 ROW_ERRORS = {"bad_email", "bad_date", "termination_before_hire", "unknown_status"}
+LEAD = timedelta(hours=float(project_vars().get("access_lead_hours") or 0))
 ATTRS = ("userName", "givenName", "familyName", "displayName", "email", "title", "employeeNumber", "department")
 
 
@@ -19,12 +21,14 @@ def desired(truth, day: date) -> tuple[dict[str, dict], set[str]]:
     for pid, w in truth.workers.items():
         if pid in bad:
             continue
-        # The run's logical moment (00:00 UTC) seen in the worker's own time zone.
-        local = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc).astimezone(
-            ZoneInfo(w["time_zone"] or "UTC")).date()
+        # The run's logical moment (00:00 UTC) seen in the worker's own time zone; a start counts
+        # access_lead_hours ahead of it (dbt var).
+        moment = datetime.combine(day, datetime.min.time(), tzinfo=timezone.utc)
+        zone = ZoneInfo(w["time_zone"] or "UTC")
+        local, local_ahead = moment.astimezone(zone).date(), (moment + LEAD).astimezone(zone).date()
         start = date.fromisoformat(w["start_date"] or w["hire_date"])
         until = w["last_day_of_work"] or w["termination_date"]
-        active = (w["employment_status"] in ("active", "leave", "prehire") and start <= local
+        active = (w["employment_status"] in ("active", "leave", "prehire") and start <= local_ahead
                   and (not until or date.fromisoformat(until) >= local))
         out[pid] = {
             "userName": w["username"] or w["work_email"],

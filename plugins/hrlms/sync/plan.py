@@ -36,7 +36,7 @@ then; that person's set_manager op then sends nothing (see hrlms.sync.apply).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import psycopg
 
@@ -431,11 +431,14 @@ def _check_scope(conn: psycopg.Connection, plan_id: int, snapshot_id: int, has_m
                             f"missing {missing}; not in the full diff {extra}")
 
 
-def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int, scope: str = "auto") -> Plan:
+def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int, scope: str = "auto",
+              run_key: str | None = None, logical_ts: datetime | None = None) -> Plan:
     """Diff the desired state against what we applied and store the ops as a new plan. `scope` 'auto':
     only the accounts that may have changed (hrlms.warehouse.changes) when the marts were built by the
     pipeline's transform stage and no full build is outstanding, else every account; 'full': every account
-    (reconcile). HRLMS_PLAN_CHECK_SCOPE=true checks a restricted plan against the full diff (tests)."""
+    (reconcile). HRLMS_PLAN_CHECK_SCOPE=true checks a restricted plan against the full diff (tests).
+    `run_key` / `logical_ts`: the run making it and its logical moment (with the run's first stage start,
+    for the access latency of its ops: marts.access_events)."""
     import os
 
     from hrlms.timing import StepTimes
@@ -454,10 +457,12 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
                          where person_id is not null on conflict do nothing""")
         mode, why = _scope_mode(conn, scope)
         plan_id = conn.execute(
-            "insert into sync.plans (logical_date, snapshot_id, scope_mode, change_set_id) "
-            "values (%s, %s, %s, (select max(change_set_id) from audit.change_sets where state = 'built')) "
+            "insert into sync.plans (logical_date, snapshot_id, scope_mode, change_set_id, run_key, logical_ts, "
+            "                        run_started_at) "
+            "values (%s, %s, %s, (select max(change_set_id) from audit.change_sets where state = 'built'), "
+            "        %s, %s, (select min(started_at) from audit.stage_runs where run_key = %s)) "
             "returning plan_id",
-            (logical_date, snapshot_id, mode)).fetchone()[0]
+            (logical_date, snapshot_id, mode, run_key, logical_ts, run_key)).fetchone()[0]
         has_manager, has_groups = _optional_inputs(conn)
         scoped = mode == "restricted"
         if scoped:

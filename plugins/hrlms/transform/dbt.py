@@ -122,6 +122,9 @@ def project_vars() -> dict[str, Any]:
 
 
 SNAPSHOT_TABLE = "staging.stg_hris__snapshot_workers"
+#: data tests over the whole delivery log (marts.access_events): not a run's gate — a daily build skips them,
+#: tests and `dbt test --select tag:access_audit` run them
+AUDIT_TESTS = "tag:access_audit"
 #: dbt commands that change relations: run outside the pipeline's stages they make the build ledger stale
 MUTATING = {"build", "run", "snapshot", "seed"}
 _PROJECT_PARTS = ("dbt_project.yml", "profiles.yml", "packages.yml", "models", "macros", "snapshots", "tests",

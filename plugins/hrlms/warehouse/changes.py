@@ -19,9 +19,9 @@ Reasons (a person may have several):
   change). "Changed" here: new, gone, hr_edit, quarantine, identity, resolution, dates or lms;
 - org — their org unit, or one above it, was added, removed, moved, renamed, closed or got another head;
 - dates — one of their own dates reaches its boundary between the base build's logical moment and this
-  one, in their time zone: start (minus provision_days_before_start), the day after the last day (minus
-  termination_lookahead_days), a temporary manager's first day and the day after their last, a learning
-  rule's min/max tenure, an exemption's first day and the day after its last;
+  one, in their time zone: start (minus provision_days_before_start, judged access_lead_hours ahead), the
+  day after the last day (minus termination_lookahead_days), a temporary manager's first day and the day
+  after their last, a learning rule's min/max tenure, an exemption's first day and the day after its last;
 - learning_dates — a due date, expiry or renewal window of theirs starts or ends in that span;
 - completions — learning records of their LMS account arrived since the base build, or one reaches its
   local day in that span (the holders of the account are named too).
@@ -47,7 +47,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 import psycopg
@@ -310,6 +310,14 @@ def built(conn: psycopg.Connection, change_set_id: int) -> None:
         conn.execute("update audit.change_sets set state = 'built' where change_set_id = %s", (change_set_id,))
 
 
+def discard(conn: psycopg.Connection, change_set_id: int) -> None:
+    """An empty change set whose build is not needed (nothing was due): forgotten, so that the next
+    change set is computed from the last built one and covers the whole span since."""
+    with conn.transaction():
+        conn.execute("delete from audit.change_sets where change_set_id = %s and state = 'computed'",
+                     (change_set_id,))
+
+
 def latest_built(conn: psycopg.Connection) -> int | None:
     row = conn.execute("select max(change_set_id) from audit.change_sets where state = 'built'").fetchone()
     return row[0] if row else None
@@ -371,6 +379,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          "base_org": base_org if base_org is not None else -1, "t": logical_ts, "t0": base_ts, "base_at": base_at,
          "default_tz": str(v.get("default_time_zone") or "UTC"),
          "provision": int(v.get("provision_days_before_start") or 0),
+         "lead": timedelta(hours=float(v.get("access_lead_hours") or 0)),
          "lookahead": int(v.get("termination_lookahead_days") or 0)}
     x = conn.execute
     p["tenure"] = [r[0] for r in x(
@@ -440,19 +449,21 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     # (the local dates of each time zone written once: pg_timezone_names reads the zone database per call)
     x("""create temp table cs_zones on commit drop as
          select r.time_zone, (%(t0)s::timestamptz at time zone z.name)::date as d0,
-                (%(t)s::timestamptz at time zone z.name)::date as d1
+                (%(t)s::timestamptz at time zone z.name)::date as d1,
+                ((%(t0)s::timestamptz + %(lead)s) at time zone z.name)::date as s0,
+                ((%(t)s::timestamptz + %(lead)s) at time zone z.name)::date as s1
          from (select distinct time_zone from cs_rows) r
          left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone
          cross join lateral (select coalesce(tz.name, %(default_tz)s) as name) z""", p)
     x("""insert into cs_found
          with rows as (
-             select r.*, zones.d0, zones.d1
+             select r.*, zones.d0, zones.d1, zones.s0, zones.s1
              from cs_rows r
              join cs_zones zones on zones.time_zone is not distinct from r.time_zone
-             where zones.d1 > zones.d0
+             where zones.d1 > zones.d0 or zones.s1 > zones.s0
          )
          select person_id, 'dates' from rows
-         where start_on - %(provision)s > d0 and start_on - %(provision)s <= d1
+         where start_on - %(provision)s > s0 and start_on - %(provision)s <= s1
             or last_on - %(lookahead)s + 1 > d0 and last_on - %(lookahead)s + 1 <= d1
             or temporary_manager_from > d0 and temporary_manager_from <= d1
             or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
