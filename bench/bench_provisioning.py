@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from bench import common
@@ -92,7 +92,8 @@ def child(spec: dict) -> int:
     common.isolate_artifacts(Path(spec["work"]), gx=stage == "gate")
     from hrlms import pipeline  # noqa: F401  (imported before the clock starts)
 
-    day = date.fromisoformat(spec["day"])
+    # a date (00:00 UTC) or a logical moment (e.g. an hour later the same day: bench_churn's "hour" run)
+    day = datetime.fromisoformat(spec["day"]) if "T" in spec["day"] else date.fromisoformat(spec["day"])
     key = spec["run_key"]
     changes_profile = _time_change_set() if stage == "transform" else None
     if stage == "ingest":

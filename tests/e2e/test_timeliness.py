@@ -12,6 +12,7 @@ Then marts.access_events / access_latency_by_run must report exactly those runs 
 """
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -141,6 +142,15 @@ def test_access_on_day_one_in_every_zone(provision_dag, fresh_db, fresh_lms, lan
                from marts.access_latency_by_run""").fetchone()
         per_run = dict(conn.execute("select run_key, hires_on_time_share from marts.access_latency_by_run "
                                     "where hires > hires_hr_late").fetchall())
+        wrote = {r[0] for r in conn.execute(
+            "select distinct p.run_key from sync.plans p join sync.ops o on o.plan_id = p.plan_id "
+            "where o.status = 'applied'")}
     assert kpis[:5] == (7, 1, 6, 6, 6), kpis
+    # The access page the last run wrote: its headline (Honolulu's leaver) and the trend of every run that
+    # changed access.
+    page = json.loads((landing.parent / "reports" / "access" / f"access_{DAY_ONE}.json").read_text())
+    head = page["headline"]
+    assert head["run_key"] == run_of[moments[-1]] and (head["leavers"], head["leavers_within_bound"]) == (1, 1), head
+    assert {r["run_key"] for r in page["trend"]} == wrote and len(wrote) == len(page["trend"]) <= 30
     assert float(kpis[5]) < 0 and 0 <= float(kpis[6]) <= bound.total_seconds() / 3600, kpis
     assert per_run and all(share == 1 for share in per_run.values()), per_run

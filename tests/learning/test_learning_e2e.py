@@ -192,3 +192,21 @@ def test_assignments_reach_the_lms_and_completions_come_back_exactly_once(learni
     assert ours() == [(8, 8)]
     report = landing.parent / "reports" / "compliance" / f"compliance_{D3.isoformat()}.html"
     assert "<svg" in report.read_text()
+
+    # Access latency (marts.access_events): every completion is visible from the build of the run that pulled
+    # it, minutes (of the run's own time line) after the LRS stored it; the role change moved the ENG audience
+    # in day 2's run; assignments are measured against their due dates.
+    d2, d3 = f"learning-{D2}", f"learning-{D3}"
+    assert q("select person_id, run_key, effective_basis from marts.access_events "
+             "where event_type = 'completion_visible' order by 1, 2") == [
+        ("P0000001", d2, "logical_moment_plus_elapsed"), ("P0000001", d2, "logical_moment_plus_elapsed"),
+        ("P0000003", d3, "logical_moment_plus_elapsed"), ("P0000004", d2, "logical_moment_plus_elapsed"),
+        ("P0000009", d2, "logical_moment_plus_elapsed")]
+    low, high = q("select min(latency_hours), max(latency_hours) from marts.access_events "
+                  "where event_type = 'completion_visible'")[0]
+    assert 0 <= low <= high < 1, (low, high)
+    moved = q("select event_type, person_id from marts.access_events where run_key = %s "
+              "and event_type like 'audience%%' order by 1, 2", d2)
+    assert ("audience_joined", "P0000002") in moved and ("audience_left", "P0000003") in moved, moved
+    assert q("select count(*) > 0, bool_and(on_time = (effective_at <= target_at)) from marts.access_events "
+             "where event_type = 'assignment_due'") == [(True, True)]

@@ -24,11 +24,8 @@ Definitions (the same as the marts, dbt_project/models/marts/access/_access__mod
 """
 from __future__ import annotations
 
-import html
 import json
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -37,7 +34,12 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg import errors as pg_errors
+
+from hrlms.reporting import escape as _e
+from hrlms.reporting import query_rows
+from hrlms.reporting import relation_exists as _exists
+from hrlms.reporting import section as _section
+from hrlms.reporting import write_atomic as _write_atomic
 
 TREND_RUNS = 30
 WORST_ROWS = 20
@@ -62,9 +64,6 @@ T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------- data
 
-def _exists(conn: psycopg.Connection, relation: str) -> bool:
-    return conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None
-
 
 def _utc(v: datetime) -> datetime:
     return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
@@ -82,20 +81,7 @@ def _plain(v: Any) -> Any:
 
 
 def _rows(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    cur = conn.execute(sql, params or {})
-    cols = [d.name for d in cur.description]
-    return [{c: _plain(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
-
-
-def _section(conn: psycopg.Connection, name: str, unavailable: list[str], fn: Callable[[], T], empty: T) -> T:
-    """Run one section's queries under a savepoint; a missing table/column (a warehouse before the access
-    models existed) leaves the section empty and names it in ``unavailable``."""
-    try:
-        with conn.transaction():
-            return fn()
-    except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.InvalidSchemaName):
-        unavailable.append(name)
-        return empty
+    return query_rows(conn, sql, params, _plain)
 
 
 def removal_bound_hours() -> float | int:
@@ -132,7 +118,9 @@ def _headline(conn: psycopg.Connection, run_key: str | None, unavailable: list[s
     def read() -> dict[str, Any]:
         if run_key is None:
             rows = _rows(conn, f"select {cols} from {RUNS_T} "
-                               "order by run_logical_ts desc nulls last, run_key desc limit 1")
+                               "where (%(keys)s::text[] is null or run_key = any(%(keys)s)) "
+                               "order by run_logical_ts desc nulls last, run_key desc limit 1",
+                         {"keys": recent_run_keys(conn, TREND_RUNS, None)})
         else:
             rows = _rows(conn, f"select {cols} from {RUNS_T} where run_key = %(rk)s", {"rk": run_key})
         return rows[0] if rows else {}
@@ -154,6 +142,27 @@ def _headline(conn: psycopg.Connection, run_key: str | None, unavailable: list[s
                 where run_key = %(rk)s and effective_basis is not null order by effective_basis""",
                 {"rk": head["run_key"]})], [])
     return head
+
+
+def recent_run_keys(conn: psycopg.Connection, n: int, until_run_key: str | None) -> list[str] | None:
+    """The last `n` runs (by logical moment) whose plans wrote something to the LMS, ending at
+    `until_run_key` when given. The views are then read for these runs only: the filter reaches down to
+    the runs' ops, where aggregating the views for every run would read the whole delivery log (at a
+    million workers, every op since the initial load) for each page. None (no filter) without the
+    delivery log (a warehouse holding only the marts)."""
+    if not _exists(conn, "sync.plans") or not _exists(conn, "sync.ops"):
+        return None
+    return [r[0] for r in conn.execute(
+        """with anchor as (select max(logical_ts) as ts from sync.plans where run_key = %(rk)s),
+                runs as (
+                    select p.run_key, max(p.logical_ts) as ts from sync.plans p
+                    where p.run_key is not null and p.logical_ts is not null
+                      and exists (select 1 from sync.ops o where o.plan_id = p.plan_id and o.status = 'applied')
+                    group by p.run_key)
+           select runs.run_key from runs, anchor
+           where %(rk)s::text is null or runs.ts <= anchor.ts
+           order by runs.ts desc, runs.run_key desc limit %(n)s""",
+        {"rk": until_run_key, "n": max(0, int(n))}).fetchall()]
 
 
 def headline(conn: psycopg.Connection, run_key: str | None = None) -> dict[str, Any]:
@@ -179,6 +188,7 @@ def collect(conn: psycopg.Connection, run_key: str | None, runs: int = TREND_RUN
 
     def trend() -> list[dict[str, Any]]:
         # ending at the headline's run (none: the latest runs); compared with the view's own timestamp
+        keys = recent_run_keys(conn, runs, head.get("run_key"))
         rows = _rows(conn, f"""
             with anchor as (
                 select run_logical_ts as ts, run_key as rk from {RUNS_T} where run_key = %(rk)s
@@ -186,10 +196,11 @@ def collect(conn: psycopg.Connection, run_key: str | None, runs: int = TREND_RUN
             select {", ".join("r." + c for c in RUN_COLUMNS)}
             from {RUNS_T} as r
             left join anchor on true
-            where anchor.ts is null or r.run_logical_ts < anchor.ts
-                or (r.run_logical_ts = anchor.ts and r.run_key <= anchor.rk)
+            where (%(keys)s::text[] is null or r.run_key = any(%(keys)s))
+                and (anchor.ts is null or r.run_logical_ts < anchor.ts
+                     or (r.run_logical_ts = anchor.ts and r.run_key <= anchor.rk))
             order by r.run_logical_ts desc nulls last, r.run_key desc
-            limit %(n)s""", {"rk": head.get("run_key"), "n": max(0, int(runs))})
+            limit %(n)s""", {"rk": head.get("run_key"), "keys": keys, "n": max(0, int(runs))})
         return list(reversed(rows))
 
     runs_rows = _section(conn, RUNS_T, unavailable, trend, []) if has_runs else []
@@ -234,10 +245,6 @@ def collect(conn: psycopg.Connection, run_key: str | None, runs: int = TREND_RUN
 # --------------------------------------------------------------------------------------------- HTML
 
 NONE = "—"
-
-
-def _e(v: Any) -> str:
-    return "" if v is None else html.escape(str(v), quote=True)
 
 
 def _pct(v: float | None) -> str:
@@ -567,19 +574,6 @@ marts.access_events. Hours: negative = early, positive = late; HR-late hires and
 
 
 # --------------------------------------------------------------------------------------------- files
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_access_report(conn: psycopg.Connection, reports_dir: Path, logical_date: date,

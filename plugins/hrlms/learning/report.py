@@ -20,10 +20,7 @@ Definitions (the same as the marts and dbt_project/analyses/):
 """
 from __future__ import annotations
 
-import html
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
@@ -31,7 +28,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
+
+from hrlms.reporting import escape as _e
+from hrlms.reporting import query_rows
+from hrlms.reporting import relation_exists as _exists
+from hrlms.reporting import section as _section
+from hrlms.reporting import write_atomic as _write_atomic
 
 EXPIRY_WINDOW_DAYS = 30
 OVERDUE_DEPARTMENTS = 20
@@ -50,9 +52,6 @@ T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------- data
 
-def _exists(conn: psycopg.Connection, relation: str) -> bool:
-    return conn.execute("select to_regclass(%s)", (relation,)).fetchone()[0] is not None
-
 
 def _plain(v: Any) -> Any:
     """JSON-safe and stable: Decimal -> float (rounded), dates -> ISO text."""
@@ -64,25 +63,12 @@ def _plain(v: Any) -> Any:
 
 
 def _rows(conn: psycopg.Connection, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    cur = conn.execute(sql, params or {})
-    cols = [d.name for d in cur.description]
-    return [{c: _plain(v) for c, v in zip(cols, row)} for row in cur.fetchall()]
+    return query_rows(conn, sql, params, _plain)
 
 
 def _rate(completed: int, assigned: int, exempt: int) -> float | None:
     denom = assigned - exempt
     return round(completed / denom, 4) if denom > 0 else None
-
-
-def _section(conn: psycopg.Connection, name: str, unavailable: list[str], fn: Callable[[], T], empty: T) -> T:
-    """Run one section's queries under a savepoint; a missing table/column (older warehouse, run
-    before the learning models existed) leaves the section empty and names it in ``unavailable``."""
-    try:
-        with conn.transaction():
-            return fn()
-    except (pg_errors.UndefinedTable, pg_errors.UndefinedColumn, pg_errors.InvalidSchemaName):
-        unavailable.append(name)
-        return empty
 
 
 def collect(conn: psycopg.Connection, logical_date: date) -> dict[str, Any]:
@@ -244,9 +230,6 @@ def collect(conn: psycopg.Connection, logical_date: date) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- HTML
-
-def _e(v: Any) -> str:
-    return "" if v is None else html.escape(str(v), quote=True)
 
 
 def _pct(v: float | None) -> str:
@@ -414,19 +397,6 @@ learning marts{f" as of {_e(data['as_of_date'])}" if data['as_of_date'] else ""}
 
 
 # --------------------------------------------------------------------------------------------- files
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_compliance_report(conn: psycopg.Connection, reports_dir: Path, logical_date: date) -> Path:

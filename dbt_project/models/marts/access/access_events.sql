@@ -18,14 +18,58 @@ with plans as (
     select * from {{ ref('stg_sync__plans') }}
 ),
 
-ops as (
+applied_ops as (
+    select * from {{ ref('stg_sync__ops') }}
+),
+
+identity_decisions as (
+    select * from {{ ref('int_identity_decisions') }}
+),
+
+worker_versions as not materialized (
+    select * from {{ ref('snap_workers') }}
+),
+
+quarantine_rows as (
+    select * from {{ source('dq', 'quarantine') }}
+),
+
+hr_snapshots as (
+    select * from {{ source('hris', 'snapshots') }}
+),
+
+assignment_spells as (
+    select * from {{ ref('learning_assignments') }}
+),
+
+effective_workers as (
+    select * from {{ ref('int_workers_effective') }}
+),
+
+stage_runs as (
+    select * from {{ source('audit', 'stage_runs') }}
+),
+
+pipeline_runs as (
+    select * from {{ ref('stg_sync__runs') }}
+),
+
+statements as (
+    select * from {{ source('lms', 'xapi_statements') }}
+),
+
+pulls as (
+    select * from {{ source('lms', 'xapi_pulls') }}
+),
+
+ops as not materialized (
     select ops.*, plans.logical_ts, plans.moment_offset, plans.is_live, plans.was_held, plans.run_key
-    from {{ ref('stg_sync__ops') }} as ops
+    from applied_ops as ops
     inner join plans on plans.plan_id = ops.plan_id
 ),
 
 decisions as (
-    select person_id, account_person_id from {{ ref('int_identity_decisions') }}
+    select person_id, account_person_id from identity_decisions
     where account_person_id is not null
 ),
 
@@ -33,7 +77,7 @@ zones as (
     select name from pg_catalog.pg_timezone_names
 ),
 
-versions as (
+versions as not materialized (
     select
         snap.person_id,
         coalesce(snap.start_date, snap.hire_date) as start_on,
@@ -41,20 +85,20 @@ versions as (
         coalesce(zones.name, '{{ tz_default }}') as time_zone,
         snap.dbt_valid_from,
         snap.dbt_valid_to
-    from {{ ref('snap_workers') }} as snap
+    from worker_versions as snap
     left join zones on zones.name = snap.time_zone
 ),
 
 first_load as (
-    select min(dbt_valid_from) as first_valid_from from {{ ref('snap_workers') }}
+    select min(dbt_valid_from) as first_valid_from from worker_versions
 ),
 
-account_ops as (
+account_ops as not materialized (
     select * from ops where op_type in ('create_user', 'reactivate_user', 'deactivate_user')
 ),
 
 -- the HR version behind each account write: the account's person whose version was current at the run
-op_versions as (
+op_versions as not materialized (
     select distinct on (account_ops.op_id)
         account_ops.op_id,
         versions.person_id as hr_person_id,
@@ -91,8 +135,8 @@ known as (
 
 quarantined as (
     select distinct quarantine.record_key as person_id, snapshots.logical_date
-    from {{ source('dq', 'quarantine') }} as quarantine
-    inner join {{ source('hris', 'snapshots') }} as snapshots on snapshots.snapshot_id = quarantine.snapshot_id
+    from quarantine_rows as quarantine
+    inner join hr_snapshots as snapshots on snapshots.snapshot_id = quarantine.snapshot_id
     where quarantine.entity = 'workers' and quarantine.record_key is not null
 ),
 
@@ -186,12 +230,12 @@ assignment_events as (
         cast(null as bigint) as op_id,
         cast(null as text) as run_key,
         cast(null as timestamptz) as run_logical_ts
-    from {{ ref('learning_assignments') }} as assignments
-    inner join {{ ref('int_workers_effective') }} as effective on effective.person_id = assignments.person_id
+    from assignment_spells as assignments
+    inner join effective_workers as effective on effective.person_id = assignments.person_id
     where assignments.due_on is not null
 ),
 
-builds as (
+builds as not materialized (
     select
         stages.run_key,
         stages.started_at,
@@ -199,8 +243,8 @@ builds as (
         runs.moment_offset,
         runs.is_live,
         runs.logical_ts
-    from {{ source('audit', 'stage_runs') }} as stages
-    inner join {{ ref('stg_sync__runs') }} as runs on runs.run_key = stages.run_key
+    from stage_runs as stages
+    inner join pipeline_runs as runs on runs.run_key = stages.run_key
     where stages.stage = 'transform' and not stages.detail ? 'error' and not stages.detail ? 'skipped'
 ),
 
@@ -224,8 +268,8 @@ completion_events as (
         cast(null as bigint) as op_id,
         built.run_key,
         built.logical_ts as run_logical_ts
-    from {{ source('lms', 'xapi_statements') }} as statements
-    inner join {{ source('lms', 'xapi_pulls') }} as pulls on pulls.pull_id = statements.pull_id
+    from statements
+    inner join pulls on pulls.pull_id = statements.pull_id
     inner join lateral (
         select builds.* from builds
         where builds.started_at >= statements.loaded_at
