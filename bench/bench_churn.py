@@ -42,6 +42,8 @@ full figures in churn.json. Per repeat (fresh database):
 - rerun of day 2 (another run key): the same stages, its apply against the same server; the build
   ledger (hrlms.warehouse.builds) should skip staging/gate/transform, the plan should hold 0 ops and
   the apply send 0 writes. rerun ÷ day 2 compares "HR file → every change applied".
+- an hour later (HOUR_LATER, the next run of the hourly schedule, the same files): what most of a day's
+  runs cost — the transform skips its build when nobody's date is due in that hour.
 
 `--churn` sets day 2's churn (hrlms.synth Churn.total, default 0.005; its split between hires,
 terminations, transfers, rehires and renames unchanged); data, work folders and result files of another
