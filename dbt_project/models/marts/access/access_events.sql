@@ -318,8 +318,9 @@ final as (
         hr_known_at,
         case
             when is_initial_load then 'initial_load'
-            when event_type in ('access_granted', 'access_removed') and hr_known_at >= target_at then 'hr_late'
+            -- a leaver HR sent on their last day's end can still be deactivated within the bound: on time
             when on_time then 'on_time'
+            when event_type in ('access_granted', 'access_removed') and hr_known_at >= target_at then 'hr_late'
             when was_quarantined then 'quarantined_row'
             when was_held then 'held_plan'
             when went_through_escrow then 'escrow'
