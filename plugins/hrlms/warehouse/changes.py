@@ -469,18 +469,27 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
             or exists (select 1 from unnest(%(tenure)s::int[]) n where n > d0 - start_on and n <= d1 - start_on)""", p)
     mark("dates")
-    # Learning dates (due, expiry, renewal, exemptions) in the span, in any zone (UTC-12 … UTC+14).
+    # Learning dates (due, expiry, renewal, exemptions) reached in the span in the person's own zone: the
+    # candidates in the span of any zone (UTC-12 … UTC+14), then judged in their zone (cs_zones); a person
+    # without a row in this snapshot keeps the broad test. (The broad test alone named everyone with such
+    # a date on the run's UTC day in each of the day's hourly runs.)
     lo, hi = "(%(t0)s::timestamptz at time zone 'Etc/GMT+12')::date", "(%(t)s::timestamptz at time zone 'Etc/GMT-14')::date"
+    in_zone = f"""left join cs_rows r on r.person_id = c.person_id
+                  left join cs_zones z on r.person_id is not null and z.time_zone is not distinct from r.time_zone
+                  where case when z.d0 is null then c.d > {lo} and c.d <= {hi} else c.d > z.d0 and c.d <= z.d1 end"""
     status = next((t for t in ("intermediate.int_learning_status", "marts.learning_compliance_status")
                    if x("select to_regclass(%s) is not null", (t,)).fetchone()[0]), None)
     if status:
         x(f"""insert into cs_found
-              select person_id, 'learning_dates' from {status}, unnest(array[
-                  due_on + 1, expires_on, renewal_opens_on]) d
-              where d > {lo} and d <= {hi}""", p)
+              select c.person_id, 'learning_dates' from (
+                  select person_id, d from {status}, unnest(array[due_on + 1, expires_on, renewal_opens_on]) d
+                  where d > {lo} and d <= {hi}) c
+              {in_zone}""", p)
     x(f"""insert into cs_found
-          select person_id, 'dates' from learning.exemptions, unnest(array[since, until + 1]) d
-          where ruleset = 'live' and person_id is not null and d > {lo} and d <= {hi}""", p)
+          select c.person_id, 'dates' from (
+              select person_id, d from learning.exemptions, unnest(array[since, until + 1]) d
+              where ruleset = 'live' and person_id is not null and d > {lo} and d <= {hi}) c
+          {in_zone}""", p)
     mark("learning_dates")
     # Completions that arrived since the base build (the events are attributed by account or e-mail).
     x("""insert into cs_found
