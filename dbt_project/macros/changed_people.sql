@@ -87,10 +87,10 @@
 
 {% macro get_where_subquery(relation) -%}
     {#- dbt's data tests read their model through this macro (dbt's default plus one rule): on an incremental
-        build, the tests of a model named in var incremental_person_models judge only the change set's rows
-        (the other rows are the last build's, which passed them). -#}
+        build, the tests of a model named in var incremental_person_models or change_set_tested_models judge
+        only the change set's rows (the other rows are the last build's, which passed them). -#}
     {%- set where = config.get('where', '') -%}
-    {%- set restrict = change_set_id() > 0 and relation.identifier in var('incremental_person_models', []) -%}
+    {%- set restrict = change_set_id() > 0 and relation.identifier in var('incremental_person_models', []) + var('change_set_tested_models', []) -%}
     {%- if where or restrict -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {% if where %}({{ where }}){% else %}true{% endif %}

@@ -14,12 +14,110 @@
 -- int_workers_placed itself, with its statistics — a materialized CTE has none, and the join to the
 -- chosen manager was estimated at N × N / 200 rows (49M at 100k) and done by sorting every worker twice.
 {{ config(
-    materialized='table',
-    pre_hook=["set local enable_nestloop = off", "set local jit = off"],
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['person_id']}],
+    pre_hook=["{{ 'select 1' if is_incremental() and change_set_id() > 0 else 'set local enable_nestloop = off' }}",
+              "set local jit = off", "{{ delete_changed_people('person_id') }}"],
     post_hook="analyze {{ this }}"
 ) }}
+-- Incremental (macros/changed_people.sql): a build with a change set resolves only its people (the change
+-- set holds the reports of a manager who changed or left, and people whose org-chain fallback may name
+-- another head). Their walks up the graph (macros/manager_walk.sql) replace the recursions over everyone:
+-- loops, the cut graph and the chains come from each walk, through the index of int_workers_placed
+-- (nested loops on). Nothing stored moves with the calendar alone: is_temporary_in_force changes on a date
+-- the change set names (the temporary-manager window), and the local date is not kept.
+{%- if is_incremental() and change_set_id() > 0 %}
+
+with changed_workers as (
+    select person_id from {{ ref('int_workers_placed') }} where {{ changed_people_lookup('person_id') }}
+),
+
+walks as (
+    {{ manager_walk('select person_id from changed_workers', ref('int_workers_placed')) }}
+),
+
+checked as (
+    select
+        workers.person_id,
+        workers.manager_person_id,
+        workers.temporary_manager_person_id,
+        workers.temporary_manager_from,
+        workers.temporary_manager_until,
+        workers.secondary_manager_person_ids,
+        workers.org_unit_code,
+        {{ temporary_manager_in_force('workers') }} as is_temporary_in_force,
+        {{ chosen_manager('workers') }} as chosen_manager_person_id,
+        case when {{ temporary_manager_in_force('workers') }} then 'temporary' else 'primary' end as chosen_relation,
+        managers.person_id is not null as is_chosen_known,
+        coalesce(managers.is_active, false) as is_chosen_active,
+        walks.cut_path,
+        walks.is_in_loop,
+        walks.loop_path,
+        walks.cut_person_id
+    from changed_workers
+    inner join {{ ref('int_workers_placed') }} as workers on changed_workers.person_id = workers.person_id
+    inner join walks on changed_workers.person_id = walks.person_id
+    left join {{ ref('int_workers_placed') }} as managers on {{ chosen_manager('workers') }} = managers.person_id
+),
+
+classified as (
+    select
+        checked.*,
+        case
+            when checked.chosen_manager_person_id is null then 'missing_manager'
+            when checked.chosen_manager_person_id = checked.person_id then 'self_manager'
+            when not checked.is_chosen_known then 'unknown_manager'
+            when checked.cut_person_id = checked.person_id then 'manager_loop'
+            when not checked.is_chosen_active then 'terminated_manager'
+        end as fallback_reason
+    from checked
+),
+
+-- Up the chain from an inactive chosen manager: the first active person among the next 50 up the cut graph.
+climbs as (
+    select
+        classified.person_id,
+        (
+            select candidate.id
+            from unnest(classified.cut_path[2:51]) with ordinality as candidate (id, step)
+            inner join {{ ref('int_workers_placed') }} as up on candidate.id = up.person_id
+            where up.is_active and candidate.id <> classified.person_id
+            order by candidate.step
+            limit 1
+        ) as chain_manager_person_id
+    from classified
+    where not classified.is_chosen_active and cardinality(classified.cut_path) > 1
+),
+
+org_candidates as (
+    select classified.person_id, heads.head_person_id, bridge.depth
+    from classified
+    inner join {{ ref('int_org_units_flattened') }} as bridge
+        on classified.org_unit_code = bridge.descendant_org_unit_code
+    inner join {{ ref('int_org_units_headed') }} as heads on bridge.ancestor_org_unit_code = heads.org_unit_code
+    where classified.fallback_reason is not null and heads.head_person_id <> classified.person_id
+),
+
+head_walks as (
+    {{ manager_walk('select distinct head_person_id as person_id from org_candidates', ref('int_workers_placed')) }}
+),
+
+-- The nearest head above the worker who does not report to the worker (within 50 steps up the cut graph).
+org_chain as (
+    select distinct on (org_candidates.person_id)
+        org_candidates.person_id,
+        org_candidates.head_person_id as org_manager_person_id
+    from org_candidates
+    left join head_walks on org_candidates.head_person_id = head_walks.person_id
+    where not coalesce(org_candidates.person_id = any(head_walks.cut_path[1:51]), false)
+    order by org_candidates.person_id, org_candidates.depth
+),
+{%- else %}
 
 with workers as not materialized (
+
     select
         person_id,
         manager_person_id,
@@ -47,10 +145,7 @@ heads as (
 chosen as (
     select
         workers.*,
-        workers.temporary_manager_person_id is not null
-            and (workers.temporary_manager_from is null or workers.temporary_manager_from <= workers.local_date)
-            and (workers.temporary_manager_until is null or workers.local_date <= workers.temporary_manager_until)
-            as is_temporary_in_force
+        {{ temporary_manager_in_force('workers') }} as is_temporary_in_force
     from workers
 ),
 
@@ -199,6 +294,7 @@ org_chain as (
     )
     order by org_candidates.person_id, org_candidates.depth
 ),
+{%- endif %}
 
 final as (
     select
@@ -225,8 +321,7 @@ final as (
         climbs.chain_manager_person_id,
         org_chain.org_manager_person_id,
         classified.is_in_loop,
-        classified.loop_path,
-        classified.local_date
+        classified.loop_path
     from classified
     left join climbs on classified.person_id = climbs.person_id
     left join org_chain on classified.person_id = org_chain.person_id

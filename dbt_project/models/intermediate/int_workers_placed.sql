@@ -4,8 +4,10 @@
 -- Also carries the manager fields and effective dating the org models need (local_date: the run's moment in
 -- the worker's zone; int_workers_effective does not store it), so they read one analysed
 -- table (the planner badly underestimates the gated view; nested loops are disabled here for that reason).
+-- Indexed on person_id: the walks of int_managers_resolved's incremental path look people up by it.
 {{ config(
     materialized='table',
+    indexes=[{'columns': ['person_id']}],
     pre_hook="set local enable_nestloop = off",
     post_hook="analyze {{ this }}"
 ) }}
