@@ -90,7 +90,8 @@
         build, the tests of a model named in var incremental_person_models or change_set_tested_models judge
         only the change set's rows (the other rows are the last build's, which passed them). -#}
     {%- set where = config.get('where', '') -%}
-    {%- set restrict = change_set_id() > 0 and relation.identifier in var('incremental_person_models', []) + var('change_set_tested_models', []) -%}
+    {%- set person_models = var('incremental_person_models', []) + var('change_set_tested_models', []) -%}
+    {%- set restrict = change_set_id() > 0 and relation.identifier in person_models -%}
     {%- if where or restrict -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {% if where %}({{ where }}){% else %}true{% endif %}
