@@ -131,7 +131,8 @@ def change_set(s: Side, key: str) -> dict[str, set[str]] | None:
 #: person's row keeps the snapshot it was computed from, a full rebuild takes the newest.
 INCREMENTAL_INTERMEDIATE = {"int_workers_effective": {"snapshot_id", "line_no", "copy_no"},
                             "int_workers_identity": set(), "int_learning_status": set(),
-                            "int_identity_decisions": set(), "int_managers_resolved": set()}
+                            "int_identity_decisions": set(), "int_managers_resolved": set(),
+                            "int_learning_compliance_counts": set()}
 
 
 #: views over the delivery log (sync.ops, audit.stage_runs): which op wrote what and how long each run took

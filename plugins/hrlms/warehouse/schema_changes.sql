@@ -58,3 +58,26 @@ create unlogged table if not exists audit.person_hashes (
     h           text   not null
 );
 create index if not exists person_hashes_snapshot_idx on audit.person_hashes (snapshot_id);
+
+-- Compliance counts kept by difference (dbt int_learning_compliance_counts, macros/compliance_counts.sql):
+-- what each incremental build of int_learning_status removed (n < 0) and wrote (n > 0), counted per group,
+-- until the counts model adds it to its rows — in the transaction that empties this table. A crash in
+-- between leaves the rows here for the next build (appended to, never replaced).
+create table if not exists audit.learning_status_deltas (
+    change_set_id     bigint,
+    org_unit_code     text,
+    manager_person_id text,
+    location_code     text,
+    job_code          text,
+    requirement_id    text,
+    status            text,
+    n                 bigint not null
+);
+
+-- The org hierarchy (dbt int_org_units_flattened) the counts' org subtrees were last summed over: a unit that
+-- moved takes its counts from the subtrees it left to the ones it joined.
+create table if not exists audit.learning_counts_bridge (
+    ancestor_org_unit_code   text not null,
+    descendant_org_unit_code text not null,
+    primary key (ancestor_org_unit_code, descendant_org_unit_code)
+);

@@ -16,13 +16,15 @@
 -- status moves with the calendar only at dates the change set names (due_on + 1, expires_on, an exemption's
 -- first day and the day after its last, an event's local day), so a row computed on an earlier date holds
 -- until then; the mart view learning_compliance_status adds the run's date (as_of_local_date, as_of_date).
+-- The hooks count the rows deleted and written per group for int_learning_compliance_counts
+-- (macros/compliance_counts.sql).
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
-    pre_hook="{{ delete_changed_people('person_id') }}",
-    post_hook="analyze {{ this }}"
+    pre_hook=["{{ learning_status_deltas(-1) }}", "{{ delete_changed_people('person_id') }}"],
+    post_hook=["{{ learning_status_deltas(1) }}", "analyze {{ this }}"]
 ) }}
 
 with assignments as (
