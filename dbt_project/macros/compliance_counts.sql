@@ -31,11 +31,16 @@
 
 {% macro learning_counts_bridge_keep() -%}
     {#- Post-hook of int_learning_compliance_counts: the hierarchy its org subtrees are now summed over. -#}
-    delete from {{ audit_table('learning_counts_bridge') }}
-    where (ancestor_org_unit_code, descendant_org_unit_code) not in (  -- never null: a hashed subplan
+    delete from {{ audit_table('learning_counts_bridge') }} as kept
+    using (
+        select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
+        except
         select ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
-    );
+    ) as lost
+    where kept.ancestor_org_unit_code = lost.ancestor_org_unit_code
+        and kept.descendant_org_unit_code = lost.descendant_org_unit_code;
     insert into {{ audit_table('learning_counts_bridge') }} (ancestor_org_unit_code, descendant_org_unit_code)
-    select distinct ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
-    on conflict do nothing
+    select ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
+    except
+    select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
 {%- endmacro %}

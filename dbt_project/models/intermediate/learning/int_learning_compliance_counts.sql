@@ -10,11 +10,11 @@
 -- macros/compliance_counts.sql) — through the bridge for the org subtrees, plus, for each (ancestor,
 -- descendant) pair the hierarchy gained or lost since the counts were last summed
 -- (audit.learning_counts_bridge), the descendant unit's own counts added or taken away — and rewrites only
--- those groups (delete+insert on the key). Groups left with no assignment are deleted.
+-- those groups (merge on the key). Groups left with no assignment are deleted.
 -- `not materialized`: each aggregate reads the table itself instead of a copy of the status rows.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
+    incremental_strategy='merge',
     unique_key=['dimension', 'dimension_value', 'requirement_id'],
     on_schema_change='fail',
     indexes=[{'columns': ['dimension', 'dimension_value', 'requirement_id'], 'unique': true}],
