@@ -77,27 +77,18 @@ by_dimension as (
     select 'unit' as dimension, org_unit_code as dimension_value, requirement_id,
         {{ counts | join(', ') }}
     from by_unit
+    -- org subtrees: the differences through today's hierarchy; a unit's earlier counts added to the
+    -- ancestors it gained and taken from those it lost
+{%- for pairs, counts_from, sign in [('bridge', 'by_unit', ''), ('bridge_gained', 'units_before', ''),
+                                     ('bridge_lost', 'units_before', '-')] %}
     union all
-    select 'org_subtree', bridge.ancestor_org_unit_code, by_unit.requirement_id,
+    select 'org_subtree', {{ pairs }}.ancestor_org_unit_code, {{ counts_from }}.requirement_id,
         {%- for c in counts %}
-        by_unit.{{ c }}{{ ',' if not loop.last }}
+        {{ sign }}{{ counts_from }}.{{ c }}{{ ',' if not loop.last }}
         {%- endfor %}
-    from by_unit
-    inner join bridge on by_unit.org_unit_code = bridge.descendant_org_unit_code
-    union all
-    select 'org_subtree', bridge_gained.ancestor_org_unit_code, units_before.requirement_id,
-        {%- for c in counts %}
-        units_before.{{ c }}{{ ',' if not loop.last }}
-        {%- endfor %}
-    from units_before
-    inner join bridge_gained on units_before.org_unit_code = bridge_gained.descendant_org_unit_code
-    union all
-    select 'org_subtree', bridge_lost.ancestor_org_unit_code, units_before.requirement_id,
-        {%- for c in counts %}
-        -units_before.{{ c }}{{ ',' if not loop.last }}
-        {%- endfor %}
-    from units_before
-    inner join bridge_lost on units_before.org_unit_code = bridge_lost.descendant_org_unit_code
+    from {{ counts_from }}
+    inner join {{ pairs }} on {{ counts_from }}.org_unit_code = {{ pairs }}.descendant_org_unit_code
+{%- endfor %}
 {%- for dimension, column in [('manager', 'manager_person_id'), ('location', 'location_code'),
                               ('job', 'job_code')] %}
     union all
