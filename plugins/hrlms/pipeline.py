@@ -33,6 +33,8 @@ def _record(conn, run_key: str, logical_date: date | datetime, stage: str, start
                on conflict (run_key, stage) do update set started_at = excluded.started_at,
                    seconds = excluded.seconds, detail = excluded.detail""",
             (run_key, logical_instant(logical_date).date(), stage, started, seconds, Jsonb(detail)))
+        # the run holding the warehouse lease shows it is alive (hrlms.warehouse.lease)
+        conn.execute("update audit.pipeline_lease set heartbeat_at = clock_timestamp() where run_key = %s", (run_key,))
     log.info("stage %s finished in %.2fs: %s", stage, seconds, json.dumps(detail, default=str))
 
 
@@ -80,8 +82,87 @@ def ingest(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
                 res = ingest_file(conn, em, mapping.name, landing_path(settings.landing_dir, em, day), day)
             detail[entity] = {"snapshot_id": res.snapshot_id, "rows": res.rows, "source": res.source_uri,
                               "already_loaded": res.already_loaded}
+            if entity == "workers":
+                _lay_events_over(conn, res.snapshot_id, em, day, detail)
         _ingest_learning(conn, settings, mapping, day, detail)
     return {e: v["snapshot_id"] for e, v in detail.items() if "snapshot_id" in v} | {"rows": detail["workers"]["rows"]}
+
+
+def _last_built(conn) -> dict[str, int]:
+    """The snapshots of the warehouse's last transform build ({} before the first)."""
+    snaps = ((builds.recorded(conn, "transform") or {}).get("inputs") or {}).get("snapshots") or {}
+    return {e: int(v[0]) for e, v in snaps.items() if isinstance(v, list) and v and v[0] is not None}
+
+
+def _lay_events_over(conn, file_snapshot_id: int, em, day: date, detail: dict[str, Any]) -> None:
+    """HR change events made after the file was extracted are laid over it (the run builds that snapshot);
+    the events the file supersedes and contradicts are listed (the file wins). Nothing when no event ever
+    arrived."""
+    from hrlms.sources import events
+
+    if not events.has_events(conn):
+        return
+    previous = _last_built(conn).get("workers")
+    count, listed = events.disagreements(conn, file_snapshot_id, previous)
+    ov = events.overlay(conn, file_snapshot_id, em, day)
+    detail["events"] = ov.summary() | {"disagreements": listed[:200], "disagreement_count": count}
+    if ov.snapshot_id != file_snapshot_id:
+        detail["workers"]["file_snapshot_id"] = file_snapshot_id
+        detail["workers"]["snapshot_id"] = ov.snapshot_id
+
+
+def receive_events(run_key: str, logical_date: date | datetime, received: list) -> dict[str, Any]:
+    """Stage 'events' of an event run (hrlms_hr_events): land the run's asset events in raw_hris
+    (hrlms.sources.events.land; the same event id twice is landed once)."""
+    from hrlms.sources import events
+    from hrlms.sources.mapping import load_mapping
+
+    em = load_mapping(Settings.from_env().mapping).entity("workers")
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "events", detail) as conn:
+        detail.update(events.land(conn, received, em).summary())
+    return {"new": detail["new"], "records": detail["records"]}
+
+
+def event_snapshot(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
+    """Stage 'ingest' of an event run: take the warehouse lease, then the snapshot to build = the HR file of
+    the last build with every event HR made after it (hrlms.sources.events.overlay), and the org units of
+    the last build. Returns {} when no HR file was ever built (the events wait for the first file run)."""
+    from hrlms.sources import events
+    from hrlms.sources.mapping import load_mapping
+    from hrlms.warehouse import lease
+
+    em = load_mapping(Settings.from_env().mapping).entity("workers")
+    day = logical_instant(logical_date).date()
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "ingest", detail) as conn:
+        detail["lease_wait_s"] = lease.acquire(conn, run_key)
+        built = _last_built(conn)
+        if "workers" not in built:
+            detail["skipped"] = "no HR file has been built yet: the events wait for the first run of hrlms_provision"
+            return {}
+        ov = events.overlay(conn, built["workers"], em, day)
+        rows = conn.execute("select row_count from raw_hris.snapshots where snapshot_id = %s",
+                            (ov.snapshot_id,)).fetchone()[0]
+        detail["workers"] = {"snapshot_id": ov.snapshot_id, "rows": rows, "source": events.ASSET_URI,
+                             "file_snapshot_id": ov.base_snapshot_id, "already_loaded": ov.reused}
+        detail["events"] = ov.summary()
+        keep = {ov.snapshot_id, ov.base_snapshot_id, *built.values(),
+                *[s for s in (_staged_snapshot(conn),) if s is not None]}
+        detail["events"]["pruned_snapshots"] = events.prune(conn, keep)
+    snaps = {"workers": ov.snapshot_id, "rows": rows}
+    if "org_units" in built:
+        snaps["org_units"] = built["org_units"]
+    return snaps
+
+
+def _staged_snapshot(conn) -> int | None:
+    from hrlms.transform import dbt
+
+    if conn.execute("select to_regclass(%s) is null", (dbt.SNAPSHOT_TABLE,)).fetchone()[0]:
+        return None
+    row = conn.execute(f"select snapshot_id from {dbt.SNAPSHOT_TABLE} limit 1").fetchone()
+    return int(row[0]) if row else None
 
 
 def _ingest_learning(conn, settings: Settings, mapping, day: date, detail: dict[str, Any]) -> None:
@@ -178,6 +259,13 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "staging", detail) as conn:
+        from hrlms.sources import events
+        from hrlms.warehouse import lease
+
+        # one pipeline at a time on the warehouse once HR events arrive (an event run may be building), or
+        # while another run holds it: hrlms.warehouse.lease
+        if events.has_events(conn) or lease.holder(conn) not in (None, run_key):
+            detail["lease_wait_s"] = lease.acquire(conn, run_key)
         inputs = {"snapshots": builds.snapshot_keys(conn, snapshots), "dbt": dbt.project_digest()}
         # lines already parsed by this project may be copied rather than parsed again (a full parse otherwise)
         carry = builds.built_from(builds.recorded(conn, "staging"), "dbt", inputs["dbt"])
@@ -416,10 +504,12 @@ def report(run_key: str, logical_date: date | datetime) -> str:
     with the reason and the report's location in one message.
     """
     from hrlms.report import write_run_report
+    from hrlms.warehouse import lease
 
     settings = Settings.from_env()
     with db.connect() as conn:
         db.bootstrap(conn)
+        lease.release(conn, run_key)       # whatever happened: the next run may build
         row = conn.execute("select detail ->> 'plan_id' from audit.stage_runs where run_key = %s "
                            "and stage in ('plan', 'decision') order by started_at desc limit 1",
                            (run_key,)).fetchone()
@@ -454,5 +544,5 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
     return {"snapshots": snaps, "plan": p, "apply": a, "export": e, "report": report(run_key, logical_date)}
 
 
-__all__ = ["ingest", "completions", "export_enrolments", "decide_plan", "stage_models", "gate", "transform", "plan",
-           "apply", "apply_shards", "report", "run_all"]
+__all__ = ["ingest", "receive_events", "event_snapshot", "completions", "export_enrolments", "decide_plan",
+           "stage_models", "gate", "transform", "plan", "apply", "apply_shards", "report", "run_all"]

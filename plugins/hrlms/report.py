@@ -26,9 +26,13 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
             (run_key,))
     ]
     snapshot_id = None
+    events: dict[str, Any] = {}
     for s in stages:
         if s["stage"] == "ingest":
             snapshot_id = (s["detail"].get("workers") or {}).get("snapshot_id")
+            events.update(s["detail"].get("events") or {})
+        if s["stage"] == "events":       # an event run's landed events (hrlms.sources.events)
+            events["landed"] = s["detail"]
     quarantine = []
     if snapshot_id is not None:
         quarantine = [
@@ -76,7 +80,7 @@ def collect(conn: psycopg.Connection, run_key: str, logical_date: date, plan_id:
         ]
     return {"run_key": run_key, "logical_date": logical_date.isoformat(), "stages": stages, "issues": issues,
             "snapshot_id": snapshot_id, "quarantine": quarantine, "plan": plan, "export": export_outcome(stages),
-            "changes": change_outcome(stages), "access": access_headline(conn, run_key),
+            "changes": change_outcome(stages), "access": access_headline(conn, run_key), "events": events,
             "data_docs": str(GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html")}
 
 
@@ -141,6 +145,38 @@ def _access_summary(access: dict[str, Any]) -> str:
             "The trend and the worst cases: the access timeliness page (access/access_<date>.html).")
 
 
+def _events_html(ev: dict[str, Any]) -> str:
+    """HR change events: what this run received, refused, laid over the HR file, left waiting, and where a new
+    HR file said otherwise than events it supersedes (the file wins). Empty when no event was involved."""
+    if not ev:
+        return ""
+    landed = ev.get("landed") or {}
+    summary = []
+    if landed:
+        summary.append(f"{landed.get('new', 0)} new event(s) received ({landed.get('duplicates', 0)} already "
+                       f"received, {len(landed.get('conflicts') or [])} with a known id and another payload: ignored), "
+                       f"{landed.get('records', 0)} usable record(s), {landed.get('rejected_count', 0)} refused.")
+    if "people" in ev:
+        summary.append(f"{ev.get('people', 0)} people's lines come from {ev.get('events', 0)} event(s) laid over HR "
+                       f"file snapshot {ev.get('base_snapshot_id')}; {ev.get('pending_count', 0)} record(s) wait "
+                       f"for the person's hire.")
+    if ev.get("disagreement_count"):
+        summary.append(f"The HR file disagrees with {ev['disagreement_count']} field(s) that earlier events had set: "
+                       f"the file wins.")
+    rejected = [{"event_id": r.get("event_id"), "record": r.get("record") or "", "problem": r.get("problem")}
+                for r in landed.get("rejected") or []]
+    pending = [{"person_id": p["person_id"], "events": ", ".join(p.get("event_ids") or []), "why": p.get("why")}
+               for p in ev.get("pending") or []]
+    disagree = [{"person_id": d["person_id"], "field": d["field"], "event": d.get("event") or "",
+                 "file": d.get("file") if d.get("on_file", True) else "(not in the file)",
+                 "events": ", ".join(d.get("event_ids") or [])} for d in ev.get("disagreements") or []]
+    return (f"<h2>HR change events</h2><p>{html.escape(' '.join(summary))}</p>"
+            f"<h3>Refused records</h3>{_table(rejected, ['event_id', 'record', 'problem'])}"
+            f"<h3>Waiting for a hire</h3>{_table(pending, ['person_id', 'events', 'why'])}"
+            f"<h3>Where the HR file disagrees with events (the file wins)</h3>"
+            f"{_table(disagree, ['person_id', 'field', 'event', 'file', 'events'])}")
+
+
 def render_html(data: dict[str, Any]) -> str:
     plan = data.get("plan") or {}
     counts = (plan.get("counts") or {}).get("ops", {})
@@ -171,6 +207,7 @@ Data-quality report (Great Expectations Data Docs): <a href="file://{html.escape
 <h2>Access timeliness</h2><p>{html.escape(_access_summary(data.get('access') or {}))}</p>
 {_table(access_rows(data.get('access') or {}), ['figure', 'value'])}
 <h2>Enrolment export (CSV)</h2><p>{html.escape(data.get('export', {}).get('summary', ''))}</p>
+{_events_html(data.get('events') or {})}
 <h2>Quarantined rows ({len(data['quarantine'])}) — please fix these records in the HR system</h2>
 {_table(data['quarantine'][:500], ['line', 'record', 'rule', 'field', 'value', 'reason', 'held_by'])}
 <h2>Open HR data issues ({len(data.get('issues', []))}{'+' if len(data.get('issues', [])) >= 1000 else ''}) — one row per person and defect</h2>

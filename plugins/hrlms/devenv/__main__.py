@@ -7,21 +7,16 @@ and those services must be stopped whatever happens to CMD (failure, Ctrl-C, SIG
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import FrameType
-from typing import IO
 
-from hrlms.devenv.scim import http_status
+from hrlms.devenv.airflow import LocalAirflow
 from hrlms.devenv.stack import LocalStack
-
-HEALTH_TIMEOUT_S = 120.0
 
 
 def _exit_code(returncode: int) -> int:
@@ -86,8 +81,8 @@ def _port_is_free(port: int) -> bool:
 
 
 def cmd_airflow_ui(port: int, all_admins: bool) -> int:
-    """api-server (127.0.0.1) + scheduler + dag-processor + triggerer; never `airflow standalone`,
-    which starts log servers on 0.0.0.0.  Needs ~830 MB and ~12 s to become healthy."""
+    """api-server (127.0.0.1) + scheduler + dag-processor + triggerer (hrlms.devenv.airflow); never
+    `airflow standalone`, which starts log servers on 0.0.0.0.  Needs ~830 MB and ~12 s to become healthy."""
     if not _port_is_free(port):
         print(f"port 127.0.0.1:{port} is in use; pass --port", file=sys.stderr)
         return 2
@@ -97,93 +92,35 @@ def cmd_airflow_ui(port: int, all_admins: bool) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop_handler)
-    airflow = str(Path(sys.executable).parent / "airflow")
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    logs: list[IO[bytes]] = []
+    af: LocalAirflow | None = None
     try:
         with LocalStack(lrs=True) as stack:
             stack.ensure_airflow_db()
-            base = f"http://127.0.0.1:{port}"
-            env = {
-                **os.environ,
-                "AIRFLOW__CORE__PARALLELISM": "4",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__API__BASE_URL": base,
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base}/execution/",
-                "AIRFLOW__CORE__AUTH_MANAGER": (
-                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-                ),
-            }
-            if all_admins:
-                env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] = "True"
-            else:
-                env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = "admin:admin"
-            commands = {
-                "api-server": [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)],
-                "scheduler": [airflow, "scheduler", "--skip-serve-logs"],
-                "dag-processor": [airflow, "dag-processor"],
-                "triggerer": [airflow, "triggerer", "--skip-serve-logs"],
-            }
-            log_dir = stack.airflow_home / "logs"
-            log_dir.mkdir(parents=True, exist_ok=True)
-            for name, argv in commands.items():
-                log = open(log_dir / f"devenv-{name}.log", "wb")  # noqa: SIM115 - closed below
-                logs.append(log)
-                procs[name] = subprocess.Popen(
-                    argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )  # fmt: skip
-            started = time.monotonic()
-            while http_status(f"{base}/api/v2/monitor/health") != 200:
-                dead = [n for n, p in procs.items() if p.poll() is not None]
-                if dead or time.monotonic() - started > HEALTH_TIMEOUT_S:
-                    print(f"Airflow did not become healthy ({dead or 'timeout'}); logs in {log_dir}", file=sys.stderr)
-                    return 1
-                time.sleep(0.5)
-            print(f"Airflow UI: {base}  (healthy after {time.monotonic() - started:.0f} s; logs in {log_dir})")
+            af = LocalAirflow(dict(os.environ), port=port, all_admins=all_admins)
+            try:
+                took = af.start()
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            print(f"Airflow UI: {af.base_url}  (healthy after {took:.0f} s; logs in {af.log_dir})")
             if not all_admins:
-                pw_file = stack.airflow_home / "simple_auth_manager_passwords.json.generated"
-                try:
-                    pw_file.chmod(0o600)  # Airflow writes it world-readable
-                    print(f"login: admin / {json.loads(pw_file.read_text())['admin']}  (from {pw_file})")
-                except (OSError, ValueError, KeyError):
-                    print(f"login: admin, password in {pw_file}")
+                pw = af.admin_password()
+                print(f"login: admin / {pw}" if pw else "login: admin, password in "
+                      f"{stack.airflow_home / 'simple_auth_manager_passwords.json.generated'}")
             print(f"warehouse: {stack.warehouse_url.rsplit('@', 1)[-1] if stack.warehouse_url else '?'}, "
-                  f"LMS: {stack.lms_url}.  Ctrl-C to stop.", flush=True)  # fmt: skip
+                  f"LMS: {stack.lms_url}.  HR events: docs/events.md.  Ctrl-C to stop.", flush=True)
             while True:
-                dead = [n for n, p in procs.items() if p.poll() is not None]
+                dead = af.dead()
                 if dead:
-                    print(f"{', '.join(dead)} exited; stopping (logs in {log_dir})", file=sys.stderr)
+                    print(f"{', '.join(dead)} exited; stopping (logs in {af.log_dir})", file=sys.stderr)
                     return 1
                 time.sleep(1)
     except _Stop:
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        _stop_all(procs)
-        for log in logs:
-            log.close()
-
-
-def _stop_all(procs: dict[str, subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
-    """SIGTERM every process group, then SIGKILL what is left after ``timeout``."""
-    for proc in procs.values():
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + timeout
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+        if af is not None:
+            af.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,114 @@
+"""hrlms_hr_events — HR change events → LMS in seconds: the same pipeline as hrlms_provision, for the people the
+events change.
+
+An HR system (or a relay) posts an asset event on `hrlms://hr/worker-changes` to Airflow's REST API
+(`POST /api/v2/assets/events`, the worker records in `extra`; docs/events.md). Each run lands the events it
+was triggered by (and any an earlier run left unlanded), builds the snapshot = the last HR file + the events
+HR made after it, and stages, gates, builds (incrementally: the events' people and whom they affect), plans
+and applies it under the same breaker as the daily run. Events that arrive while a run is busy are taken by
+the next run; the daily hrlms_provision run and these runs take turns on the warehouse (a lease).
+
+Thin on purpose: every task calls a stage in hrlms.pipeline. XCom carries ids and counts only (never the
+events' records).
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Asset, dag, get_current_context, task
+
+from hrlms.alerts import HrlmsAlertNotifier
+
+HR_CHANGES = Asset(uri="hrlms://hr/worker-changes", name="hr_worker_changes")
+
+
+def _run() -> tuple[str, pendulum.DateTime]:
+    """(run id, the run's logical moment = when its latest event was queued): effective dates follow it."""
+    ctx = get_current_context()
+    when = ctx.get("logical_date") or ctx["dag_run"].run_after
+    return ctx["run_id"], pendulum.instance(when).in_timezone("UTC")
+
+
+@dag(
+    dag_id="hrlms_hr_events",
+    schedule=[HR_CHANGES],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=5)},
+    tags=["hrlms", "provisioning", "events"],
+    doc_md=__doc__,
+)
+def hrlms_hr_events():
+    @task(inlets=[HR_CHANGES], multiple_outputs=True)
+    def land() -> dict:
+        """The run's events, and those of the last hour that no run landed (a run that died before this task):
+        landed once per event id."""
+        from hrlms import pipeline
+        from hrlms.sources.events import from_airflow
+
+        ctx = get_current_context()
+        triggering = list((ctx.get("triggering_asset_events") or {}).get(HR_CHANGES, []))
+        since = pendulum.instance(ctx["dag_run"].run_after).subtract(hours=1)
+        recent = list(ctx["inlet_events"][HR_CHANGES].after(since.isoformat()))
+        return pipeline.receive_events(*_run(), from_airflow(triggering + recent))
+
+    @task.short_circuit(multiple_outputs=True, ignore_downstream_trigger_rules=False)
+    def snapshot(landed: dict) -> dict:
+        """Takes the warehouse lease; nothing to build before the first HR file (the report still runs)."""
+        from hrlms import pipeline
+
+        return pipeline.event_snapshot(*_run())
+
+    @task(multiple_outputs=True)
+    def staging(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        pipeline.stage_models(*_run(), snapshots)
+        return snapshots
+
+    @task(multiple_outputs=True)
+    def gate(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        pipeline.gate(*_run(), snapshots)
+        return snapshots
+
+    @task(multiple_outputs=True)
+    def transform(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        pipeline.transform(*_run(), snapshots)
+        return snapshots
+
+    @task(multiple_outputs=True)
+    def plan(snapshots: dict) -> dict:
+        from hrlms import pipeline
+
+        return pipeline.plan(*_run(), snapshots)
+
+    @task
+    def shards(planned: dict) -> list[int]:
+        from hrlms import pipeline
+
+        return pipeline.apply_shards(planned["plan_id"])
+
+    @task(multiple_outputs=True, pool="hrlms_lms", map_index_template="shard {{ task.op_kwargs['shard'] }}")
+    def apply(planned: dict, shard: int, of: list[int]) -> dict:
+        from hrlms import pipeline
+
+        return pipeline.apply(*_run(), planned["plan_id"], shard=shard, shards=len(of))
+
+    @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
+    def report() -> str:
+        """Runs whatever happened: gives the warehouse back, writes the run report, fails (and alerts) when
+        a stage failed or the plan is held by the breaker."""
+        from hrlms import pipeline
+
+        return pipeline.report(*_run())
+
+    planned = plan(transform(gate(staging(snapshot(land())))))
+    parts = shards(planned)
+    apply.partial(planned=planned, of=parts).expand(shard=parts) >> report()
+
+
+hrlms_hr_events()

@@ -1,0 +1,161 @@
+"""HR change events (issue 17) through the package, as the hrlms_hr_events DAG runs them: real Postgres, dbt,
+GX and scim2-server. Events land once per id, are laid over the last HR file in HR-timestamp order, bad
+records are refused or quarantined while the rest applies, a leaver nobody hired waits, and the next daily
+file stays the reference (it wins, and the run report lists where it disagreed)."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from hrlms import pipeline
+from hrlms.sources.events import Received
+from hrlms.sync.scim import ENTERPRISE, ScimClient, lms_config_from_env
+from hrlms.warehouse import db
+
+from ..sources.hrfiles import ORG_CSV, csv_text, worker
+
+D1, D2 = date(2026, 1, 5), date(2026, 1, 6)
+EPOCH = datetime.now(timezone.utc)
+
+
+def at(day: date, hour: int, minute: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=timezone.utc)
+
+
+def hr(seconds: int) -> str:
+    """An HR timestamp after the day-1 file was written (events before it are the file's business)."""
+    return (EPOCH + timedelta(minutes=10, seconds=seconds)).isoformat()
+
+
+def land_file(landing, day, rows, mtime: datetime | None = None):
+    path = landing / f"workers_{day}.csv"
+    path.write_text(csv_text(rows))
+    (landing / f"org_units_{day}.csv").write_text(ORG_CSV)
+    if mtime is not None:
+        os.utime(path, (mtime.timestamp(), mtime.timestamp()))
+
+
+def event(event_id: str, seconds: int, *records: dict) -> Received:
+    return Received({"event_id": event_id, "hr_timestamp": hr(seconds), "source": "test", "records": list(records),
+                     "from_rest_api": True})
+
+
+def run_events(key: str, moment: datetime, *received: Received) -> dict:
+    """The hrlms_hr_events DAG's tasks, in order (report releases the warehouse lease)."""
+    landed = pipeline.receive_events(key, moment, list(received))
+    try:
+        snaps = pipeline.event_snapshot(key, moment)
+        if snaps:
+            pipeline.stage_models(key, moment, snaps)
+            pipeline.gate(key, moment, snaps)
+            pipeline.transform(key, moment, snaps)
+            planned = pipeline.plan(key, moment, snaps)
+            pipeline.apply(key, moment, planned["plan_id"])
+    finally:
+        pipeline.report(key, moment)
+    return landed
+
+
+def stage(url: str, key: str, name: str) -> dict:
+    with db.connect(url) as c:
+        row = c.execute("select detail from audit.stage_runs where run_key = %s and stage = %s", (key, name)).fetchone()
+    return row[0] if row else {}
+
+
+def writes(url: str, key: str) -> int:
+    return int((stage(url, key, "apply") or {}).get("writes") or 0)
+
+
+def lms() -> dict[str, dict]:
+    with ScimClient(lms_config_from_env()) as client:
+        return {u["externalId"]: u for u in client.iter_users()}
+
+
+def dept(user: dict) -> str | None:
+    return (user.get(ENTERPRISE) or {}).get("department")
+
+
+@pytest.mark.e2e
+def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_reference(fresh_db, fresh_lms, landing):
+    rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 9)]
+    land_file(landing, D1, rows, mtime=EPOCH)
+    pipeline.run_all("d1", at(D1, 6))
+    before = lms()
+    assert len(before) == 8 and all(u["active"] for u in before.values())
+
+    # hire, transfer, rename and leaver, in two events (one of them carrying a record the mapping does not know)
+    hire = worker(9, Manager_ID="P0000001", Job_Title="Designer")
+    landed = run_events("e1", at(D1, 10), event("ev-1", 1, hire, {"Employee_ID": "P0000002", "Org_Unit": "ORG0002",
+                                                                   "Job_Title": "Controller"}),
+                        event("ev-2", 2, {"Employee_ID": "P0000003", "Last_Name": "Renamed"},
+                              {"Employee_ID": "P0000004", "Worker_Status": "T", "Termination_Date": "01/02/2026",
+                               "Last_Day_Of_Work": "01/02/2026"},
+                              {"Employee_ID": "P0000005", "Shoe_Size": "44"}))
+    assert landed == {"new": 2, "records": 4}
+    received = stage(fresh_db, "e1", "events")
+    assert received["rejected"] == [{"event_id": "ev-2", "record": 3, "problem": received["rejected"][0]["problem"]}]
+    assert "field Shoe_Size: not a column of the workers mapping" in received["rejected"][0]["problem"]
+    after = lms()
+    assert after["P0000009"]["active"] and after["P0000009"]["title"] == "Designer"
+    assert after["P0000002"]["title"] == "Controller" and dept(after["P0000002"]) != dept(before["P0000002"])
+    assert after["P0000003"]["name"]["familyName"] == "Renamed"
+    assert after["P0000004"]["active"] is False
+    assert after["P0000005"] == before["P0000005"] | {"meta": after["P0000005"]["meta"]}
+    ingest = stage(fresh_db, "e1", "ingest")
+    assert ingest["events"]["people"] == 4 and ingest["workers"]["file_snapshot_id"] != ingest["workers"]["snapshot_id"]
+
+    # the same event again: landed once, nothing to send
+    landed = run_events("e2", at(D1, 10, 5), event("ev-2", 2, {"Employee_ID": "P0000003", "Last_Name": "Renamed"},
+                                                   {"Employee_ID": "P0000004", "Worker_Status": "T",
+                                                    "Termination_Date": "01/02/2026", "Last_Day_Of_Work": "01/02/2026"},
+                                                   {"Employee_ID": "P0000005", "Shoe_Size": "44"}))
+    assert landed == {"new": 0, "records": 0} and stage(fresh_db, "e2", "events")["duplicates"] == 1
+    assert writes(fresh_db, "e2") == 0
+
+    # out of order: the newer title arrives first, the older one later does not roll it back; a record with a
+    # bad date is quarantined (the person keeps their title) while the other record of its event applies;
+    # a leaver nobody has hired waits
+    run_events("e3", at(D1, 11), event("ev-4", 20, {"Employee_ID": "P0000006", "Job_Title": "Lead"}))
+    run_events("e4", at(D1, 11, 5), event("ev-3", 10, {"Employee_ID": "P0000006", "Job_Title": "Junior"},
+                                          {"Employee_ID": "P0000007", "Hire_Date": "31/31/2020",
+                                           "Job_Title": "Never"}),
+               event("ev-5", 21, {"Employee_ID": "P0000077", "Worker_Status": "T", "Termination_Date": "01/02/2026"}))
+    now = lms()
+    assert now["P0000006"]["title"] == "Lead"
+    assert now["P0000007"]["title"] == before["P0000007"]["title"]
+    assert "P0000077" not in now
+    with db.connect(fresh_db) as c:
+        quarantined = c.execute("select q.record_key, q.field from dq.quarantine q where q.snapshot_id = %s",
+                                (stage(fresh_db, "e4", "ingest")["workers"]["snapshot_id"],)).fetchall()
+    assert ("P0000007", "hire_date") in [(k, f) for k, f in quarantined]
+    pending = stage(fresh_db, "e4", "ingest")["events"]["pending"]
+    assert [p["person_id"] for p in pending] == ["P0000077"] and "not hired yet" in pending[0]["why"]
+    report = json.loads(next((landing.parent / "reports").glob("run_*_e4.json")).read_text())
+    assert report["events"]["pending_count"] == 1
+
+    # the next day's HR file (extracted after the events): it agrees with the hire, the transfer and the leaver
+    # (nothing to send for them) but not with the rename (HR changed its mind: the file wins, and is listed)
+    day2 = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 9)] + [hire]
+    day2[1] = worker(2, Manager_ID="P0000001", Org_Unit="ORG0002", Job_Title="Controller")
+    day2[3] = worker(4, Manager_ID="P0000001", Worker_Status="T", Termination_Date="01/02/2026",
+                     Last_Day_Of_Work="01/02/2026")
+    day2[5] = worker(6, Manager_ID="P0000001", Job_Title="Lead")
+    land_file(landing, D2, day2, mtime=EPOCH + timedelta(hours=1))
+    pipeline.run_all("d2", at(D2, 6))
+    final = lms()
+    assert final["P0000003"]["name"]["familyName"] == "Last3"
+    assert final["P0000009"]["active"] and final["P0000002"]["title"] == "Controller" and not final["P0000004"]["active"]
+    ingest = stage(fresh_db, "d2", "ingest")
+    assert {(d["person_id"], d["field"]) for d in ingest["events"]["disagreements"]} >= {("P0000003", "last_name")}
+    assert ("P0000006", "job_title") not in {(d["person_id"], d["field"]) for d in ingest["events"]["disagreements"]}
+    applied = stage(fresh_db, "d2", "apply")["applied"]
+    assert sum(applied.values()) >= 1
+    with db.connect(fresh_db) as c:
+        sent = c.execute("select person_id from sync.ops o join sync.plans p using (plan_id) where p.snapshot_id = %s",
+                         (ingest["workers"]["snapshot_id"],)).fetchall()
+    assert {p for (p,) in sent} <= {"P0000003", None}
+    with db.connect(fresh_db) as c:
+        assert c.execute("select run_key from audit.pipeline_lease").fetchone()[0] is None

@@ -1,0 +1,84 @@
+"""Issue 17 against the real stack: an HR change event posted to Airflow's REST API (a token of the API's own,
+no listener of ours) triggers hrlms_hr_events through the scheduler (api-server + scheduler + dag-processor on
+127.0.0.1, LocalExecutor), and the LMS (scim2-server) holds the change."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from hrlms import pipeline
+from hrlms.devenv.airflow import LocalAirflow
+from hrlms.devenv.stack import UNSET_VARS, LocalStack
+
+from .test_events import D1, at, land_file, lms
+from ..sources.hrfiles import worker
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check, timeout: float, every: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, landing, tmp_path):
+    rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 6)]
+    written = datetime.now(timezone.utc) - timedelta(minutes=5)
+    land_file(landing, D1, rows, mtime=written)
+    pipeline.run_all("d1", at(D1, 6))
+    assert len(lms()) == 5
+
+    # an Airflow of its own (metadata DB in tmp_path) on the test's warehouse and LMS (already set: used as given)
+    stack = LocalStack(airflow_home=tmp_path / "airflow").start()
+    stack.ensure_airflow_db()
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
+    with LocalAirflow(env, port=free_port(), triggerer=False) as af:
+        token = af.token()
+        wait_for("the DAG to be parsed", lambda: af.api("GET", "/dags/hrlms_hr_events", token).status_code == 200, 90)
+        assert af.api("PATCH", "/dags/hrlms_hr_events", token, json={"is_paused": False}).status_code == 200
+        assets = af.api("GET", "/assets", token, params={"uri_pattern": "worker-changes"}).json()["assets"]
+        asset_id = next(a["id"] for a in assets if a["uri"] == "hrlms://hr/worker-changes")
+
+        hr_ts = datetime.now(timezone.utc).isoformat()
+        extra = {"event_id": "wd-1", "hr_timestamp": hr_ts, "source": "workday", "records": [
+            worker(6, Manager_ID="P0000001", Job_Title="New hire"),
+            {"Employee_ID": "P0000002", "Last_Name": "Married", "Org_Unit": "ORG0002"},
+            {"Employee_ID": "P0000003", "Worker_Status": "T", "Termination_Date": "01/02/2026",
+             "Last_Day_Of_Work": "01/02/2026"}]}
+        posted = time.monotonic()
+        resp = af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra})
+        assert resp.status_code == 200, resp.text
+
+        def arrived():
+            users = lms()
+            return users if ("P0000006" in users and users["P0000002"]["name"]["familyName"] == "Married"
+                             and users["P0000003"]["active"] is False) else None
+
+        users = wait_for("the event's changes in the LMS", arrived, 300, every=0.5)
+        latency = time.monotonic() - posted
+        assert users["P0000006"]["active"] and users["P0000006"]["title"] == "New hire"
+        runs = wait_for("the run to finish", lambda: [
+            r for r in af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["dag_runs"]
+            if r["state"] in ("success", "failed")], 120)
+        assert [r["state"] for r in runs] == ["success"] and runs[0]["run_type"] == "asset_triggered"
+        print(f"HR event → LMS: {latency:.1f} s (5 workers; the run's tasks on LocalExecutor)")
+        # the run's record: the event landed once, the report written
+        tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{runs[0]['dag_run_id']}/taskInstances", token).json()
+        assert {t["task_id"]: t["state"] for t in tis["task_instances"]}["report"] == "success"
+    assert not af.dead() or all(p.poll() is not None for p in af.procs.values())
