@@ -159,3 +159,25 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert {p for (p,) in sent} <= {"P0000003", None}
     with db.connect(fresh_db) as c:
         assert c.execute("select run_key from audit.pipeline_lease").fetchone()[0] is None
+
+
+@pytest.mark.e2e
+def test_a_burst_of_leaver_events_is_held_by_the_breaker_like_a_daily_plan(fresh_db, fresh_lms, landing):
+    from hrlms.sync.breaker import PlanHeld
+
+    rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 41)]
+    land_file(landing, D1, rows, mtime=EPOCH)
+    pipeline.run_all("d1", at(D1, 6))
+    leavers = [{"Employee_ID": f"P{i:07d}", "Worker_Status": "T", "Termination_Date": "01/02/2026",
+                "Last_Day_Of_Work": "01/02/2026"} for i in range(2, 14)]
+    # 12 leavers in 12 events within a minute, one run (as Airflow coalesces events queued while a run is busy)
+    with pytest.raises((PlanHeld, pipeline.RunFailed)):
+        run_events("burst", at(D1, 10), *(event(f"lv-{i}", i, rec) for i, rec in enumerate(leavers)))
+    plan = stage(fresh_db, "burst", "plan")
+    assert plan["held"] and plan["ops"]["deactivate_user"] == 12
+    assert all(u["active"] for u in lms().values())                        # nothing reached the LMS
+    with db.connect(fresh_db) as c:
+        assert c.execute("select run_key from audit.pipeline_lease").fetchone()[0] is None   # the report gave it back
+    # a person approves exactly that plan (hrlms_provision with approve_plan): the leavers are deactivated
+    pipeline.decide_plan("approve", at(D1, 10, 30), plan["plan_id"], "approved", "hr-ops")
+    assert sorted(p for p, u in lms().items() if not u["active"]) == [f"P{i:07d}" for i in range(2, 14)]

@@ -14,8 +14,8 @@ from hrlms import pipeline
 from hrlms.devenv.airflow import LocalAirflow
 from hrlms.devenv.stack import UNSET_VARS, LocalStack
 
-from .test_events import D1, at, land_file, lms
 from ..sources.hrfiles import worker
+from .test_events import D1, at, land_file, lms
 
 pytestmark = pytest.mark.e2e
 
@@ -82,3 +82,76 @@ def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, la
         tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{runs[0]['dag_run_id']}/taskInstances", token).json()
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]}["report"] == "success"
     assert not af.dead() or all(p.poll() is not None for p in af.procs.values())
+
+
+def _task_pid(ti_id: str) -> int | None:
+    """The process running task instance `ti_id` (Airflow titles it 'airflow worker -- <ti id>')."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if f"airflow worker -- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return int(proc.name)
+            except OSError:
+                continue
+    return None
+
+
+def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(fresh_db, fresh_lms, landing,
+                                                                               tmp_path):
+    import signal
+
+    from hrlms.warehouse import db
+
+    rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 6)]
+    land_file(landing, D1, rows, mtime=datetime.now(timezone.utc) - timedelta(minutes=5))
+    pipeline.run_all("d1", at(D1, 6))
+    stack = LocalStack(airflow_home=tmp_path / "airflow").start()
+    stack.ensure_airflow_db()
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
+    with LocalAirflow(env, port=free_port(), triggerer=False) as af:
+        token = af.token()
+        wait_for("the DAG to be parsed", lambda: af.api("GET", "/dags/hrlms_hr_events", token).status_code == 200, 90)
+        af.api("PATCH", "/dags/hrlms_hr_events", token, json={"is_paused": False}).raise_for_status()
+        asset_id = next(a["id"] for a in af.api("GET", "/assets", token, params={"uri_pattern": "worker-changes"})
+                        .json()["assets"] if a["uri"] == "hrlms://hr/worker-changes")
+
+        def post(event_id: str, record: dict) -> None:
+            extra = {"event_id": event_id, "hr_timestamp": datetime.now(timezone.utc).isoformat(), "records": [record]}
+            af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra}).raise_for_status()
+
+        post("k-1", {"Employee_ID": "P0000002", "Last_Name": "Killed"})
+
+        def transform_running():
+            runs = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["dag_runs"]
+            for run in runs:
+                tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{run['dag_run_id']}/taskInstances", token).json()
+                for ti in tis["task_instances"]:
+                    if ti["task_id"] == "transform" and ti["state"] == "running" and (pid := _task_pid(ti["id"])):
+                        return run["dag_run_id"], pid
+            return None
+
+        run_id, pid = wait_for("the event run's transform task", transform_running, 180, every=0.2)
+        post("k-2", {"Employee_ID": "P0000003", "Job_Title": "Posted meanwhile"})     # while the run is busy
+        os.kill(pid, signal.SIGKILL)                                                   # mid-build
+
+        def converged():
+            users = lms()
+            return users if (users["P0000002"]["name"]["familyName"] == "Killed"
+                             and users["P0000003"]["title"] == "Posted meanwhile") else None
+
+        users = wait_for("both events in the LMS", converged, 360, every=1)
+        runs = wait_for("every run to finish", lambda: (lambda rs: rs if rs and all(
+            r["state"] in ("success", "failed") for r in rs) else None)(
+            af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["dag_runs"]), 180)
+        assert {r["state"] for r in runs} == {"success"}
+        tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{run_id}/taskInstances", token).json()["task_instances"]
+        assert next(t for t in tis if t["task_id"] == "transform")["try_number"] >= 2     # killed, then retried
+    assert len(users) == 5 and len({u["externalId"] for u in users.values()}) == 5
+    with db.connect(fresh_db) as c:
+        sent = c.execute("""select person_id, op_type, count(*) from sync.ops where status = 'applied'
+                            and person_id in ('P0000002', 'P0000003') and plan_id > 1 group by 1, 2""").fetchall()
+        assert sorted(sent) == [("P0000002", "update_user", 1), ("P0000003", "update_user", 1)]
+        assert c.execute("select count(*) from raw_hris.hr_events").fetchone()[0] == 2
+        assert c.execute("select run_key from audit.pipeline_lease").fetchone()[0] is None
