@@ -81,6 +81,8 @@ def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, la
         # the run's record: the event landed once, the report written
         tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{runs[0]['dag_run_id']}/taskInstances", token).json()
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]}["report"] == "success"
+        print("tasks:", {t["task_id"]: (t["start_date"][11:23], round(t["duration"] or 0, 1))
+                         for t in sorted(tis["task_instances"], key=lambda t: t["start_date"] or "")})
     assert not af.dead() or all(p.poll() is not None for p in af.procs.values())
 
 
