@@ -1,0 +1,235 @@
+"""Benchmark g: HR change events through Airflow's REST API → LMS (issue 17, hrlms_hr_events).
+
+Per size (a fresh database, a fresh scim2-server, an Airflow of its own: api-server + scheduler +
+dag-processor on 127.0.0.1, LocalExecutor, SQLite metadata DB — what `make airflow-ui` runs):
+
+- setup (not timed as a figure): day 1's synthetic HR file through the whole pipeline (`pipeline.run_all`:
+  every account created in the LMS), the Airflow started, hrlms_hr_events unpaused;
+- **single events, one at a time**: `--events` events, each changing one active person's job title, posted with
+  `POST /api/v2/assets/events` (a JWT from `POST /auth/token`); the latency is measured from the POST to the
+  LMS write (`sync.ops.applied_at` of the person's update, written in the apply's transaction right after the
+  LMS answered) and confirmed by reading the user back from the LMS; the next event is posted when the run that
+  applied it has finished (the latency of an event that meets an idle pipeline);
+- **a burst**: `--burst` events (one person each) posted as fast as the API takes them; the time from the first
+  POST to the last LMS write, and the number of runs Airflow made of them;
+- **the next daily run**: day 2's file = day 1's with the events' changes (as HR's export would have them), written
+  after the events; its LMS writes for the events' people (expected 0).
+
+Results: .local/bench/events.json (bench/report.py renders it), and the run's log.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import socket
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bench import common
+from bench.common import START
+
+NAME = "events"
+TITLE = "g. HR change events through Airflow's REST API → LMS (hrlms_hr_events)"
+TARGET = ("single events posted one at a time: HR event → LMS write p50 ≤ 15 s, p95 ≤ 30 s with 1M workers in the "
+          "warehouse; a burst of 1,000 events within a minute all applied; the next daily run 0 writes for them")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def _applied_at(url: str, person_id: str, after: float) -> float | None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        row = c.execute("select extract(epoch from min(applied_at)) from sync.ops where person_id = %s "
+                        "and op_type = 'update_user' and status = 'applied' and applied_at >= to_timestamp(%s)",
+                        (person_id, after - 1)).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def _idle(af, token: str) -> bool:
+    runs = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token, params={"limit": 100,
+                                                                          "order_by": "-run_after"}).json()["dag_runs"]
+    return all(r["state"] in ("success", "failed") for r in runs)
+
+
+def run_size(workers: int, args) -> dict:
+    from hrlms import pipeline
+    from hrlms.devenv.airflow import LocalAirflow
+    from hrlms.devenv.scim import LocalScimServer
+    from hrlms.devenv.stack import UNSET_VARS, LocalStack
+    from hrlms.sync.scim import ScimClient, lms_config_from_env
+
+    folder = common.synthetic_day(workers, args.seed)
+    work = common.BENCH_DIR / "work" / f"events_{workers}"
+    shutil.rmtree(work, ignore_errors=True)
+    landing = work / "landing"
+    landing.mkdir(parents=True)
+    for f in folder.glob(f"*_{START.isoformat()}.csv"):
+        shutil.copy(f, landing / f.name)
+    day1 = landing / f"workers_{START.isoformat()}.csv"
+    past = time.time() - 600
+    os.utime(day1, (past, past))
+    out: dict = {"workers": workers}
+    with common.fresh_database("events") as url, LocalScimServer(work / "lms") as lms:
+        os.environ.update({
+            "WAREHOUSE_URL": url, "AIRFLOW_CONN_HRLMS_WAREHOUSE": url, "HRLMS_LMS_URL": lms.base_url,
+            "HRLMS_LMS_TOKEN": lms.token, "HRLMS_LANDING_DIR": str(landing), "HRLMS_REPORTS_DIR": str(work / "reports"),
+            "AIRFLOW_CONN_HRLMS_LMS": json.dumps({"conn_type": "http", "host": lms.base_url, "password": lms.token})})
+        t = time.perf_counter()
+        pipeline.run_all("day1", datetime(START.year, START.month, START.day, 6, tzinfo=timezone.utc))
+        out["setup_day1_s"] = round(time.perf_counter() - t, 1)
+        common.say(f"  day 1 in the LMS ({workers:,} workers) in {out['setup_day1_s']} s")
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as c:
+            people = [r[0] for r in c.execute("select person_id from sync.applied_users where is_active "
+                                              "order by person_id")]
+        rng = random.Random(args.seed)
+        chosen = rng.sample(people, args.events + args.burst)
+        singles, burst = chosen[:args.events], chosen[args.events:]
+        stack = LocalStack(airflow_home=work / "airflow").start()
+        stack.ensure_airflow_db()
+        env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
+        with LocalAirflow(env, port=_port(), triggerer=False) as af:
+            token = af.token()
+            deadline = time.monotonic() + 120
+            while af.api("GET", "/dags/hrlms_hr_events", token).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise common.BenchError("hrlms_hr_events was not parsed within 120 s")
+                time.sleep(1)
+            af.api("PATCH", "/dags/hrlms_hr_events", token, json={"is_paused": False}).raise_for_status()
+            asset_id = next(a["id"] for a in af.api("GET", "/assets", token, params={"uri_pattern": "worker-changes"})
+                            .json()["assets"] if a["uri"] == "hrlms://hr/worker-changes")
+            titles: dict[str, str] = {}
+
+            def post(person: str, n: int) -> float:
+                title = f"Events bench title {n}"
+                titles[person] = title
+                extra = {"event_id": f"bench-{workers}-{n}", "hr_timestamp": datetime.now(timezone.utc).isoformat(),
+                         "source": "bench", "records": [{"Employee_ID": person, "Job_Title": title}]}
+                posted = time.time()
+                af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra}).raise_for_status()
+                return posted
+
+            latencies, read_back = [], []
+            with ScimClient(lms_config_from_env()) as client:
+                for n, person in enumerate(singles):
+                    posted = post(person, n)
+                    while (done := _applied_at(url, person, posted)) is None:
+                        if time.time() - posted > args.timeout:
+                            raise common.BenchError(f"event {n} ({person}) not applied within {args.timeout} s")
+                        time.sleep(0.1)
+                    latencies.append(round(done - posted, 2))
+                    user = client.find_user(external_id=person)
+                    read_back.append(bool(user and user.get("title") == titles[person]))
+                    common.say(f"  event {n + 1}/{len(singles)}: {latencies[-1]:.1f} s")
+                    while not _idle(af, token):
+                        time.sleep(0.5)
+            out["single"] = {"events": len(latencies), "p50_s": _pct(latencies, 0.5), "p95_s": _pct(latencies, 0.95),
+                             "max_s": max(latencies), "latencies_s": latencies, "read_back_ok": sum(read_back)}
+            common.say(f"  single events: p50 {out['single']['p50_s']} s, p95 {out['single']['p95_s']} s")
+
+            runs_before = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["total_entries"]
+            first = time.time()
+            for n, person in enumerate(burst, start=len(singles)):
+                post(person, n)
+            posted_in = time.time() - first
+            pending = set(burst)
+            last = first
+            while pending:
+                if time.time() - first > args.timeout * 4:
+                    raise common.BenchError(f"burst: {len(pending)} of {len(burst)} not applied")
+                for person in list(pending):
+                    if (done := _applied_at(url, person, first)) is not None:
+                        pending.discard(person)
+                        last = max(last, done)
+                time.sleep(0.5)
+            while not _idle(af, token):
+                time.sleep(0.5)
+            runs = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["total_entries"] - runs_before
+            out["burst"] = {"events": len(burst), "posted_in_s": round(posted_in, 1),
+                            "first_post_to_last_write_s": round(last - first, 1), "runs": runs}
+            common.say(f"  burst of {len(burst)}: {out['burst']}")
+
+        # the next daily file, extracted after the events, repeats them
+        day2 = landing / f"workers_{(START + timedelta(days=1)).isoformat()}.csv"
+        with day1.open(newline="", encoding="utf-8-sig") as src, day2.open("w", newline="", encoding="utf-8") as dst:
+            reader = csv.DictReader(src)
+            writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
+            writer.writeheader()
+            for row in reader:
+                if row["Employee_ID"] in titles:
+                    row["Job_Title"] = titles[row["Employee_ID"]]
+                writer.writerow(row)
+        shutil.copy(landing / f"org_units_{START.isoformat()}.csv",
+                    landing / f"org_units_{(START + timedelta(days=1)).isoformat()}.csv")
+        d2 = START + timedelta(days=1)
+        t = time.perf_counter()
+        pipeline.run_all("day2", datetime(d2.year, d2.month, d2.day, 6, tzinfo=timezone.utc))
+        with psycopg.connect(url, autocommit=True) as c:
+            plan_id = c.execute("select max(plan_id) from sync.plans").fetchone()[0]
+            sent = c.execute("select count(*) filter (where person_id = any(%s)), count(*) from sync.ops "
+                             "where plan_id = %s and status = 'applied'", (list(titles), plan_id)).fetchone()
+        out["next_day"] = {"seconds": round(time.perf_counter() - t, 1), "writes_for_event_people": sent[0],
+                           "writes": sent[1]}
+        common.say(f"  next daily run: {out['next_day']}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    def extra(ap):
+        ap.add_argument("--events", type=int, default=20, help="single events posted one at a time (default 20)")
+        ap.add_argument("--burst", type=int, default=200, help="events in the burst (default 200)")
+        ap.add_argument("--timeout", type=float, default=600, help="seconds an event may take (default 600)")
+
+    args = common.parse_args(f"python -m bench.bench_{NAME}", TITLE, argv, default_sizes="10000", extra=extra)
+    started = datetime.now(timezone.utc)
+    results, rows, checks = [], [], []
+    for size in args.sizes:
+        common.say(f"{NAME}: {size:,} workers")
+        load = common.loadavg()
+        r = run_size(size, args)
+        r["load_before"], r["load_after"] = load, common.loadavg()
+        results.append(r)
+        rows += [common.row(size, "HR event → LMS write, p50 (single events)", [r["single"]["p50_s"]]),
+                 common.row(size, "HR event → LMS write, p95 (single events)", [r["single"]["p95_s"]]),
+                 common.row(size, f"burst of {r['burst']['events']}: first POST → last LMS write",
+                            [r["burst"]["first_post_to_last_write_s"]], runs_used=r["burst"]["runs"]),
+                 common.row(size, "next daily run: LMS writes for the events' people",
+                            [r["next_day"]["writes_for_event_people"]], unit="writes", digits=0)]
+        checks += [{"figure": f"HR event → LMS write p50 at {size:,} workers", "value": r["single"]["p50_s"],
+                    "unit": "s", "target": "≤ 15 s (at 1M)", "met": r["single"]["p50_s"] <= 15},
+                   {"figure": f"HR event → LMS write p95 at {size:,} workers", "value": r["single"]["p95_s"],
+                    "unit": "s", "target": "≤ 30 s (at 1M)", "met": r["single"]["p95_s"] <= 30},
+                   {"figure": f"next daily run after the events at {size:,} workers: writes for them",
+                    "value": r["next_day"]["writes_for_event_people"], "unit": "writes", "target": "0",
+                    "met": r["next_day"]["writes_for_event_people"] == 0}]
+    doc = {"name": NAME, "title": TITLE, "target": TARGET, "rows": rows, "checks": checks, "results": results,
+           "meta": {"started_at": started.isoformat(timespec="seconds"),
+                    "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "sizes": args.sizes, "repeats": 1, "complete": True, "git": common.git_state(),
+                    "versions": common.versions(), "server": common.server_info(),
+                    "load_before": results[0]["load_before"] if results else [],
+                    "load_after": results[-1]["load_after"] if results else []}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = Path(args.out) / f"{NAME}.json"
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    common.say(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
