@@ -120,7 +120,7 @@ def receive_events(run_key: str, logical_date: date | datetime, received: list) 
     em = load_mapping(Settings.from_env().mapping).entity("workers")
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "events", detail) as conn:
-        detail.update(events.land(conn, received, em).summary())
+        detail.update(events.land(conn, received, em, run_key).summary())
     return {"new": detail["new"], "records": detail["records"]}
 
 
@@ -147,6 +147,9 @@ def event_snapshot(run_key: str, logical_date: date | datetime) -> dict[str, Any
         detail["workers"] = {"snapshot_id": ov.snapshot_id, "rows": rows, "source": events.ASSET_URI,
                              "file_snapshot_id": ov.base_snapshot_id, "already_loaded": ov.reused}
         detail["events"] = ov.summary()
+        if older := events.older_than_file(conn, run_key, ov.base_snapshot_id):
+            # HR made these before the file this run builds on was extracted: the file is their reference
+            detail["events"]["older_than_file"] = older[:200]
         keep = {ov.snapshot_id, ov.base_snapshot_id, *built.values(),
                 *[s for s in (_staged_snapshot(conn),) if s is not None]}
         detail["events"]["pruned_snapshots"] = events.prune(conn, keep)

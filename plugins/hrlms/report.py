@@ -160,6 +160,10 @@ def _events_html(ev: dict[str, Any]) -> str:
         summary.append(f"{ev.get('people', 0)} people's lines come from {ev.get('events', 0)} event(s) laid over HR "
                        f"file snapshot {ev.get('base_snapshot_id')}; {ev.get('pending_count', 0)} record(s) wait "
                        f"for the person's hire.")
+    if ev.get("older_than_file"):
+        summary.append(f"{len(ev['older_than_file'])} event(s) of this run were made before the HR file they would be "
+                       f"laid over was extracted: the file is their reference (kept, not applied): "
+                       f"{', '.join(ev['older_than_file'][:20])}.")
     if ev.get("disagreement_count"):
         summary.append(f"The HR file disagrees with {ev['disagreement_count']} field(s) that earlier events had set: "
                        f"the file wins.")

@@ -118,7 +118,11 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     # out of order: the newer title arrives first, the older one later does not roll it back; a record with a
     # bad date is quarantined (the person keeps their title) while the other record of its event applies;
     # a leaver nobody has hired waits
-    run_events("e3", at(D1, 11), event("ev-4", 20, {"Employee_ID": "P0000006", "Job_Title": "Lead"}))
+    run_events("e3", at(D1, 11), event("ev-4", 20, {"Employee_ID": "P0000006", "Job_Title": "Lead"}),
+               event("ev-stale", -3600, {"Employee_ID": "P0000008", "Job_Title": "Stale"}))
+    # HR made ev-stale before the file was extracted: the file is its reference (kept, listed, not applied)
+    assert stage(fresh_db, "e3", "ingest")["events"]["older_than_file"] == ["ev-stale"]
+    assert lms()["P0000008"]["title"] == before["P0000008"]["title"]
     run_events("e4", at(D1, 11, 5), event("ev-3", 10, {"Employee_ID": "P0000006", "Job_Title": "Junior"},
                                           {"Employee_ID": "P0000007", "Hire_Date": "31/31/2020",
                                            "Job_Title": "Never"}),

@@ -114,7 +114,7 @@ def parse_record(rec: Any, em: EntityMapping) -> tuple[str | None, dict[str, str
     return person, out, None
 
 
-def land(conn: psycopg.Connection, received: Iterable[Received], em: EntityMapping) -> Landed:
+def land(conn: psycopg.Connection, received: Iterable[Received], em: EntityMapping, run_key: str | None = None) -> Landed:
     """Store the events in raw_hris.hr_events / hr_event_records (one transaction; idempotent per event id).
 
     A malformed event is landed with its problem (kept for audit, never applied); a malformed record is
@@ -133,10 +133,10 @@ def land(conn: psycopg.Connection, received: Iterable[Received], em: EntityMappi
             records = extra.get("records") if problem is None else []
             row = conn.execute(
                 """insert into raw_hris.hr_events (event_id, hr_ts, source, airflow_event_id, airflow_ts, payload_sha,
-                                                   record_count, problem)
-                   values (%s, %s, %s, %s, %s, %s, %s, %s) on conflict (event_id) do nothing returning event_id""",
+                                                   record_count, problem, landed_by)
+                   values (%s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict (event_id) do nothing returning event_id""",
                 (event_id, hr_ts, str(extra.get("source") or "")[:100] or None, ev.airflow_event_id, ev.airflow_ts,
-                 sha, len(records or []), problem)).fetchone()
+                 sha, len(records or []), problem, run_key)).fetchone()
             if row is None:
                 same = conn.execute("select payload_sha = %s from raw_hris.hr_events where event_id = %s",
                                     (sha, event_id)).fetchone()[0]
@@ -159,6 +159,15 @@ def land(conn: psycopg.Connection, received: Iterable[Received], em: EntityMappi
                 else:
                     res.records += 1
     return res
+
+
+def older_than_file(conn: psycopg.Connection, run_key: str, file_snapshot_id: int) -> list[str]:
+    """The events run `run_key` landed that HR made before the file was extracted: the file is their reference
+    (they are kept, and not laid over it)."""
+    return [r[0] for r in conn.execute(
+        """select e.event_id from raw_hris.hr_events e, raw_hris.snapshots s
+           where e.landed_by = %s and e.problem is null and s.snapshot_id = %s and e.hr_ts <= s.extracted_at
+           order by e.hr_ts""", (run_key, file_snapshot_id))]
 
 
 def file_base(conn: psycopg.Connection, snapshot_id: int) -> int:
@@ -337,4 +346,4 @@ def disagreements(conn: psycopg.Connection, file_snapshot_id: int, previous_snap
 
 
 __all__ = ["ASSET_NAME", "ASSET_URI", "Landed", "Overlay", "Received", "disagreements", "file_base", "from_airflow",
-           "has_events", "land", "overlay", "parse_record", "prune"]
+           "has_events", "land", "older_than_file", "overlay", "parse_record", "prune"]

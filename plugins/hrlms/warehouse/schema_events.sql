@@ -27,6 +27,8 @@ create table if not exists raw_hris.hr_event_records (
     problem    text,                                -- why the record cannot be used (unknown column, ...)
     primary key (event_id, record_no)
 );
+-- the run that landed the event
+alter table raw_hris.hr_events add column if not exists landed_by text;
 create index if not exists hr_event_records_person_idx on raw_hris.hr_event_records (person_id, hr_ts);
 create index if not exists hr_event_records_ts_idx on raw_hris.hr_event_records (hr_ts);
 
