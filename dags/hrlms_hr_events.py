@@ -3,9 +3,9 @@ events change.
 
 An HR system (or a relay) posts an asset event on `hrlms://hr/worker-changes` to Airflow's REST API
 (`POST /api/v2/assets/events`, the worker records in `extra`; docs/events.md). Each run lands the events it
-was triggered by (and any an earlier run left unlanded), builds the snapshot = the last HR file + the events
-HR made after it, and stages, gates, builds (incrementally: the events' people and whom they affect), plans
-and applies it under the same breaker as the daily run. Events that arrive while a run is busy are taken by
+was triggered by (and any an earlier run left unlanded), then in one task builds the snapshot = the last HR file
++ the events HR made after it and stages, gates, builds (incrementally: the events' people and whom they
+affect) and plans it, and applies it under the same breaker as the daily run. Events that arrive while a run is busy are taken by
 the next run; the daily hrlms_provision run and these runs take turns on the warehouse (a lease).
 
 Thin on purpose: every task calls a stage in hrlms.pipeline. XCom carries ids and counts only (never the
@@ -53,38 +53,13 @@ def hrlms_hr_events():
         return pipeline.receive_events(*_run(), from_airflow(triggering + recent))
 
     @task.short_circuit(multiple_outputs=True, ignore_downstream_trigger_rules=False)
-    def snapshot(landed: dict) -> dict:
-        """Takes the warehouse lease; nothing to build before the first HR file (the report still runs)."""
+    def build(landed: dict) -> dict:
+        """Takes the warehouse lease, builds the snapshot (the last HR file + the events after it), stages, gates,
+        transforms and plans it — one task, so the run imports dbt and GX once. Short-circuits the apply before
+        the first HR file is built (the report still runs). A retry skips the stages already built."""
         from hrlms import pipeline
 
-        return pipeline.event_snapshot(*_run())
-
-    @task(multiple_outputs=True)
-    def staging(snapshots: dict) -> dict:
-        from hrlms import pipeline
-
-        pipeline.stage_models(*_run(), snapshots)
-        return snapshots
-
-    @task(multiple_outputs=True)
-    def gate(snapshots: dict) -> dict:
-        from hrlms import pipeline
-
-        pipeline.gate(*_run(), snapshots)
-        return snapshots
-
-    @task(multiple_outputs=True)
-    def transform(snapshots: dict) -> dict:
-        from hrlms import pipeline
-
-        pipeline.transform(*_run(), snapshots)
-        return snapshots
-
-    @task(multiple_outputs=True)
-    def plan(snapshots: dict) -> dict:
-        from hrlms import pipeline
-
-        return pipeline.plan(*_run(), snapshots)
+        return pipeline.event_build(*_run())
 
     @task
     def shards(planned: dict) -> list[int]:
@@ -106,7 +81,7 @@ def hrlms_hr_events():
 
         return pipeline.report(*_run())
 
-    planned = plan(transform(gate(staging(snapshot(land())))))
+    planned = build(land())
     parts = shards(planned)
     apply.partial(planned=planned, of=parts).expand(shard=parts) >> report()
 

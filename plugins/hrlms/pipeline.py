@@ -159,6 +159,18 @@ def event_snapshot(run_key: str, logical_date: date | datetime) -> dict[str, Any
     return snaps
 
 
+def event_build(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
+    """An event run's warehouse work in one process (hrlms_hr_events' build task): event_snapshot, staging,
+    gate, transform, plan. Returns the plan ({} when no HR file was built yet: nothing to apply)."""
+    snaps = event_snapshot(run_key, logical_date)
+    if not snaps:
+        return {}
+    stage_models(run_key, logical_date, snaps)
+    gate(run_key, logical_date, snaps)
+    transform(run_key, logical_date, snaps)
+    return plan(run_key, logical_date, snaps)
+
+
 def _staged_snapshot(conn) -> int | None:
     from hrlms.transform import dbt
 
@@ -547,5 +559,5 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
     return {"snapshots": snaps, "plan": p, "apply": a, "export": e, "report": report(run_key, logical_date)}
 
 
-__all__ = ["ingest", "receive_events", "event_snapshot", "completions", "export_enrolments", "decide_plan",
+__all__ = ["ingest", "receive_events", "event_snapshot", "event_build", "completions", "export_enrolments", "decide_plan",
            "stage_models", "gate", "transform", "plan", "apply", "apply_shards", "report", "run_all"]

@@ -47,12 +47,8 @@ def run_events(key: str, moment: datetime, *received: Received) -> dict:
     """The hrlms_hr_events DAG's tasks, in order (report releases the warehouse lease)."""
     landed = pipeline.receive_events(key, moment, list(received))
     try:
-        snaps = pipeline.event_snapshot(key, moment)
-        if snaps:
-            pipeline.stage_models(key, moment, snaps)
-            pipeline.gate(key, moment, snaps)
-            pipeline.transform(key, moment, snaps)
-            planned = pipeline.plan(key, moment, snaps)
+        planned = pipeline.event_build(key, moment)
+        if planned:
             pipeline.apply(key, moment, planned["plan_id"])
     finally:
         pipeline.report(key, moment)

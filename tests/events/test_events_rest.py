@@ -125,16 +125,17 @@ def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(f
 
         post("k-1", {"Employee_ID": "P0000002", "Last_Name": "Killed"})
 
-        def transform_running():
+        def build_running():
             runs = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["dag_runs"]
             for run in runs:
                 tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{run['dag_run_id']}/taskInstances", token).json()
                 for ti in tis["task_instances"]:
-                    if ti["task_id"] == "transform" and ti["state"] == "running" and (pid := _task_pid(ti["id"])):
+                    if ti["task_id"] == "build" and ti["state"] == "running" and (pid := _task_pid(ti["id"])):
                         return run["dag_run_id"], pid
             return None
 
-        run_id, pid = wait_for("the event run's transform task", transform_running, 180, every=0.2)
+        run_id, pid = wait_for("the event run's build task", build_running, 180, every=0.2)
+        time.sleep(3)                                                                  # into staging/the gate
         post("k-2", {"Employee_ID": "P0000003", "Job_Title": "Posted meanwhile"})     # while the run is busy
         os.kill(pid, signal.SIGKILL)                                                   # mid-build
 
@@ -149,7 +150,7 @@ def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(f
             af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["dag_runs"]), 180)
         assert {r["state"] for r in runs} == {"success"}
         tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{run_id}/taskInstances", token).json()["task_instances"]
-        assert next(t for t in tis if t["task_id"] == "transform")["try_number"] >= 2     # killed, then retried
+        assert next(t for t in tis if t["task_id"] == "build")["try_number"] >= 2     # killed, then retried
     assert len(users) == 5 and len({u["externalId"] for u in users.values()}) == 5
     with db.connect(fresh_db) as c:
         sent = c.execute("""select person_id, op_type, count(*) from sync.ops where status = 'applied'
