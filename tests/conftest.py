@@ -72,7 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
 #: collection order, so these start at once instead of one of them running alone at the end.
 LONG_MODULES = (
     "pipeline/test_incremental.py", "people/test_people.py", "pipeline/test_incremental_crash.py",
-    "e2e/test_people_scenario.py", "events/test_events_rest.py", "events/test_events.py", "pipeline/test_change_sets.py", "pipeline/test_build_ledger.py",
+    "e2e/test_people_scenario.py", "events/test_events_rest.py", "events/test_events.py",
+    "pipeline/test_change_sets.py", "pipeline/test_build_ledger.py",
     "e2e/test_breaker.py", "sync/test_breaker_blanking.py", "e2e/test_provisioning.py",
     "learning/test_learning_e2e.py", "people/test_shared_values.py", "org/test_org_pipeline.py",
 )
