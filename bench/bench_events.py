@@ -77,9 +77,13 @@ def run_size(workers: int, args) -> dict:
     shutil.rmtree(work, ignore_errors=True)
     landing = work / "landing"
     landing.mkdir(parents=True)
+    # Events are applied at their run's moment (wall time): day 1 is run at the same moment (a day-1 run at the
+    # synthetic data's own date would leave every date in between for the first event run), day 2 a day later.
+    moment1 = datetime.now(timezone.utc).replace(microsecond=0)
+    moment2 = moment1 + timedelta(days=1)
     for f in folder.glob(f"*_{START.isoformat()}.csv"):
-        shutil.copy(f, landing / f.name)
-    day1 = landing / f"workers_{START.isoformat()}.csv"
+        shutil.copy(f, landing / f.name.replace(START.isoformat(), moment1.date().isoformat()))
+    day1 = landing / f"workers_{moment1.date().isoformat()}.csv"
     past = time.time() - 600
     os.utime(day1, (past, past))
     out: dict = {"workers": workers}
@@ -89,7 +93,7 @@ def run_size(workers: int, args) -> dict:
             "HRLMS_LMS_TOKEN": lms.token, "HRLMS_LANDING_DIR": str(landing), "HRLMS_REPORTS_DIR": str(work / "reports"),
             "AIRFLOW_CONN_HRLMS_LMS": json.dumps({"conn_type": "http", "host": lms.base_url, "password": lms.token})})
         t = time.perf_counter()
-        pipeline.run_all("day1", datetime(START.year, START.month, START.day, 6, tzinfo=timezone.utc))
+        pipeline.run_all("day1", moment1)
         out["setup_day1_s"] = round(time.perf_counter() - t, 1)
         common.say(f"  day 1 in the LMS ({workers:,} workers) in {out['setup_day1_s']} s")
         import psycopg
@@ -105,15 +109,10 @@ def run_size(workers: int, args) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
         with LocalAirflow(env, port=_port(), triggerer=False) as af:
             token = af.token()
-            deadline = time.monotonic() + 120
-            while af.api("GET", "/dags/hrlms_hr_events", token).status_code != 200:
-                if time.monotonic() > deadline:
-                    raise common.BenchError("hrlms_hr_events was not parsed within 120 s")
-                time.sleep(1)
-            af.api("PATCH", "/dags/hrlms_hr_events", token, json={"is_paused": False}).raise_for_status()
-            asset_id = next(a["id"] for a in af.api("GET", "/assets", token, params={"uri_pattern": "worker-changes"})
-                            .json()["assets"] if a["uri"] == "hrlms://hr/worker-changes")
+            af.unpause_when_parsed(token, "hrlms_hr_events")
+            asset_id = af.asset_id(token, "hrlms://hr/worker-changes")
             titles: dict[str, str] = {}
+            post_retries = [0]
 
             def post(person: str, n: int) -> float:
                 title = f"Events bench title {n}"
@@ -121,7 +120,15 @@ def run_size(workers: int, args) -> dict:
                 extra = {"event_id": f"bench-{workers}-{n}", "hr_timestamp": datetime.now(timezone.utc).isoformat(),
                          "source": "bench", "records": [{"Employee_ID": person, "Job_Title": title}]}
                 posted = time.time()
-                af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra}).raise_for_status()
+                # as an HR relay must (at-least-once; the event id makes a repeat harmless): retry a 5xx — the local
+                # Airflow's SQLite metadata DB answers 500 ("database is locked") when a burst meets task updates
+                for attempt in range(8):
+                    resp = af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra})
+                    if resp.status_code < 500:
+                        break
+                    post_retries[0] += 1
+                    time.sleep(0.25 * 2 ** attempt)
+                resp.raise_for_status()
                 return posted
 
             latencies, read_back = [], []
@@ -138,9 +145,11 @@ def run_size(workers: int, args) -> dict:
                     common.say(f"  event {n + 1}/{len(singles)}: {latencies[-1]:.1f} s")
                     while not _idle(af, token):
                         time.sleep(0.5)
-            out["single"] = {"events": len(latencies), "p50_s": _pct(latencies, 0.5), "p95_s": _pct(latencies, 0.95),
-                             "max_s": max(latencies), "latencies_s": latencies, "read_back_ok": sum(read_back)}
-            common.say(f"  single events: p50 {out['single']['p50_s']} s, p95 {out['single']['p95_s']} s")
+            if latencies:
+                out["single"] = {"events": len(latencies), "p50_s": _pct(latencies, 0.5),
+                                 "p95_s": _pct(latencies, 0.95), "max_s": max(latencies), "latencies_s": latencies,
+                                 "read_back_ok": sum(read_back)}
+                common.say(f"  single events: p50 {out['single']['p50_s']} s, p95 {out['single']['p95_s']} s")
 
             runs_before = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["total_entries"]
             first = time.time()
@@ -149,23 +158,28 @@ def run_size(workers: int, args) -> dict:
             posted_in = time.time() - first
             pending = set(burst)
             last = first
-            while pending:
-                if time.time() - first > args.timeout * 4:
-                    raise common.BenchError(f"burst: {len(pending)} of {len(burst)} not applied")
+            idle_since = None
+            while pending and time.time() - first < args.timeout * 4:
                 for person in list(pending):
                     if (done := _applied_at(url, person, first)) is not None:
                         pending.discard(person)
                         last = max(last, done)
+                # the scheduler makes the next run of the events queued meanwhile once a run ends (max_active_runs
+                # 1): only a minute without any run means nothing more will be applied
+                idle_since = (idle_since or time.time()) if _idle(af, token) else None
+                if pending and idle_since and time.time() - idle_since > 60:
+                    break
                 time.sleep(0.5)
             while not _idle(af, token):
                 time.sleep(0.5)
             runs = af.api("GET", "/dags/hrlms_hr_events/dagRuns", token).json()["total_entries"] - runs_before
-            out["burst"] = {"events": len(burst), "posted_in_s": round(posted_in, 1),
-                            "first_post_to_last_write_s": round(last - first, 1), "runs": runs}
+            out["burst"] = {"events": len(burst), "posted_in_s": round(posted_in, 1), "applied": len(burst) - len(pending),
+                            "not_applied": sorted(pending)[:20], "first_post_to_last_write_s": round(last - first, 1),
+                            "runs": runs, "post_retries": post_retries[0]}
             common.say(f"  burst of {len(burst)}: {out['burst']}")
 
         # the next daily file, extracted after the events, repeats them
-        day2 = landing / f"workers_{(START + timedelta(days=1)).isoformat()}.csv"
+        day2 = landing / f"workers_{moment2.date().isoformat()}.csv"
         with day1.open(newline="", encoding="utf-8-sig") as src, day2.open("w", newline="", encoding="utf-8") as dst:
             reader = csv.DictReader(src)
             writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
@@ -174,11 +188,10 @@ def run_size(workers: int, args) -> dict:
                 if row["Employee_ID"] in titles:
                     row["Job_Title"] = titles[row["Employee_ID"]]
                 writer.writerow(row)
-        shutil.copy(landing / f"org_units_{START.isoformat()}.csv",
-                    landing / f"org_units_{(START + timedelta(days=1)).isoformat()}.csv")
-        d2 = START + timedelta(days=1)
+        shutil.copy(landing / f"org_units_{moment1.date().isoformat()}.csv",
+                    landing / f"org_units_{moment2.date().isoformat()}.csv")
         t = time.perf_counter()
-        pipeline.run_all("day2", datetime(d2.year, d2.month, d2.day, 6, tzinfo=timezone.utc))
+        pipeline.run_all("day2", moment2)
         with psycopg.connect(url, autocommit=True) as c:
             plan_id = c.execute("select max(plan_id) from sync.plans").fetchone()[0]
             sent = c.execute("select count(*) filter (where person_id = any(%s)), count(*) from sync.ops "
@@ -190,6 +203,13 @@ def run_size(workers: int, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)       # the with blocks stop Airflow, the LMS and drop the database
+
+    signal.signal(signal.SIGTERM, stop)
+
     def extra(ap):
         ap.add_argument("--events", type=int, default=20, help="single events posted one at a time (default 20)")
         ap.add_argument("--burst", type=int, default=200, help="events in the burst (default 200)")
@@ -197,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = common.parse_args(f"python -m bench.bench_{NAME}", TITLE, argv, default_sizes="10000", extra=extra)
     started = datetime.now(timezone.utc)
+    server = common.server_info()            # before run_size points WAREHOUSE_URL at its own database
     results, rows, checks = [], [], []
     for size in args.sizes:
         common.say(f"{NAME}: {size:,} workers")
@@ -204,16 +225,20 @@ def main(argv: list[str] | None = None) -> int:
         r = run_size(size, args)
         r["load_before"], r["load_after"] = load, common.loadavg()
         results.append(r)
-        rows += [common.row(size, "HR event → LMS write, p50 (single events)", [r["single"]["p50_s"]]),
-                 common.row(size, "HR event → LMS write, p95 (single events)", [r["single"]["p95_s"]]),
-                 common.row(size, f"burst of {r['burst']['events']}: first POST → last LMS write",
+        if "single" in r:
+            rows += [common.row(size, "HR event → LMS write, p50 (single events)", [r["single"]["p50_s"]]),
+                     common.row(size, "HR event → LMS write, p95 (single events)", [r["single"]["p95_s"]])]
+            checks += [{"figure": f"HR event → LMS write p50 at {size:,} workers", "value": r["single"]["p50_s"],
+                        "unit": "s", "target": "≤ 15 s (at 1M)", "met": r["single"]["p50_s"] <= 15},
+                       {"figure": f"HR event → LMS write p95 at {size:,} workers", "value": r["single"]["p95_s"],
+                        "unit": "s", "target": "≤ 30 s (at 1M)", "met": r["single"]["p95_s"] <= 30}]
+        rows += [common.row(size, f"burst of {r['burst']['events']}: first POST → last LMS write",
                             [r["burst"]["first_post_to_last_write_s"]], runs_used=r["burst"]["runs"]),
                  common.row(size, "next daily run: LMS writes for the events' people",
                             [r["next_day"]["writes_for_event_people"]], unit="writes", digits=0)]
-        checks += [{"figure": f"HR event → LMS write p50 at {size:,} workers", "value": r["single"]["p50_s"],
-                    "unit": "s", "target": "≤ 15 s (at 1M)", "met": r["single"]["p50_s"] <= 15},
-                   {"figure": f"HR event → LMS write p95 at {size:,} workers", "value": r["single"]["p95_s"],
-                    "unit": "s", "target": "≤ 30 s (at 1M)", "met": r["single"]["p95_s"] <= 30},
+        checks += [{"figure": f"burst of {r['burst']['events']} at {size:,} workers: events applied",
+                    "value": r["burst"]["applied"], "unit": "events", "target": f"all {r['burst']['events']}",
+                    "met": r["burst"]["applied"] == r["burst"]["events"]},
                    {"figure": f"next daily run after the events at {size:,} workers: writes for them",
                     "value": r["next_day"]["writes_for_event_people"], "unit": "writes", "target": "0",
                     "met": r["next_day"]["writes_for_event_people"] == 0}]
@@ -221,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
            "meta": {"started_at": started.isoformat(timespec="seconds"),
                     "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "sizes": args.sizes, "repeats": 1, "complete": True, "git": common.git_state(),
-                    "versions": common.versions(), "server": common.server_info(),
+                    "versions": common.versions(), "server": server,
                     "load_before": results[0]["load_before"] if results else [],
                     "load_after": results[-1]["load_after"] if results else []}}
     args.out.mkdir(parents=True, exist_ok=True)

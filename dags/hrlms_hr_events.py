@@ -17,15 +17,9 @@ import pendulum
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from hrlms.alerts import HrlmsAlertNotifier
+from hrlms.dates import current_run
 
 HR_CHANGES = Asset(uri="hrlms://hr/worker-changes", name="hr_worker_changes")
-
-
-def _run() -> tuple[str, pendulum.DateTime]:
-    """(run id, the run's logical moment = when its latest event was queued): effective dates follow it."""
-    ctx = get_current_context()
-    when = ctx.get("logical_date") or ctx["dag_run"].run_after
-    return ctx["run_id"], pendulum.instance(when).in_timezone("UTC")
 
 
 @dag(
@@ -50,7 +44,7 @@ def hrlms_hr_events():
         triggering = list((ctx.get("triggering_asset_events") or {}).get(HR_CHANGES, []))
         since = pendulum.instance(ctx["dag_run"].run_after).subtract(hours=1)
         recent = list(ctx["inlet_events"][HR_CHANGES].after(since.isoformat()))
-        return pipeline.receive_events(*_run(), from_airflow(triggering + recent))
+        return pipeline.receive_events(*current_run(), from_airflow(triggering + recent))
 
     @task.short_circuit(multiple_outputs=True, ignore_downstream_trigger_rules=False)
     def build(landed: dict) -> dict:
@@ -59,7 +53,7 @@ def hrlms_hr_events():
         the first HR file is built (the report still runs). A retry skips the stages already built."""
         from hrlms import pipeline
 
-        return pipeline.event_build(*_run())
+        return pipeline.event_build(*current_run())
 
     @task
     def shards(planned: dict) -> list[int]:
@@ -71,7 +65,7 @@ def hrlms_hr_events():
     def apply(planned: dict, shard: int, of: list[int]) -> dict:
         from hrlms import pipeline
 
-        return pipeline.apply(*_run(), planned["plan_id"], shard=shard, shards=len(of))
+        return pipeline.apply(*current_run(), planned["plan_id"], shard=shard, shards=len(of))
 
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:
@@ -79,7 +73,7 @@ def hrlms_hr_events():
         a stage failed or the plan is held by the breaker."""
         from hrlms import pipeline
 
-        return pipeline.report(*_run())
+        return pipeline.report(*current_run())
 
     planned = build(land())
     parts = shards(planned)

@@ -16,13 +16,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from hrlms.alerts import HrlmsAlertNotifier
-
-
-def _run() -> tuple[str, pendulum.DateTime]:
-    """(run id, the run's logical moment): effective dates are derived from it, never from now()."""
-    ctx = get_current_context()
-    when = ctx.get("logical_date") or ctx["dag_run"].run_after
-    return ctx["run_id"], pendulum.instance(when).in_timezone("UTC")
+from hrlms.dates import current_run
 
 
 @dag(
@@ -69,33 +63,33 @@ def hrlms_provision():
         decision = "approved" if conf.get("approve_plan") else "rejected"
         plan_id = int(conf.get("approve_plan") or conf.get("reject_plan"))
         by = str(conf.get("decided_by") or "") or f"dag run {ctx['run_id']}"
-        return pipeline.decide_plan(*_run(), plan_id, decision, by)
+        return pipeline.decide_plan(*current_run(), plan_id, decision, by)
 
     @task(multiple_outputs=True)
     def ingest() -> dict:
         from hrlms import pipeline
 
-        return pipeline.ingest(*_run())
+        return pipeline.ingest(*current_run())
 
     @task(multiple_outputs=True)
     def completions() -> dict:
         """New xAPI statements from the LRS (skipped when no LRS is configured)."""
         from hrlms import pipeline
 
-        return pipeline.completions(*_run())
+        return pipeline.completions(*current_run())
 
     @task(multiple_outputs=True)
     def staging(snapshots: dict) -> dict:
         from hrlms import pipeline
 
-        pipeline.stage_models(*_run(), snapshots)
+        pipeline.stage_models(*current_run(), snapshots)
         return snapshots
 
     @task(multiple_outputs=True)
     def gate(snapshots: dict) -> dict:
         from hrlms import pipeline
 
-        pipeline.gate(*_run(), snapshots)
+        pipeline.gate(*current_run(), snapshots)
         return snapshots
 
     @task(multiple_outputs=True)
@@ -103,7 +97,7 @@ def hrlms_provision():
         from hrlms import pipeline
 
         conf = get_current_context()["dag_run"].conf or {}
-        pipeline.transform(*_run(), snapshots, full_refresh=bool(conf.get("full_refresh", False)))
+        pipeline.transform(*current_run(), snapshots, full_refresh=bool(conf.get("full_refresh", False)))
         return snapshots
 
     @task(trigger_rule="all_done", multiple_outputs=True)
@@ -114,13 +108,13 @@ def hrlms_provision():
         from hrlms import pipeline
 
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
-        return pipeline.export_enrolments(*_run(), dry_run=dry_run)
+        return pipeline.export_enrolments(*current_run(), dry_run=dry_run)
 
     @task(multiple_outputs=True)
     def plan(snapshots: dict) -> dict:
         from hrlms import pipeline
 
-        return pipeline.plan(*_run(), snapshots)
+        return pipeline.plan(*current_run(), snapshots)
 
     @task
     def shards(planned: dict) -> list[int]:
@@ -138,7 +132,7 @@ def hrlms_provision():
         # The run's own conf (the trigger form fills it from the param), never a default left over in
         # the DAG object by an earlier in-process run.
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
-        return pipeline.apply(*_run(), planned["plan_id"], dry_run=dry_run, shard=shard, shards=len(of))
+        return pipeline.apply(*current_run(), planned["plan_id"], dry_run=dry_run, shard=shard, shards=len(of))
 
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:
@@ -146,7 +140,7 @@ def hrlms_provision():
         failed (or the plan is held), which sends the one alert of the run (hrlms.alerts)."""
         from hrlms import pipeline
 
-        return pipeline.report(*_run())
+        return pipeline.report(*current_run())
 
     routed = route()
     ingested, pulled = ingest(), completions()

@@ -10,3 +10,13 @@ def logical_instant(when: date | datetime) -> datetime:
     if isinstance(when, datetime):
         return when.astimezone(timezone.utc) if when.tzinfo else when.replace(tzinfo=timezone.utc)
     return datetime.combine(when, time.min, tzinfo=timezone.utc)
+
+
+def current_run() -> tuple[str, datetime]:
+    """Inside an Airflow task: (run id, the run's logical moment in UTC) — the logical date, or for a run without
+    one (an asset-triggered run: HR change events) the moment it was due (`run_after`). Effective dates are
+    derived from it, never from now()."""
+    from airflow.sdk import get_current_context
+
+    ctx = get_current_context()
+    return ctx["run_id"], logical_instant(ctx.get("logical_date") or ctx["dag_run"].run_after)

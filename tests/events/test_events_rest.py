@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -37,24 +38,25 @@ def wait_for(what: str, check, timeout: float, every: float = 1.0):
         time.sleep(every)
 
 
-def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, landing, tmp_path):
+@contextmanager
+def day_one_and_airflow(landing, tmp_path):
+    """Day 1's file (5 workers) in the LMS, then an Airflow of its own (metadata DB in tmp_path) on the test's
+    warehouse and LMS (already set: used as given), hrlms_hr_events unpaused: (airflow, token, asset id)."""
     rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 6)]
-    written = datetime.now(timezone.utc) - timedelta(minutes=5)
-    land_file(landing, D1, rows, mtime=written)
+    land_file(landing, D1, rows, mtime=datetime.now(timezone.utc) - timedelta(minutes=5))
     pipeline.run_all("d1", at(D1, 6))
     assert len(lms()) == 5
-
-    # an Airflow of its own (metadata DB in tmp_path) on the test's warehouse and LMS (already set: used as given)
     stack = LocalStack(airflow_home=tmp_path / "airflow").start()
     stack.ensure_airflow_db()
     env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
     with LocalAirflow(env, port=free_port(), triggerer=False) as af:
         token = af.token()
-        wait_for("the DAG to be parsed", lambda: af.api("GET", "/dags/hrlms_hr_events", token).status_code == 200, 90)
-        assert af.api("PATCH", "/dags/hrlms_hr_events", token, json={"is_paused": False}).status_code == 200
-        assets = af.api("GET", "/assets", token, params={"uri_pattern": "worker-changes"}).json()["assets"]
-        asset_id = next(a["id"] for a in assets if a["uri"] == "hrlms://hr/worker-changes")
+        af.unpause_when_parsed(token, "hrlms_hr_events")
+        yield af, token, af.asset_id(token, "hrlms://hr/worker-changes")
 
+
+def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, landing, tmp_path):
+    with day_one_and_airflow(landing, tmp_path) as (af, token, asset_id):
         hr_ts = datetime.now(timezone.utc).isoformat()
         extra = {"event_id": "wd-1", "hr_timestamp": hr_ts, "source": "workday", "records": [
             worker(6, Manager_ID="P0000001", Job_Title="New hire"),
@@ -83,7 +85,6 @@ def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, la
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]}["report"] == "success"
         print("tasks:", {t["task_id"]: (t["start_date"][11:23], round(t["duration"] or 0, 1))
                          for t in sorted(tis["task_instances"], key=lambda t: t["start_date"] or "")})
-    assert not af.dead() or all(p.poll() is not None for p in af.procs.values())
 
 
 def _task_pid(ti_id: str) -> int | None:
@@ -106,18 +107,7 @@ def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(f
 
     from hrlms.warehouse import db
 
-    rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 6)]
-    land_file(landing, D1, rows, mtime=datetime.now(timezone.utc) - timedelta(minutes=5))
-    pipeline.run_all("d1", at(D1, 6))
-    stack = LocalStack(airflow_home=tmp_path / "airflow").start()
-    stack.ensure_airflow_db()
-    env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
-    with LocalAirflow(env, port=free_port(), triggerer=False) as af:
-        token = af.token()
-        wait_for("the DAG to be parsed", lambda: af.api("GET", "/dags/hrlms_hr_events", token).status_code == 200, 90)
-        af.api("PATCH", "/dags/hrlms_hr_events", token, json={"is_paused": False}).raise_for_status()
-        asset_id = next(a["id"] for a in af.api("GET", "/assets", token, params={"uri_pattern": "worker-changes"})
-                        .json()["assets"] if a["uri"] == "hrlms://hr/worker-changes")
+    with day_one_and_airflow(landing, tmp_path) as (af, token, asset_id):
 
         def post(event_id: str, record: dict) -> None:
             extra = {"event_id": event_id, "hr_timestamp": datetime.now(timezone.utc).isoformat(), "records": [record]}

@@ -96,6 +96,20 @@ class LocalAirflow:
         return requests.request(method, f"{self.base_url}/api/v2{path}", headers={"Authorization": f"Bearer {token}"},
                                 timeout=30, **kw)
 
+    def unpause_when_parsed(self, token: str, dag_id: str, timeout: float = 120.0) -> None:
+        """Wait until the dag-processor has registered `dag_id`, then unpause it (new DAGs start paused)."""
+        deadline = time.monotonic() + timeout
+        while self.api("GET", f"/dags/{dag_id}", token).status_code != 200:
+            if time.monotonic() > deadline or self.dead():
+                raise RuntimeError(f"{dag_id} was not parsed within {timeout:.0f} s (logs in {self.log_dir})")
+            time.sleep(0.5)
+        self.api("PATCH", f"/dags/{dag_id}", token, json={"is_paused": False}).raise_for_status()
+
+    def asset_id(self, token: str, uri: str) -> int:
+        """The id of the asset `uri` (what POST /api/v2/assets/events takes)."""
+        assets = self.api("GET", "/assets", token, params={"uri_pattern": uri.rsplit("/", 1)[-1]}).json()["assets"]
+        return next(a["id"] for a in assets if a["uri"] == uri)
+
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM every process group, then SIGKILL what is left after ``timeout``."""
         for proc in self.procs.values():
