@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,12 +35,6 @@ NAME = "events"
 TITLE = "g. HR change events through Airflow's REST API → LMS (hrlms_hr_events)"
 TARGET = ("single events posted one at a time: HR event → LMS write p50 ≤ 15 s, p95 ≤ 30 s with 1M workers in the "
           "warehouse; a burst of 1,000 events within a minute all applied; the next daily run 0 writes for them")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -67,9 +60,8 @@ def _idle(af, token: str) -> bool:
 
 def run_size(workers: int, args) -> dict:
     from hrlms import pipeline
-    from hrlms.devenv.airflow import LocalAirflow
+    from hrlms.devenv.airflow import hr_events_airflow
     from hrlms.devenv.scim import LocalScimServer
-    from hrlms.devenv.stack import UNSET_VARS, LocalStack
     from hrlms.sync.scim import ScimClient, lms_config_from_env
 
     folder = common.synthetic_day(workers, args.seed)
@@ -104,13 +96,7 @@ def run_size(workers: int, args) -> dict:
         rng = random.Random(args.seed)
         chosen = rng.sample(people, args.events + args.burst)
         singles, burst = chosen[:args.events], chosen[args.events:]
-        stack = LocalStack(airflow_home=work / "airflow").start()
-        stack.ensure_airflow_db()
-        env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
-        with LocalAirflow(env, port=_port(), triggerer=False) as af:
-            token = af.token()
-            af.unpause_when_parsed(token, "hrlms_hr_events")
-            asset_id = af.asset_id(token, "hrlms://hr/worker-changes")
+        with hr_events_airflow(work / "airflow") as (af, token, asset_id):
             titles: dict[str, str] = {}
             post_retries = [0]
 

@@ -4,7 +4,6 @@ no listener of ours) triggers hrlms_hr_events through the scheduler (api-server 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -12,19 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from hrlms import pipeline
-from hrlms.devenv.airflow import LocalAirflow
-from hrlms.devenv.stack import UNSET_VARS, LocalStack
+from hrlms.devenv.airflow import hr_events_airflow
 
 from ..sources.hrfiles import worker
 from .test_events import D1, at, land_file, lms
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check, timeout: float, every: float = 1.0):
@@ -46,13 +38,8 @@ def day_one_and_airflow(landing, tmp_path):
     land_file(landing, D1, rows, mtime=datetime.now(timezone.utc) - timedelta(minutes=5))
     pipeline.run_all("d1", at(D1, 6))
     assert len(lms()) == 5
-    stack = LocalStack(airflow_home=tmp_path / "airflow").start()
-    stack.ensure_airflow_db()
-    env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
-    with LocalAirflow(env, port=free_port(), triggerer=False) as af:
-        token = af.token()
-        af.unpause_when_parsed(token, "hrlms_hr_events")
-        yield af, token, af.asset_id(token, "hrlms://hr/worker-changes")
+    with hr_events_airflow(tmp_path / "airflow") as started:
+        yield started
 
 
 def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, landing, tmp_path):

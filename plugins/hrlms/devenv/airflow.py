@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,4 +143,27 @@ class LocalAirflow:
         self.stop()
 
 
-__all__ = ["HEALTH_TIMEOUT_S", "LocalAirflow"]
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def hr_events_airflow(airflow_home: Path) -> Iterator[tuple[LocalAirflow, str, int]]:
+    """An Airflow of its own (metadata DB and logs under `airflow_home`) on the warehouse and LMS the environment
+    names, with hrlms_hr_events unpaused: (the Airflow, a token, the id of the HR events asset). The tests and
+    bench/bench_events.py post events to it."""
+    from hrlms.devenv.stack import UNSET_VARS, LocalStack
+
+    stack = LocalStack(airflow_home=airflow_home).start()      # WAREHOUSE_URL / HRLMS_LMS_URL set: used as given
+    stack.ensure_airflow_db()
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
+    with LocalAirflow(env, port=free_port(), triggerer=False) as af:
+        token = af.token()
+        af.unpause_when_parsed(token, "hrlms_hr_events")
+        yield af, token, af.asset_id(token, "hrlms://hr/worker-changes")
+
+
+__all__ = ["HEALTH_TIMEOUT_S", "LocalAirflow", "free_port", "hr_events_airflow"]
