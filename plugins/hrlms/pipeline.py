@@ -150,8 +150,9 @@ def event_snapshot(run_key: str, logical_date: date | datetime) -> dict[str, Any
         if older := events.older_than_file(conn, run_key, ov.base_snapshot_id):
             # HR made these before the file this run builds on was extracted: the file is their reference
             detail["events"]["older_than_file"] = older[:200]
-        keep = {ov.snapshot_id, ov.base_snapshot_id, *built.values(),
-                *[s for s in (_staged_snapshot(conn),) if s is not None]}
+        from hrlms.transform.dbt import staged_snapshot
+
+        keep = {ov.snapshot_id, ov.base_snapshot_id, *built.values(), staged_snapshot(conn) or ov.snapshot_id}
         detail["events"]["pruned_snapshots"] = events.prune(conn, keep)
     snaps = {"workers": ov.snapshot_id, "rows": rows}
     if "org_units" in built:
@@ -169,15 +170,6 @@ def event_build(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
     gate(run_key, logical_date, snaps)
     transform(run_key, logical_date, snaps)
     return plan(run_key, logical_date, snaps)
-
-
-def _staged_snapshot(conn) -> int | None:
-    from hrlms.transform import dbt
-
-    if conn.execute("select to_regclass(%s) is null", (dbt.SNAPSHOT_TABLE,)).fetchone()[0]:
-        return None
-    row = conn.execute(f"select snapshot_id from {dbt.SNAPSHOT_TABLE} limit 1").fetchone()
-    return int(row[0]) if row else None
 
 
 def _ingest_learning(conn, settings: Settings, mapping, day: date, detail: dict[str, Any]) -> None:

@@ -185,6 +185,14 @@ def accounts_only_from_later_plans(conn, built_at) -> bool:
     return not row[0]
 
 
+def staged_snapshot(conn) -> int | None:
+    """The snapshot `SNAPSHOT_TABLE` holds (None: no table, or empty)."""
+    if conn.execute("select to_regclass(%s) is null", (SNAPSHOT_TABLE,)).fetchone()[0]:
+        return None
+    row = conn.execute(f"select snapshot_id from {SNAPSHOT_TABLE} limit 1").fetchone()
+    return int(row[0]) if row else None
+
+
 def check_staged(conn, snapshot_id: int) -> None:
     """The gate and the transform read the run's parsed snapshot from `SNAPSHOT_TABLE`, which the staging
     stage rebuilds for each run: refuse to go on when it holds another snapshot (a stage run out of order
