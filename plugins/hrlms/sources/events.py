@@ -30,6 +30,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from hrlms.sources.mapping import WORKER_FIELDS, EntityMapping
+from hrlms.warehouse.load import RAW_TABLES, SnapshotMeta, _finish, _insert_snapshot
 
 #: The asset the HR system posts events on (the DAG's schedule).
 ASSET_URI = "hrlms://hr/worker-changes"
@@ -217,11 +218,11 @@ def _folded(conn: psycopg.Connection, after: datetime, until: datetime | None = 
 
 def _base_lines(conn: psycopg.Connection, snapshot_id: int, people: list[str]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    cur = conn.execute(f"select _line_no, {', '.join(_COLS)} from raw_hris.workers "
+    cur = conn.execute(f"select {', '.join(_COLS)} from raw_hris.workers "
                        f"where _snapshot_id = %s and nullif(btrim(person_id), '') = any(%s) order by _line_no",
                        (snapshot_id, people))
     for row in cur:
-        line = dict(zip(("_line_no", *_COLS), row, strict=True))
+        line = dict(zip(_COLS, row, strict=True))
         out.setdefault((line["person_id"] or "").strip(), []).append(line)
     return out
 
@@ -273,12 +274,10 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
             sid = int(row[0])
             conn.execute("update raw_hris.snapshots set pruned_at = null where snapshot_id = %s", (sid,))
         else:
-            sid = conn.execute(
-                """insert into raw_hris.snapshots (entity, source_kind, source_uri, checksum, mapping_name, hints,
-                                                    source_columns, row_count, logical_date, extracted_at, base_snapshot_id)
-                   values ('workers', 'event', %s, %s, %s, %s, %s, 0, %s, %s, %s) returning snapshot_id""",
-                (f"{ASSET_URI} (events after snapshot {base})", derived_sum, mapping_name, Jsonb(hints),
-                 Jsonb(source_columns), logical_date, max(folded[p][2] for p, _, _ in lines), base)).fetchone()[0]
+            sid = _insert_snapshot(conn, SnapshotMeta(
+                "workers", "event", f"{ASSET_URI} (events after snapshot {base})", derived_sum, mapping_name, hints,
+                source_columns, logical_date, max(folded[p][2] for p, _, _ in lines)))
+            conn.execute("update raw_hris.snapshots set base_snapshot_id = %s where snapshot_id = %s", (base, sid))
         cols = ", ".join(_COLS)
         copied = conn.execute(
             f"""insert into raw_hris.workers (_snapshot_id, _line_no, {cols})
@@ -294,8 +293,7 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
             with cur.copy("copy raw_hris.hr_event_lines (snapshot_id, line_no, person_id, event_ids) from stdin") as cp:
                 for i, (person, _, ids) in enumerate(lines):
                     cp.write_row((sid, first + i, person, ids))
-        conn.execute("update raw_hris.snapshots set row_count = %s where snapshot_id = %s", (copied + len(lines), sid))
-        conn.execute("analyze raw_hris.workers")
+        _finish(conn, RAW_TABLES["workers"], sid, copied + len(lines))
     res.snapshot_id = sid
     return res
 
