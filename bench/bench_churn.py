@@ -190,8 +190,9 @@ def seed_sql() -> list[tuple[str, str]]:
     """(what, statement) for seed_applied: the writes apply's _record makes for applied ops, set-based over a
     whole plan (%(p)s), in apply's order: phase 1 (users, groups), phase 2 (managers, memberships), then the
     ops and the plan. LMS ids: existing ones are kept (as apply: an update targets the account's id)."""
-    from hrlms.sync.scim import USER_ATTRIBUTES as attrs
+    from hrlms.sync.scim import ACCOUNT_COLUMNS
 
+    attrs = (*ACCOUNT_COLUMNS, "attrs")
     return [
         ("users (create/update/reactivate)", f"""
             insert into sync.applied_users (person_id, lms_id, {', '.join(attrs)}, is_active, last_op_id, applied_at)
@@ -367,8 +368,7 @@ union
 select unnest(members) from sync.ops where plan_id = %(p)s and members is not null
 on conflict do nothing
 """
-_USER_COLUMNS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
-                 "employee_number", "department", "is_active", "manager_person_id")
+_USER_COLUMNS = ("person_id", "user_name", "attrs", "is_active", "manager_person_id")
 
 
 def _bulk_chunks(items: list[tuple[dict, int]], max_ops: int, max_bytes: int, max_members: int):
@@ -417,7 +417,8 @@ def seed_lms(db_url: str, plan_id: int, lms, members_max: int) -> dict:
     Returns what was seeded and the seconds taken (not part of any figure)."""
     import psycopg
 
-    from hrlms.sync.scim import LmsConfig, ScimClient, add_members_body, group_resource, user_resource
+    from hrlms.sync.outbound import user_resource
+    from hrlms.sync.scim import LmsConfig, ScimClient, add_members_body, group_resource
 
     t = time.perf_counter()
     out: dict = {}
@@ -443,6 +444,9 @@ def seed_lms(db_url: str, plan_id: int, lms, members_max: int) -> dict:
             f"select {', '.join('a.' + c for c in _USER_COLUMNS)} from sync.applied_users a "
             "join seed_people using (person_id) order by a.person_id").fetchall()]
         groups = conn.execute("select group_key, display_name from seed_groups order by group_key").fetchall()
+        # the mapping the accounts' values were sent with
+        outbound = conn.execute("select outbound from sync.plans where outbound is not null "
+                                "order by plan_id desc limit 1").fetchone()[0]
         seeded = {u["person_id"] for u in users}
         members: dict[str, list[str]] = {}
         for g, p in conn.execute("select m.group_key, m.person_id from sync.applied_memberships m "
@@ -478,7 +482,7 @@ def seed_lms(db_url: str, plan_id: int, lms, members_max: int) -> dict:
                 mgr = user_ids.get(u["manager_person_id"]) if u["manager_person_id"] else None
                 with_manager += bool(mgr)
                 ops.append({"method": "POST", "path": "/Users", "bulkId": u["person_id"],
-                            "data": user_resource(u, mgr)})
+                            "data": user_resource(u, outbound, mgr)})
             user_ids.update(_send(client, ops, limits))
         group_ids: dict[str, str] = {}
         chunk = 2000     # member references per operation (as HRLMS_BULK_MAX_MEMBERS per apply request)

@@ -7,7 +7,7 @@ then the day as the DAG runs it, each stage in its own fresh interpreter (as eac
 task): ingest → staging → gate → transform → plan → apply; apply as `--shards` parallel processes
 (`pipeline.apply(shard=i, shards=n)`, the DAG's mapped tasks). Export, completions and the report are not
 on the path to the LMS and are left out. Then, on another fresh scim2-server, the bare client: the same
-SCIM User payloads (built by `hrlms.sync.scim.user_resource` from the plan's create_user ops before the
+SCIM User payloads (built by `hrlms.sync.outbound.user_resource` from the plan's create_user ops before the
 clock starts) POSTed through /Bulk — scim2-server advertises /Bulk (maxOperations 1000), and our apply
 uses it — in requests of HRLMS_LMS_BATCH_SIZE (500) operations, one sequential loop per shard (our apply
 also sends its /Bulk requests one after the other per shard). The bare client creates users only; ours
@@ -44,10 +44,11 @@ def _bare(spec: dict) -> dict:
     import psycopg
     import requests
 
-    from hrlms.sync.scim import user_resource
+    from hrlms.sync.outbound import user_resource
 
     with psycopg.connect(common.warehouse_url()) as conn:
-        payloads = [user_resource(p) for (p,) in conn.execute(
+        outbound = conn.execute("select outbound from sync.plans where plan_id = %s", (spec["plan_id"],)).fetchone()[0]
+        payloads = [user_resource(p, outbound) for (p,) in conn.execute(
             "select payload from sync.ops where plan_id = %s and op_type = 'create_user' order by op_id",
             (spec["plan_id"],))]
     shards = spec["shards"]
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
              "imports, the pipeline call). Export, completions and the run report are not on the path to the "
              "LMS and are not included. Airflow scheduling latency between tasks is not included.")
     rec.note(f"Bare client: a requests.Session per shard POSTing the same SCIM User payloads "
-             f"(hrlms.sync.scim.user_resource of the plan's create_user ops, built before the clock starts) "
+             f"(hrlms.sync.outbound.user_resource of the plan's create_user ops, built before the clock starts) "
              f"through /Bulk in requests of {BULK} operations, one sequential loop per shard (threads), on a "
              "fresh scim2-server started after ours was stopped. It creates users only: no managers, groups or "
              "memberships, no claim/record round trips to the warehouse, no retries.")

@@ -384,13 +384,35 @@ def _nothing_due(previous: dict[str, Any] | None, inputs: dict[str, Any], cs) ->
             f"last day, manager window, due date or completion reached its moment (change set empty)")
 
 
+def read_lms_schemas(conn) -> str:
+    """Read the LMS's /Schemas and /ResourceTypes for the outbound mapping's check (hrlms.sync.outbound).
+    Without a configured LMS (no HRLMS_LMS_URL, no hrlms_lms connection) the last read is used (RFC 7643's
+    before any); an LMS that is configured but does not answer fails the stage (Airflow retries it)."""
+    from hrlms.sync import outbound
+    from hrlms.sync.scim import ScimClient, lms_config_from_env
+
+    try:
+        config = lms_config_from_env()
+    except Exception as exc:  # noqa: BLE001 — no LMS configured here (e.g. a plan reviewed offline)
+        log.warning("the LMS's schemas were not read (%s): the mapping is checked against the last read",
+                    type(exc).__name__)
+        return "not read: no LMS configured"
+    with ScimClient(config) as client:
+        outbound.refresh_lms_schemas(conn, client)
+    return "read"
+
+
 def plan(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
+    from hrlms.sync.outbound import check
     from hrlms.sync.plan import make_plan
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "plan", detail) as conn:
+        detail["lms_schemas"] = read_lms_schemas(conn)
+        checked = check(conn)
+        detail["lms_mapping"] = {"file": str(checked.mapping.file), "checksum": checked.mapping.checksum}
         p = make_plan(conn, logical_date=logical_instant(logical_date).date(), snapshot_id=snapshots["workers"],
-                      run_key=run_key, logical_ts=logical_instant(logical_date))
+                      run_key=run_key, logical_ts=logical_instant(logical_date), checked=checked)
         detail.update({"plan_id": p.plan_id, "ops": p.counts, "attributes": p.attribute_counts, "scope": p.scope,
                        "timings": p.timings})
         if p.member_counts:

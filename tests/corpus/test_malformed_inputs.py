@@ -202,8 +202,9 @@ def test_quarantine_day_1_the_rest_flows(corpus: Corpus, quarantine_day_1: Day) 
     assert {(t, k, tuple(f or ()), tuple(m or ())) for t, k, f, _s, m in day.run.ops} == {
         # P51's manager P2 has an LMS account: the create carries it ('manager'), so its set_manager
         # is applied without a request
-        ("create_user", p51, ("user_name", "given_name", "family_name", "display_name", "email", "title",
-                              "employee_number", "department", "manager"), ()),
+        ("create_user", p51, ("user_name", "given_name", "family_name", "formatted_name", "display_name", "email",
+                              "title", "employee_number", "department", "timezone", "user_type", "work_country",
+                              "manager"), ()),
         ("update_user", p20, ("title",), ()),
         ("set_manager", p51, ("manager",), ()),
         ("add_members", "org:ORG0002", (), (p51,)),
@@ -229,7 +230,7 @@ def test_quarantine_day_2_the_rest_flows(corpus: Corpus, quarantine_day_2: Day) 
     day = quarantine_day_2
     p21, p23, p24 = pid(21), pid(23), pid(24)
     assert {(t, k, tuple(f or ()), tuple(m or ())) for t, k, f, _s, m in day.run.ops} == {
-        ("update_user", p21, ("family_name", "display_name"), ()),
+        ("update_user", p21, ("family_name", "formatted_name", "display_name"), ()),
         # the loop P23 <-> P24 is cut at the smallest id: P23 keeps the manager up the chain, P24 gets P23
         ("set_manager", p24, ("manager",), ()),
         ("add_members", "req:MGR-200", (), (p23,)),     # P23 now has a direct report
@@ -300,10 +301,10 @@ def test_injection_payload_is_inert(corpus: Corpus, injection_day: Day, payload:
 def test_injection_day_exact_writes_and_inert_exports(corpus: Corpus, injection_day: Day) -> None:
     day = injection_day
     want = {
-        pid(31): ("given_name", "display_name"), pid(32): ("family_name", "display_name"),
-        pid(33): ("user_name",), pid(34): ("display_name",), pid(35): ("title",),
-        pid(36): ("title",), pid(37): ("family_name", "display_name"), pid(39): ("title",),
-        pid(40): ("given_name", "family_name", "display_name"),
+        pid(31): ("given_name", "formatted_name", "display_name"), pid(32): ("family_name", "formatted_name", "display_name"),
+        pid(33): ("user_name",), pid(34): ("formatted_name", "display_name"), pid(35): ("title",),
+        pid(36): ("title",), pid(37): ("family_name", "formatted_name", "display_name"), pid(39): ("title",),
+        pid(40): ("given_name", "family_name", "formatted_name", "display_name"),
     }
     got = {k: tuple(f) for t, k, f, _s, _m in day.run.ops}
     assert {t for t, *_x in day.run.ops} == {"update_user"}

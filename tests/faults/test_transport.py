@@ -10,9 +10,9 @@ from psycopg.types.json import Jsonb
 
 from hrlms.sync.apply import ApplyHalted, apply_plan
 from hrlms.sync.plan import make_plan
-from hrlms.sync.scim import RateLimiter, ScimError, user_resource
+from hrlms.sync.scim import RateLimiter, ScimError
 
-from ..sync.helpers import person, pid
+from ..sync.helpers import lms_user, person, pid, with_attrs
 from .conftest import D
 
 
@@ -39,7 +39,7 @@ def test_each_fault_on_a_create(world, make_proxy):
             proxy.inject(kind, method="POST", retry_after=0)
             before = client.stats.snapshot()["attempts"]
             try:
-                client.create_user(user_resource(person(i)))
+                client.create_user(lms_user(person(i)))
                 ok = True
             except ScimError as exc:
                 ok = False
@@ -53,7 +53,7 @@ def test_each_fault_on_a_create(world, make_proxy):
 def test_idempotent_requests_are_retried_through_every_fault(world, make_proxy):
     proxy = make_proxy()
     with world.direct() as lms:
-        lms_id = lms.create_user(user_resource(person(1)))["id"]
+        lms_id = lms.create_user(lms_user(person(1)))["id"]
     with world.client(proxy.base_url) as client:
         for kind, _applied, _retried in CREATE_CASES:
             proxy.inject(kind, times=2, retry_after=0)
@@ -198,12 +198,13 @@ def test_escrow_next_attempt_grows_and_defers_only_that_person(world, make_proxy
     # The next run, right away: P1 is deferred (pending, not claimed, next_attempt_at kept); P2, created
     # through the LMS by another path, gets its group membership: phase 2 is not held up by the deferral.
     with world.direct() as lms:
-        lms2 = lms.create_user(user_resource(person(2)))["id"]
+        lms2 = lms.create_user(lms_user(person(2)))["id"]
     world.conn.execute("insert into sync.applied_users (person_id, lms_id, user_name, given_name, family_name, "
-                       "display_name, email, title, employee_number, department, is_active) "
+                       "display_name, email, title, employee_number, department, attrs, is_active) "
                        "select person_id, %s, user_name, given_name, family_name, display_name, email, title, "
-                       "employee_number, department, true from jsonb_populate_record(null::sync.applied_users, %s)",
-                       (lms2, Jsonb(person(2))))
+                       "employee_number, department, attrs, true "
+                       "from jsonb_populate_record(null::sync.applied_users, %s)",
+                       (lms2, Jsonb(with_attrs(person(2)))))
     p2, res = run([person(1), person(2)], [pid(1), pid(2)])
     # add_members: P2 sent, P1 (no account yet) waits -> escrow without backoff
     assert res.deferred == 1 and res.escrow == 1 and res.attempted == 1 and res.failed == 0

@@ -14,9 +14,9 @@ from hrlms.learning import export
 from hrlms.learning.export import deliver
 from hrlms.sync.apply import apply_plan
 from hrlms.sync.plan import make_plan
-from hrlms.sync.scim import LmsConfig, ScimClient, user_resource
+from hrlms.sync.scim import LmsConfig, ScimClient
 
-from ..sync.helpers import desired_state_db, person, pid, set_desired
+from ..sync.helpers import desired_state_db, lms_user, person, pid, set_desired
 
 D = date(2026, 1, 5)
 GROUPS = {"req:SAFE": "Workplace safety", "req:ENG": "Secure coding", "org:ORG1": "Finance"}
@@ -57,7 +57,7 @@ def read(path) -> list[tuple[str, str]]:
 def test_after_a_half_failed_apply_the_export_lists_only_what_was_applied(conn, client, tmp_path):
     # P1's userName is taken in the LMS by someone else: its create is a dead letter and its
     # memberships go to escrow; P2 and P3 get their accounts and audiences.
-    client.create_user(user_resource({**person(99), "user_name": "user1", "person_id": "X"}))
+    client.create_user(lms_user({**person(99), "user_name": "user1", "person_id": "X"}))
     set_desired(conn, [person(1), person(2), person(3, user_name="=cmd|calc")], GROUPS,
                 {"req:SAFE": [1, 2, 3], "req:ENG": [1, 3], "org:ORG1": [1, 2, 3]})
     assign(conn, [(1, "SAFE", "not_started"), (1, "ENG", "overdue"), (2, "SAFE", "completed"),

@@ -5,11 +5,42 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
+from hrlms.sync import outbound
 from hrlms.warehouse import db
 
 #: The columns of marts.lms_desired_users that person() fills.
 COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
         "employee_number", "department", "is_active", "manager_person_id")
+
+
+#: The columns the default outbound mapping reads besides COLS (left empty by person()).
+MAPPED_EXTRA = ("time_zone text, country text, location_code text, employment_type text, job_code text, "
+                "job_family text, org_unit_code text, preferred_name text, hire_date date, start_date date")
+
+_DEFAULT = outbound.load(outbound.DEFAULT_LMS_MAPPING)
+#: The default mapping as a plan keeps it (sync.plans.outbound): what lms_user/lms_patch build requests with.
+DEFAULT_OUTBOUND = {"attributes": [{"name": a.name, "path": a.path} for a in _DEFAULT.attributes]}
+DEFAULT_NAMES = _DEFAULT.names
+
+
+def with_attrs(row: Mapping) -> dict:
+    """A desired row with its mapped values (attrs) as a plan computes them, for the default mapping's
+    column entries (expressions are left out): fixtures that put accounts into the LMS directly."""
+    if "attrs" in row:
+        return dict(row)
+    attrs = {a.name: row[a.source] for a in _DEFAULT.attributes
+             if isinstance(a.source, str) and row.get(a.source) is not None}
+    return {**row, "attrs": attrs}
+
+
+def lms_user(row: Mapping, manager_lms_id: str | None = None) -> dict:
+    """The POST /Users body hrlms would send for this desired row (default mapping)."""
+    return outbound.user_resource(with_attrs(row), DEFAULT_OUTBOUND, manager_lms_id)
+
+
+def lms_patch(row: Mapping, names: list[str], *, active: bool = False) -> dict:
+    """The PATCH hrlms would send for these mapped attributes of this desired row (default mapping)."""
+    return outbound.patch_body(with_attrs(row), DEFAULT_OUTBOUND, names, active=active)
 
 
 def pid(i: int) -> str:
@@ -42,7 +73,7 @@ def create_desired_marts(conn, *, groups: bool = True) -> None:
     conn.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
                  "family_name text, display_name text, email text, title text, employee_number text, "
                  "department text, access_from_on date, access_until_on date, is_active boolean, "
-                 "manager_person_id text)")
+                 f"manager_person_id text, {MAPPED_EXTRA})")
     if groups:
         conn.execute("create table marts.lms_desired_groups (group_key text, display_name text, group_kind text, "
                      "org_unit_code text)")

@@ -6,9 +6,9 @@ import pytest
 
 from hrlms.sync.apply import _claim, apply_plan
 from hrlms.sync.plan import MEMBER_CHUNK, make_plan
-from hrlms.sync.scim import ENTERPRISE, group_resource, user_resource
+from hrlms.sync.scim import ENTERPRISE, group_resource
 
-from .helpers import desired_state_db, person, pid, set_desired
+from .helpers import desired_state_db, lms_user, person, pid, set_desired
 
 D = date(2026, 1, 5)
 
@@ -218,7 +218,7 @@ def test_set_manager_second_pass_and_manager_change(conn, client):
 def test_manager_without_account_escrows_when_its_create_fails(conn, client):
     # The manager's userName is taken in the LMS by someone else: its create is a dead letter, and the
     # report's set_manager goes to escrow with the reason instead of pointing at nobody.
-    client.create_user(user_resource({**person(99), "user_name": "user1", "person_id": "X"}))
+    client.create_user(lms_user({**person(99), "user_name": "user1", "person_id": "X"}))
     set_desired(conn, [person(1), person(2, manager_person_id=pid(1))], {"org:ORG1": "A"}, {"org:ORG1": [1, 2]})
     p = make_plan(conn, logical_date=D, snapshot_id=1)
     res = apply_plan(conn, p.plan_id, client)
@@ -270,7 +270,7 @@ def test_crash_after_group_create_before_record_links_instead_of_duplicating(con
     # An apply claims phase 1, creates everything in the LMS, and dies before recording anything.
     for op in _claim(conn, plan.plan_id, batch_size=100):
         if op["op_type"] == "create_user":
-            client.create_user(user_resource(op["payload"]))
+            client.create_user(lms_user(op["payload"]))
         else:
             client.create_group(group_resource(op["group_key"], "old name"))
     # The next run plans again (verify first for the unknown outcomes), then applies.

@@ -17,9 +17,9 @@ from hrlms.devenv.scim import LocalScimServer
 from hrlms.sync import plan as plan_module
 from hrlms.sync.apply import _claim, apply_plan
 from hrlms.sync.plan import make_plan
-from hrlms.sync.scim import LmsConfig, ScimClient, add_members_body, user_resource
+from hrlms.sync.scim import LmsConfig, ScimClient, add_members_body
 
-from .helpers import desired_state_db, person, pid, set_desired
+from .helpers import desired_state_db, lms_user, person, pid, set_desired
 
 D = date(2026, 1, 5)
 GROUPS = {"org:ORG1": "Finance", "org:ORG2": "Legal"}
@@ -90,7 +90,7 @@ def applied_memberships(conn) -> dict[str, list[str]]:
 
 def stranger(client: ScimClient, n: int = 1) -> str:
     """An LMS account that is not one of ours (the plan never touches it)."""
-    return client.create_user(user_resource({"person_id": f"X{n}", "user_name": f"stranger{n}"}))["id"]
+    return client.create_user(lms_user({"person_id": f"X{n}", "user_name": f"stranger{n}"}))["id"]
 
 
 def provision(conn, client, members: dict[str, list[int]], people: int = 12) -> None:

@@ -5,8 +5,10 @@ import pytest
 
 from hrlms.sync.apply import _claim, apply_plan
 from hrlms.sync.plan import make_plan
-from hrlms.sync.scim import ENTERPRISE, LmsConfig, ScimClient, user_resource
+from hrlms.sync.scim import ENTERPRISE, LmsConfig, ScimClient
 from hrlms.warehouse import db
+
+from .helpers import DEFAULT_NAMES, MAPPED_EXTRA, lms_user
 
 D = date(2026, 1, 5)
 COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "email", "title",
@@ -28,7 +30,7 @@ def conn(fresh_db):
         c.execute("create schema marts")
         c.execute("create table marts.lms_desired_users (person_id text, user_name text, given_name text, "
                   "family_name text, display_name text, email text, title text, employee_number text, "
-                  "department text, access_from_on date, access_until_on date, is_active boolean)")
+                  f"department text, access_from_on date, access_until_on date, is_active boolean, {MAPPED_EXTRA})")
         yield c
 
 
@@ -73,7 +75,7 @@ def test_initial_changes_and_rerun(conn, client):
     conn.execute("insert into dq.quarantine values (2, 'workers', 7, 'invalid_email', 'P0000003', 'work_email', 'x', 'bad')")
     p2 = make_plan(conn, logical_date=date(2026, 1, 6), snapshot_id=2)
     assert ops(conn, p2.plan_id) == [
-        ("create_user", "P0000004", list(COLS[1:-1])),
+        ("create_user", "P0000004", list(DEFAULT_NAMES)),   # a create sends every mapped attribute
         ("deactivate_user", "P0000002", []),
         ("update_user", "P0000001", ["title"]),
     ]
@@ -100,7 +102,7 @@ def test_crash_after_lms_write_before_commit_resumes_without_duplicates(conn, cl
     # An apply claims a batch, sends some creates, and dies before recording anything.
     claimed = _claim(conn, plan.plan_id, batch_size=6)
     for op in claimed[:4]:
-        client.create_user(user_resource(op["payload"]))
+        client.create_user(lms_user(op["payload"]))
     assert conn.execute("select count(*) from sync.ops where status = 'sending'").fetchone()[0] == 6
 
     res = apply_plan(conn, plan.plan_id, client)   # the retry of the task
@@ -115,7 +117,7 @@ def test_crash_then_new_plan_verifies_unknown_outcomes(conn, client):
     set_desired(conn, [person(i) for i in range(1, 4)])
     plan = make_plan(conn, logical_date=D, snapshot_id=1)
     for op in _claim(conn, plan.plan_id, batch_size=10)[:2]:
-        client.create_user(user_resource(op["payload"]))
+        client.create_user(lms_user(op["payload"]))
     # The next run plans again instead of retrying: unknown outcomes are looked up first.
     replan = make_plan(conn, logical_date=D, snapshot_id=1)
     assert conn.execute("select count(*) from sync.ops where plan_id = %s and verify_first",

@@ -14,12 +14,10 @@ from hrlms.sync.scim import (
     ENTERPRISE,
     add_members_body,
     group_resource,
-    patch_body,
     remove_members_body,
-    user_resource,
 )
 
-from .helpers import desired_state_db, person, pid, set_desired
+from .helpers import desired_state_db, lms_patch, lms_user, person, pid, set_desired
 
 D = date(2026, 1, 5)
 
@@ -79,10 +77,10 @@ def test_reconcile_finds_drift_and_remaster_restores_desired_state(conn, client,
                               "org:ORG2": [("Legal", [pid(4), pid(5)])]}
 
     # Out of band, straight at the LMS.
-    client.patch_user(ids[pid(1)], patch_body({"title": "Chief"}, ["title"]))
-    client.patch_user(ids[pid(2)], patch_body({"is_active": False}, ["is_active"]))
+    client.patch_user(ids[pid(1)], lms_patch({"title": "Chief"}, ["title"]))
+    client.patch_user(ids[pid(2)], lms_patch({"is_active": False}, [], active=True))
     assert client.session.delete(client.config.base_url + f"/Users/{ids[pid(3)]}").status_code == 204
-    unknown = client.create_user(user_resource({"person_id": "CONTRACTOR-1", "user_name": "contractor1",
+    unknown = client.create_user(lms_user({"person_id": "CONTRACTOR-1", "user_name": "contractor1",
                                                 "display_name": "Con Tractor", "email": "c@example.com"}))
     client.patch(f"/Groups/{gids['org:ORG2']}", remove_members_body([ids[pid(4)]]))
     client.patch(f"/Groups/{gids['org:ORG1']}", add_members_body([ids[pid(6)]]))

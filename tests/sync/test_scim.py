@@ -13,9 +13,9 @@ from hrlms.sync.scim import (
     ScimError,
     lms_config_from_env,
     parse_retry_after,
-    patch_body,
-    user_resource,
 )
+
+from .helpers import DEFAULT_OUTBOUND, lms_patch, lms_user, with_attrs
 
 DESIRED = {"person_id": "P0000001", "user_name": "ann.lee", "given_name": "Ann", "family_name": "Lee",
            "display_name": "Ann Lee", "email": "ann.lee@example.com", "title": "Analyst",
@@ -30,7 +30,7 @@ def client(fresh_lms):
 
 
 def test_user_resource_is_core_plus_enterprise():
-    body = user_resource(DESIRED)
+    body = lms_user(DESIRED)
     assert body["externalId"] == "P0000001" and body["userName"] == "ann.lee" and body["active"] is True
     assert body["name"] == {"givenName": "Ann", "familyName": "Lee", "formatted": "Ann Lee"}
     assert body["emails"] == [{"value": "ann.lee@example.com", "type": "work", "primary": True}]
@@ -39,7 +39,7 @@ def test_user_resource_is_core_plus_enterprise():
 
 
 def test_patch_body_sends_only_changed_attributes():
-    body = patch_body({**DESIRED, "title": None, "department": "Legal"}, ["title", "department"])
+    body = lms_patch({**DESIRED, "title": None, "department": "Legal"}, ["title", "department"])
     assert body["Operations"] == [
         {"op": "remove", "path": "title"},
         {"op": "replace", "path": f"{ENTERPRISE}:department", "value": "Legal"},
@@ -47,10 +47,10 @@ def test_patch_body_sends_only_changed_attributes():
 
 
 def test_create_then_conflict_then_lookup(client):
-    created = client.create_user(user_resource(DESIRED))
+    created = client.create_user(lms_user(DESIRED))
     assert created["externalId"] == "P0000001"
     with pytest.raises(Conflict) as err:
-        client.create_user(user_resource(DESIRED))
+        client.create_user(lms_user(DESIRED))
     assert err.value.status == 409 and not err.value.transient
     assert client.find_user(external_id="P0000001")["id"] == created["id"]
     assert client.find_user(user_name="ann.lee")["id"] == created["id"]
@@ -58,8 +58,8 @@ def test_create_then_conflict_then_lookup(client):
 
 
 def test_patch_accepts_204_and_changes_only_what_is_sent(client):
-    lms_id = client.create_user(user_resource(DESIRED))["id"]
-    client.patch_user(lms_id, patch_body({**DESIRED, "is_active": False, "title": "Lead"}, ["is_active", "title"]))
+    lms_id = client.create_user(lms_user(DESIRED))["id"]
+    client.patch_user(lms_id, lms_patch({**DESIRED, "is_active": False, "title": "Lead"}, ["title"], active=True))
     got = client.get_user(lms_id)
     assert got["active"] is False and got["title"] == "Lead"
     assert got[ENTERPRISE]["department"] == "Finance" and got["userName"] == "ann.lee"
@@ -67,26 +67,26 @@ def test_patch_accepts_204_and_changes_only_what_is_sent(client):
 
 def test_resume_after_lost_response_links_instead_of_duplicating(client):
     # The first attempt reached the LMS but its response was lost: the user exists.
-    first = client.create_user(user_resource(DESIRED))["id"]
+    first = client.create_user(lms_user(DESIRED))["id"]
     # Retry with verify_first (outcome unknown) and without (409 path): both link the same account.
-    assert _create(client, {**DESIRED, "title": "Lead"}, verify_first=True) == first
-    assert _create(client, {**DESIRED, "title": "Lead 2"}, verify_first=False) == first
+    assert _create(client, with_attrs({**DESIRED, "title": "Lead"}), DEFAULT_OUTBOUND, verify_first=True) == first
+    assert _create(client, with_attrs({**DESIRED, "title": "Lead 2"}), DEFAULT_OUTBOUND, verify_first=False) == first
     users = list(client.iter_users())
     assert [u["externalId"] for u in users] == ["P0000001"]
     assert users[0]["title"] == "Lead 2"
 
 
 def test_username_owned_by_someone_else_is_a_permanent_error(client):
-    client.create_user(user_resource(DESIRED))
+    client.create_user(lms_user(DESIRED))
     with pytest.raises(ScimError) as err:
-        _create(client, {**DESIRED, "person_id": "P0000002"}, verify_first=False)
+        _create(client, with_attrs({**DESIRED, "person_id": "P0000002"}), DEFAULT_OUTBOUND, verify_first=False)
     assert err.value.status == 409 and "already used by another LMS account" in str(err.value)
 
 
 def test_wrong_token_is_a_permanent_error(fresh_lms):
     url, _ = fresh_lms
     with ScimClient(LmsConfig(url, "wrong")) as c, pytest.raises(ScimError) as err:
-        c.create_user(user_resource(DESIRED))
+        c.create_user(lms_user(DESIRED))
     assert err.value.status == 401 and not err.value.transient
     assert "wrong" not in str(err.value)
 
@@ -98,7 +98,7 @@ def test_unreachable_lms_is_transient():
         assert err.value.transient and err.value.status is None
         # A connection that was never established cannot have reached the LMS: even a POST is retried.
         with pytest.raises(ScimError):
-            c.create_user(user_resource(DESIRED))
+            c.create_user(lms_user(DESIRED))
         assert c.stats.snapshot()["attempts"] == 2 * c.max_attempts == 8
 
 

@@ -62,7 +62,18 @@ final as (
         effective.access_from_on,
         effective.access_until_on,
         effective.is_active,
-        manager_accounts.manager_account_person_id as manager_person_id
+        manager_accounts.manager_account_person_id as manager_person_id,
+        -- the worker's HR fields the outbound mapping may send (hrlms.sync.outbound)
+        workers.time_zone,
+        workers.country,
+        workers.location_code,
+        workers.employment_type,
+        workers.job_code,
+        workers.job_family,
+        workers.org_unit_code,
+        workers.preferred_name,
+        workers.hire_date,
+        workers.start_date
     from workers
     inner join effective on workers.person_id = effective.person_id
     inner join identity on workers.person_id = identity.person_id

@@ -49,14 +49,19 @@ class LocalScimServer:
     After :meth:`start`: ``base_url`` (``http://127.0.0.1:<port>``, no trailing slash; the SCIM
     endpoints are ``/Users``, ``/Groups``, ``/Bulk``…), ``token``, ``log_path``.
     ``service_provider_config``: the /ServiceProviderConfig to announce instead of scim2-server's default
-    (every feature, ETags included), e.g. to test against an LMS without ETags.
+    (every feature, ETags included), e.g. to test against an LMS without ETags. ``schemas`` /
+    ``resource_types``: the /Schemas and /ResourceTypes to serve instead of RFC 7643's (an LMS with
+    custom extension schemas; scim2-server validates the resources against them).
     """
 
     def __init__(self, base_dir: Path | None = None, *, keep_log: bool = False,
-                 service_provider_config: dict[str, Any] | None = None) -> None:
+                 service_provider_config: dict[str, Any] | None = None,
+                 schemas: list[dict[str, Any]] | None = None,
+                 resource_types: list[dict[str, Any]] | None = None) -> None:
         self.base_dir = Path(base_dir) if base_dir else LOCAL_DIR
         self.keep_log = keep_log
         self.service_provider_config = service_provider_config
+        self.served = {"schema": schemas, "resource-type": resource_types}
         self._config_path: Path | None = None
         self.token = secrets.token_urlsafe(32)
         self.port: int | None = None
@@ -92,6 +97,11 @@ class LocalScimServer:
             self._config_path = self.base_dir / f"scim-{self.port}-config.json"
             self._config_path.write_text(json.dumps(self.service_provider_config))
             args.append(f"--service-provider-config={self._config_path}")
+        for option, docs in self.served.items():
+            if docs is not None:
+                path = self.base_dir / f"scim-{self.port}-{option}.json"
+                path.write_text(json.dumps(docs))
+                args.append(f"--{option}={path}")
         self._proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,

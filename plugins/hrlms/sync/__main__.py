@@ -1,4 +1,5 @@
-"""CLI: python -m hrlms.sync show-plan PLAN_ID — what a person reads before approving a held plan.
+"""CLI: python -m hrlms.sync show-plan PLAN_ID — what a person reads before approving a held plan;
+python -m hrlms.sync preview-mapping [FILE] — what an outbound mapping would send before it goes live.
 
 Prints the plan's status, why it is held, the breaker figures, counts per op type and changed
 attribute, the attributes changed from one non-empty value to another (counts, and for those that
@@ -22,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     show = sub.add_parser("show-plan", help="review a plan")
     show.add_argument("plan_id", type=int)
+    preview = sub.add_parser("preview-mapping", help="accounts each attribute of an LMS mapping would touch")
+    preview.add_argument("file", nargs="?", help="the mapping to preview (default: HRLMS_LMS_MAPPING)")
     args = p.parse_args(argv)
+    if args.cmd == "preview-mapping":
+        return _preview(args.file)
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -59,6 +64,37 @@ def main(argv: list[str] | None = None) -> int:
                       + escape("; ".join(json.dumps(r, default=str) for r in rows)))
     for d, by, at in decisions:
         console.print(f"decision: {d} by {by} at {at}")
+    return 0
+
+
+def _preview(file: str | None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from hrlms.pipeline import read_lms_schemas
+    from hrlms.sync.outbound import MappingError
+    from hrlms.sync.plan import preview_mapping
+
+    console = Console()
+    with db.connect() as conn:
+        db.bootstrap(conn)
+        read_lms_schemas(conn)
+        try:
+            got = preview_mapping(conn, file)
+        except MappingError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    t = Table(title=f"{got['mapping']} (checksum {got['checksum']}): accounts each attribute would update")
+    t.add_column("attribute")
+    t.add_column("accounts", justify="right")
+    for attr, n in got["attributes"].items():
+        t.add_row(attr, f"{n:,}")
+    console.print(t)
+    console.print("ops: " + (", ".join(f"{k} {v:,}" for k, v in sorted(got["ops"].items())) or "none"))
+    if got["held"]:
+        console.print("[bold red]the breaker would hold this plan:[/] " + "; ".join(got["held"]), highlight=False)
+    console.print("Nothing was sent or stored. Set HRLMS_LMS_MAPPING to the file to make it live: the next plan "
+                  "compares every account.")
     return 0
 
 

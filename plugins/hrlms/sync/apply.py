@@ -66,9 +66,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from hrlms.settings import env_float
+from hrlms.sync.outbound import patch_body, user_resource
 from hrlms.sync.plan import USER_OP_TYPES
 from hrlms.sync.scim import (
-    USER_ATTRIBUTES,
+    ACCOUNT_COLUMNS,
     Conflict,
     ScimClient,
     ScimError,
@@ -76,9 +77,7 @@ from hrlms.sync.scim import (
     group_rename_body,
     group_resource,
     manager_patch_body,
-    patch_body,
     remove_members_body,
-    user_resource,
 )
 
 log = logging.getLogger(__name__)
@@ -165,7 +164,7 @@ def _create_request(op: dict[str, Any]) -> None:
     """The POST of a create_user (none when it is verified first: the single-request path sends it)."""
     op["request"] = None if op["verify_first"] else {
         "method": "POST", "path": "/Users", "bulkId": str(op["op_id"]),
-        "data": user_resource(op["payload"], op.get("manager_lms_id"))}
+        "data": user_resource(op["payload"], op["outbound"], op.get("manager_lms_id"))}
 
 
 def _attach_managers(ops: list[dict[str, Any]], known: dict[str, str]) -> None:
@@ -213,10 +212,8 @@ def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str],
                 return   # already set (by the person's create in this plan): nothing to send
             data = manager_patch_body(manager_lms_id)
         else:
-            fields = list(op["changed_fields"])
-            if t in ("deactivate_user", "reactivate_user"):
-                fields.append("is_active")
-            data = patch_body(payload, fields)
+            data = patch_body(payload, op["outbound"], list(op["changed_fields"]),
+                              active=t in ("deactivate_user", "reactivate_user"))
         op["request"] = {"method": "PATCH", "path": f"/Users/{lms_id}", "data": data}
         return
     group_id = groups.get(op["group_key"])
@@ -312,7 +309,7 @@ def _execute(client: ScimClient, op: dict[str, Any]) -> Outcome:
     out = _outcome(op)
     try:
         if op["op_type"] == "create_user":
-            out.lms_id = _create(client, op["payload"], verify_first=op["verify_first"],
+            out.lms_id = _create(client, op["payload"], op["outbound"], verify_first=op["verify_first"],
                                  manager_lms_id=op.get("manager_lms_id"))
             return out
         if op["op_type"] == "create_group":
@@ -433,29 +430,29 @@ def _execute_singles(pool: ThreadPoolExecutor, client: ScimClient, ops: list[dic
     return [outcomes[op["op_id"]] for op in ops]
 
 
-def _create(client: ScimClient, desired: dict[str, Any], *, verify_first: bool,
+def _create(client: ScimClient, desired: dict[str, Any], outbound: dict[str, Any], *, verify_first: bool,
             manager_lms_id: str | None = None) -> str:
     if verify_first:
         found = client.find_user(external_id=desired["person_id"])
         if found:
-            return _link(client, found, desired, manager_lms_id)
+            return _link(client, found, desired, outbound, manager_lms_id)
     try:
-        return client.create_user(user_resource(desired, manager_lms_id))["id"]
+        return client.create_user(user_resource(desired, outbound, manager_lms_id))["id"]
     except Conflict:
         found = client.find_user(external_id=desired["person_id"])
         if found:
-            return _link(client, found, desired, manager_lms_id)
+            return _link(client, found, desired, outbound, manager_lms_id)
         other = client.find_user(user_name=desired["user_name"])
         owner = (other or {}).get("externalId")
         raise ScimError(409, f"userName '{desired['user_name']}' is already used by another LMS account"
                              f" (externalId {owner!r}); needs a person") from None
 
 
-def _link(client: ScimClient, found: dict[str, Any], desired: dict[str, Any],
+def _link(client: ScimClient, found: dict[str, Any], desired: dict[str, Any], outbound: dict[str, Any],
           manager_lms_id: str | None = None) -> str:
     """An account for this person exists (earlier attempt succeeded): bring it to the desired state —
     the manager included, as the create would have set it (an earlier attempt may have set another)."""
-    body = patch_body(desired, [*USER_ATTRIBUTES, "is_active"])
+    body = patch_body(desired, outbound, [a["name"] for a in outbound["attributes"]], active=True)
     body["Operations"] += manager_patch_body(manager_lms_id)["Operations"]
     client.patch_user(found["id"], body)
     return found["id"]
@@ -512,8 +509,11 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str 
             {"p": plan_id, "n": batch_size, "w": worker}).fetchall()
     if not rows:
         return []
+    outbound = conn.execute("select outbound from sync.plans where plan_id = %s", (plan_id,)).fetchone()[0]
+    if outbound is None:
+        raise ValueError(f"plan {plan_id} was made before the LMS mapping (hrlms.sync.outbound): make a new plan")
     ops = [{"op_id": r[0], "person_id": r[1], "op_type": r[2], "changed_fields": r[3], "payload": r[4],
-            "verify_first": r[5], "group_key": r[6], "members": r[7], "phase": r[8]}
+            "verify_first": r[5], "group_key": r[6], "members": r[7], "phase": r[8], "outbound": outbound}
            for r in sorted(rows, key=lambda r: r[0])]
     # The manager a create should carry: the one of the person's set_manager op in this plan.
     creates = [op["person_id"] for op in ops if op["op_type"] == "create_user"]
@@ -543,11 +543,13 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str 
 
 
 _UPSERT = f"""
-insert into sync.applied_users (person_id, lms_id, {', '.join(USER_ATTRIBUTES)}, is_active, last_op_id, applied_at)
-select p.person_id, %(lms_id)s, {', '.join('p.' + c for c in USER_ATTRIBUTES)}, p.is_active, %(op_id)s, clock_timestamp()
+insert into sync.applied_users (person_id, lms_id, {', '.join(ACCOUNT_COLUMNS)}, attrs, is_active, last_op_id,
+                                applied_at)
+select p.person_id, %(lms_id)s, {', '.join('p.' + c for c in ACCOUNT_COLUMNS)}, coalesce(p.attrs, '{{}}'), p.is_active,
+    %(op_id)s, clock_timestamp()
 from jsonb_populate_record(null::sync.applied_users, %(payload)s) p
 on conflict (person_id) do update set
-    lms_id = excluded.lms_id, {', '.join(f'{c} = excluded.{c}' for c in USER_ATTRIBUTES)},
+    lms_id = excluded.lms_id, {', '.join(f'{c} = excluded.{c}' for c in ACCOUNT_COLUMNS)}, attrs = excluded.attrs,
     is_active = excluded.is_active, last_op_id = excluded.last_op_id, applied_at = excluded.applied_at
 """
 

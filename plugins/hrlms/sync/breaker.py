@@ -17,8 +17,8 @@ deactivate anyone without a person saying so).
 
 Blanking: an export that empties a column in every row (all job titles, all departments) plans one
 update_user per person that wipes that attribute in the LMS — no deactivation at all. So, per
-attribute of USER_ATTRIBUTES, the breaker counts the update_user ops that would set a value we hold as
-non-empty (sync.applied_users) to empty (null or blank), and compares it with the active accounts that
+mapped attribute (hrlms.sync.outbound), the breaker counts the update_user ops that would set a value we hold as
+non-empty (sync.applied_users.attrs) to empty (null or blank), and compares it with the active accounts that
 hold a non-empty value for that attribute (the people who can lose it: an attribute only some people
 have is measured against them, not against everybody). The manager counts too: set_manager ops that
 remove a manager we set because HR names none (payload hr_manager_person_id null); a manager removed
@@ -26,8 +26,8 @@ because the manager left or holds no account is not counted — that follows fro
 is measured above. Reactivations are not counted (their accounts are inactive, outside the base).
 
 Mass changes: an export whose columns are swapped or mis-mapped (job title <-> job code in every row)
-blanks nothing and deactivates nobody, yet rewrites an attribute of every account. So, per attribute of
-USER_ATTRIBUTES, the breaker also counts the update_user ops that would replace a non-empty value we
+blanks nothing and deactivates nobody, yet rewrites an attribute of every account. So, per mapped
+attribute, the breaker also counts the update_user ops that would replace a non-empty value we
 hold (sync.applied_users, active accounts) by a *different non-empty* value (values compared with
 surrounding blanks trimmed; a change of letter case counts — the LMS is rewritten either way).
 Replacing by an empty value is a blanking (above), never counted twice; creates and reactivations are
@@ -56,7 +56,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from hrlms.settings import env_float
-from hrlms.sync.scim import USER_ATTRIBUTES
+from hrlms.sync.outbound import valid_name
 
 SAMPLES_PER_OP_TYPE = 5
 
@@ -124,17 +124,24 @@ def _empty(expr: str) -> str:
     return f"nullif(btrim({expr}), '') is null"
 
 
+def _held(attr: str) -> str:
+    return f"(a.attrs ->> '{valid_name(attr)}')"
+
+
+def _new(attr: str) -> str:
+    return f"(o.payload -> 'attrs' ->> '{valid_name(attr)}')"
+
+
 def _blanks(attr: str) -> str:
-    value = f"o.payload ->> '{attr}'"
     return (f"count(*) filter (where o.op_type = 'update_user' and '{attr}' = any(o.changed_fields) "
-            f"and {_empty(value)} and {_filled('a.' + attr)})")
+            f"and {_empty(_new(attr))} and {_filled(_held(attr))})")
 
 
 def _change(attr: str) -> str:
-    """update_user ops replacing the non-empty value we hold (a.attr) by a different non-empty one."""
-    value = f"o.payload ->> '{attr}'"
+    """update_user ops replacing the non-empty value we hold (a.attrs) by a different non-empty one."""
+    value, held = _new(attr), _held(attr)
     return (f"o.op_type = 'update_user' and '{attr}' = any(o.changed_fields) and {_filled(value)} "
-            f"and {_filled('a.' + attr)} and btrim({value}) <> btrim(a.{attr})")
+            f"and {_filled(held)} and btrim({value}) <> btrim({held})")
 
 
 # A manager we set replaced by another one, unless the manager we set leaves in this plan or holds no
@@ -151,36 +158,44 @@ _MANAGER_JOINS = """left join sync.applied_users m on o.op_type = 'set_manager' 
         and leaving.op_type = 'deactivate_user' and leaving.person_id = a.manager_person_id"""
 
 
-# One pass over the plan's update_user / set_manager ops joined to what we hold, two counts per
-# attribute: the ops that would turn a non-empty value into an empty one, and into a different one.
-_FIGURES_SQL = f"""
-    select {', '.join(_blanks(c) for c in USER_ATTRIBUTES)},
+# One pass over the plan's update_user / set_manager ops joined to what we hold, two counts per mapped
+# attribute (hrlms.sync.outbound): the ops that would turn a non-empty value into an empty one, and into
+# a different one.
+def _figures_sql(names: tuple[str, ...]) -> str:
+    return f"""
+    select {''.join(_blanks(c) + ', ' for c in names)}
         count(*) filter (where o.op_type = 'set_manager' and o.payload ->> 'manager_person_id' is null
                          and o.payload ->> 'hr_manager_person_id' is null and {_filled('a.manager_person_id')}),
-        {', '.join(f"count(*) filter (where {_change(c)})" for c in USER_ATTRIBUTES)},
+        {''.join(f"count(*) filter (where {_change(c)}), " for c in names)}
         count(*) filter (where {_MANAGER_CHANGE})
     from sync.ops o
     join sync.applied_users a on a.person_id = o.person_id
     {_MANAGER_JOINS}
     where o.plan_id = %s and o.op_type in ('update_user', 'set_manager') and a.is_active
 """
+
+
 # Per attribute, the active accounts holding a non-empty value (the base of the share).
-_FILLED_SQL = f"""
-    select {', '.join(f"count(*) filter (where {_filled(c)})" for c in USER_ATTRIBUTES + ('manager_person_id',))}
-    from sync.applied_users where is_active
+def _filled_sql(names: tuple[str, ...]) -> str:
+    return f"""
+    select {''.join(f"count(*) filter (where {_filled(_held(c))}), " for c in names)}
+        count(*) filter (where {_filled('a.manager_person_id')})
+    from sync.applied_users a where a.is_active
 """
 
 
-_NAMES = USER_ATTRIBUTES + ("manager",)
-
-
-def attribute_figures(conn: psycopg.Connection, plan_id: int) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """Per attribute: (values the plan would blank, values it would change to another non-empty value,
-    active accounts holding a value). The manager is keyed 'manager'."""
-    counts = conn.execute(_FIGURES_SQL, (plan_id,)).fetchone()
-    filled = conn.execute(_FILLED_SQL).fetchone()
-    n = len(_NAMES)
-    return dict(zip(_NAMES, counts[:n])), dict(zip(_NAMES, counts[n:])), dict(zip(_NAMES, filled))
+def attribute_figures(conn: psycopg.Connection, plan_id: int, names: tuple[str, ...]
+                      ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Per mapped attribute: (values the plan would blank, values it would change to another non-empty
+    value, active accounts holding a value). The manager is keyed 'manager'."""
+    counts = conn.execute(_figures_sql(names), (plan_id,)).fetchone()
+    keys = (*names, "manager")
+    n = len(keys)
+    blanks, changes = dict(zip(keys, counts[:n])), dict(zip(keys, counts[n:]))
+    # the base (a scan of every active account) only for the attributes the plan blanks or changes
+    touched = tuple(k for k in names if blanks[k] or changes[k])
+    filled = dict(zip((*touched, "manager"), conn.execute(_filled_sql(touched)).fetchone()))
+    return blanks, changes, {k: filled.get(k, 0) for k in keys}
 
 
 def change_samples(conn: psycopg.Connection, plan_id: int, attr: str,
@@ -195,9 +210,7 @@ def change_samples(conn: psycopg.Connection, plan_id: int, attr: str,
                   where o.plan_id = %s and a.is_active and {_MANAGER_CHANGE}
                   order by o.person_id limit %s"""
     else:
-        if attr not in USER_ATTRIBUTES:
-            raise ValueError(f"unknown attribute {attr!r}")
-        sql = f"""select o.person_id, a.display_name, a.{attr}, o.payload ->> '{attr}'
+        sql = f"""select o.person_id, a.display_name, {_held(attr)}, {_new(attr)}
                   from sync.ops o
                   join sync.applied_users a on a.person_id = o.person_id
                   where o.plan_id = %s and a.is_active and {_change(attr)}
@@ -218,8 +231,10 @@ def describe_changes(breaker_review: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, thresholds: Thresholds | None = None) -> Verdict:
-    """Breaker figures for a plan just inserted (same transaction as make_plan)."""
+def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, thresholds: Thresholds | None = None, *,
+             names: tuple[str, ...]) -> Verdict:
+    """Breaker figures for a plan just inserted (same transaction as make_plan); `names`: the mapped
+    attributes (hrlms.sync.outbound)."""
     t = thresholds or Thresholds.from_env()
     deact, removed = conn.execute(
         """select count(*) filter (where op_type = 'deactivate_user'),
@@ -240,7 +255,7 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
     if t.trips(int(removed), memberships):
         reasons.append(f"{removed} group memberships removed of {memberships} "
                        f"(limit {t.max_share:.0%} or {t.max_count})")
-    blanks, changes, filled = attribute_figures(conn, plan_id)
+    blanks, changes, filled = attribute_figures(conn, plan_id, names)
     figures["blanked"] = {a: n for a, n in blanks.items() if n}
     for attr, n in blanks.items():
         if t.trips(n, filled[attr]):
@@ -276,7 +291,7 @@ def review(conn: psycopg.Connection, plan_id: int) -> dict[str, Any]:
         if payload.get("display_name"):
             row["name"] = payload["display_name"]
         if op_type in ("update_user", "reactivate_user"):
-            row["changed"] = {f: payload.get(f) for f in fields}
+            row["changed"] = {f: (payload.get("attrs") or {}).get(f) for f in fields}
         if members:
             row["members"] = len(members)
         samples.setdefault(op_type, []).append(row)

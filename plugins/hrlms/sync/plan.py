@@ -40,8 +40,8 @@ from datetime import date, datetime
 
 import psycopg
 
-from hrlms.sync import breaker
-from hrlms.sync.scim import USER_ATTRIBUTES
+from hrlms.sync import breaker, outbound
+from hrlms.sync.outbound import CheckedMapping
 
 USER_OP_TYPES = ("create_user", "update_user", "deactivate_user", "reactivate_user")
 GROUP_OP_TYPES = ("create_group", "update_group")
@@ -66,8 +66,9 @@ class Plan:
         return sum(self.counts.values())
 
 
-def _changed_expr() -> str:
-    parts = [f"case when d.{c} is distinct from a.{c} then '{c}' end" for c in USER_ATTRIBUTES]
+def _changed_expr(names: tuple[str, ...]) -> str:
+    """The mapped attributes whose value differs from the one we sent (both jsonb; absent = empty)."""
+    parts = [f"case when d.attrs -> '{n}' is distinct from a.attrs -> '{n}' then '{n}' end" for n in names]
     return f"array_remove(array[{', '.join(parts)}]::text[], null)"
 
 
@@ -93,14 +94,19 @@ _QUARANTINED = """
 _IN_SCOPE = "join plan_scope on plan_scope.person_id = {0}.person_id"
 
 
-def diff_sql(scoped: bool = False) -> str:
+def diff_sql(checked: CheckedMapping, scoped: bool = False) -> str:
+    """The user ops: the desired accounts (their mapped values computed here, for the accounts compared)
+    against what we applied."""
+    names = checked.names
     return _DIFF_SQL.format(desired_scope=_IN_SCOPE.format("d") if scoped else "",
-                            applied_scope=_IN_SCOPE.format("a") if scoped else "")
+                            applied_scope=_IN_SCOPE.format("a") if scoped else "",
+                            attrs=checked.attrs_sql(), changed=_changed_expr(names),
+                            all_names=", ".join(f"'{n}'" for n in names))
 
 
 _DIFF_SQL = f"""
 with desired as (
-    select d.* from marts.lms_desired_users d {{desired_scope}}
+    select d.*, {{attrs}} as attrs from marts.lms_desired_users d {{desired_scope}}
 ),
 applied as (
     select a.* from sync.applied_users a {{applied_scope}}
@@ -113,7 +119,7 @@ joined as (
         a.person_id is not null as in_applied,
         coalesce(d.is_active, false) as want_active,
         coalesce(a.is_active, false) as has_active,
-        {_changed_expr()} as changed,
+        {{changed}} as changed,
         to_jsonb(d) - 'access_from_on' - 'access_until_on' as desired_row
     from desired d
     full join applied a on a.person_id = d.person_id
@@ -136,7 +142,7 @@ ops as (
 select person_id, op_type,
     case when op_type in ('update_user', 'reactivate_user') then changed
          when op_type = 'deactivate_user' then array[]::text[]
-         else array[{', '.join(f"'{c}'" for c in USER_ATTRIBUTES)}]::text[] end as changed_fields,
+         else array[{{all_names}}]::text[] end as changed_fields,
     coalesce(desired_row, jsonb_build_object('person_id', person_id, 'is_active', false)) as payload
 from ops where op_type is not null
 """
@@ -325,8 +331,9 @@ def _settle(conn: psycopg.Connection) -> None:
         conn.execute("update sync.plans set scope_settled = true where plan_id = %s", (plan_id,))
 
 
-def _scope_mode(conn: psycopg.Connection, scope: str) -> tuple[str, str]:
-    """('full' | 'restricted', why) for a plan asked for with scope 'auto' | 'full'."""
+def _scope_mode(conn: psycopg.Connection, scope: str, checksum: str) -> tuple[str, str]:
+    """('full' | 'restricted', why) for a plan asked for with scope 'auto' | 'full' (`checksum`: the
+    outbound mapping's)."""
     from hrlms.warehouse import builds, changes
 
     if scope == "full":
@@ -335,6 +342,10 @@ def _scope_mode(conn: psycopg.Connection, scope: str) -> tuple[str, str]:
         raise ValueError(f"scope must be 'auto' or 'full', not {scope!r}")
     if not builds.skipping_enabled():
         return "full", "HRLMS_REBUILD=always"
+    last = conn.execute("select outbound ->> 'checksum' from sync.plans where status in ('applied', 'partial') "
+                        "order by plan_id desc limit 1").fetchone()
+    if last and last[0] != checksum:
+        return "full", "the LMS mapping changed since the last applied plan"
     if changes.latest_built(conn) is None:
         return "full", "no change set: the marts were not built by the pipeline's transform stage"
     row = conn.execute("select c.built_because, d.reasons from sync.dirty_people d "
@@ -365,7 +376,7 @@ class _Sql:
 
 
 def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped: bool, has_manager: bool,
-                has_groups: bool) -> None:
+                has_groups: bool, checked: CheckedMapping) -> None:
     execute = _Sql(conn)
     # Creates managers first (reporting depth), so a create can carry its manager (hrlms.sync.apply).
     depth = DEPTH_UP_SQL if scoped else DEPTH_SQL
@@ -376,7 +387,7 @@ def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped
             select %(plan_id)s, diff.person_id, diff.op_type, diff.changed_fields, diff.payload,
                    exists (select 1 from sync.ops prior where prior.person_id = diff.person_id
                            and prior.status in ('sending', 'escrow'))
-            from ({diff_sql(scoped)}) diff
+            from ({diff_sql(checked, scoped)}) diff
             {depth_join}
             order by diff.op_type, {depth_order}diff.person_id""",
         {"plan_id": plan_id, "snapshot_id": snapshot_id})
@@ -413,7 +424,7 @@ _OP_ROWS = """
 
 
 def _check_scope(conn: psycopg.Connection, plan_id: int, snapshot_id: int, has_manager: bool,
-                 has_groups: bool) -> None:
+                 has_groups: bool, checked: CheckedMapping) -> None:
     """Compare a restricted plan's ops with the full diff's (in a savepoint that is rolled back)."""
     def rows(pid):
         return sorted(conn.execute(_OP_ROWS, (pid,)).fetchall(), key=repr)
@@ -422,7 +433,7 @@ def _check_scope(conn: psycopg.Connection, plan_id: int, snapshot_id: int, has_m
     with conn.transaction(force_rollback=True):
         full_id = conn.execute("insert into sync.plans (logical_date, snapshot_id) select logical_date, snapshot_id "
                                "from sync.plans where plan_id = %s returning plan_id", (plan_id,)).fetchone()[0]
-        _insert_ops(conn, full_id, snapshot_id, False, has_manager, has_groups)
+        _insert_ops(conn, full_id, snapshot_id, False, has_manager, has_groups, checked)
         want = rows(full_id)
     if got != want:
         missing = [r for r in want if r not in got][:10]
@@ -432,13 +443,15 @@ def _check_scope(conn: psycopg.Connection, plan_id: int, snapshot_id: int, has_m
 
 
 def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int, scope: str = "auto",
-              run_key: str | None = None, logical_ts: datetime | None = None) -> Plan:
+              run_key: str | None = None, logical_ts: datetime | None = None,
+              checked: CheckedMapping | None = None) -> Plan:
     """Diff the desired state against what we applied and store the ops as a new plan. `scope` 'auto':
     only the accounts that may have changed (hrlms.warehouse.changes) when the marts were built by the
     pipeline's transform stage and no full build is outstanding, else every account; 'full': every account
     (reconcile). HRLMS_PLAN_CHECK_SCOPE=true checks a restricted plan against the full diff (tests).
     `run_key` / `logical_ts`: the run making it and its logical moment (with the run's first stage start,
-    for the access latency of its ops: marts.access_events)."""
+    for the access latency of its ops: marts.access_events). `checked`: the outbound mapping, checked
+    (default: HRLMS_LMS_MAPPING checked against the LMS's schemas as last read: hrlms.sync.outbound)."""
     import os
 
     from hrlms.timing import StepTimes
@@ -446,6 +459,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
     timings = StepTimes()
     mark = timings.mark
 
+    checked = checked or outbound.check(conn)
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
         _settle(conn)
@@ -455,14 +469,15 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         conn.execute(f"""insert into sync.dirty_people (person_id, reasons)
                          select person_id, array['pending'] from ({_unfinished_people()}) u
                          where person_id is not null on conflict do nothing""")
-        mode, why = _scope_mode(conn, scope)
+        mode, why = _scope_mode(conn, scope, checked.mapping.checksum)
         plan_id = conn.execute(
             "insert into sync.plans (logical_date, snapshot_id, scope_mode, change_set_id, run_key, logical_ts, "
-            "                        run_started_at) "
+            "                        run_started_at, outbound) "
             "values (%s, %s, %s, (select max(change_set_id) from audit.change_sets where state = 'built'), "
-            "        %s, %s, (select min(started_at) from audit.stage_runs where run_key = %s)) "
+            "        %s, %s, (select min(started_at) from audit.stage_runs where run_key = %s), %s) "
             "returning plan_id",
-            (logical_date, snapshot_id, mode, run_key, logical_ts, run_key)).fetchone()[0]
+            (logical_date, snapshot_id, mode, run_key, logical_ts, run_key,
+             psycopg.types.json.Jsonb(checked.describe()))).fetchone()[0]
         has_manager, has_groups = _optional_inputs(conn)
         scoped = mode == "restricted"
         if scoped:
@@ -481,10 +496,10 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
                               "select person_id from marts.lms_desired_users) everyone").fetchone()[0]
         conn.execute("update sync.plans set scope_people = %s where plan_id = %s", (people, plan_id))
         mark("scope")
-        _insert_ops(conn, plan_id, snapshot_id, scoped, has_manager, has_groups)
+        _insert_ops(conn, plan_id, snapshot_id, scoped, has_manager, has_groups, checked)
         mark("diff")
         if scoped and os.environ.get("HRLMS_PLAN_CHECK_SCOPE", "").strip().lower() in ("1", "true", "yes"):
-            _check_scope(conn, plan_id, snapshot_id, has_manager, has_groups)
+            _check_scope(conn, plan_id, snapshot_id, has_manager, has_groups, checked)
             mark("check_scope")
         # Earlier unfinished plans are replaced by this one: the diff already holds their remaining work,
         # and ops whose outcome is unknown ('sending' when an apply crashed) are verified first (above).
@@ -527,10 +542,26 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         conn.execute("update sync.plans set counts = %s where plan_id = %s",
                      (psycopg.types.json.Jsonb(counts), plan_id))
         mark("counts")
-        verdict = breaker.evaluate(conn, plan_id, snapshot_id)
+        verdict = breaker.evaluate(conn, plan_id, snapshot_id, names=checked.names)
         if verdict.held:
             breaker.hold(conn, plan_id, verdict)
         breaker.store_review(conn, plan_id, verdict)
         plan.held, plan.held_reasons = verdict.held, verdict.reasons
         mark("breaker")
     return plan
+
+
+def preview_mapping(conn: psycopg.Connection, mapping_file: str | None = None) -> dict[str, object]:
+    """What an outbound mapping would send before it goes live: the full comparison made with it (checked
+    against the LMS's schemas as last read) in a transaction that is rolled back. Returns the mapping's
+    file and checksum, the accounts each attribute would touch (updates and reactivations), the ops per
+    type and whether the breaker would hold the plan."""
+    checked = outbound.check(conn, outbound.load(mapping_file) if mapping_file else None)
+    with conn.transaction(force_rollback=True):
+        logical_date, snapshot_id = conn.execute(
+            "select logical_date, snapshot_id from sync.plans order by plan_id desc limit 1").fetchone() or (
+            date.today(), 0)
+        plan = make_plan(conn, logical_date=logical_date, snapshot_id=snapshot_id, scope="full", checked=checked)
+    return {"mapping": str(checked.mapping.file), "checksum": checked.mapping.checksum,
+            "attributes": dict(sorted(plan.attribute_counts.items())), "ops": plan.counts,
+            "held": plan.held_reasons}

@@ -6,7 +6,8 @@ per finding goes to sync.drift, one row per run to sync.reconcile_runs (schema_r
 
 - ``missing``   (user | group): we applied it, but the LMS holds no object with its lms_id or externalId.
 - ``changed``   (user | group): an attribute we manage differs from what we applied — an out-of-band edit.
-  Users: every column of ATTRIBUTE_PATHS (is_active included) and manager_person_id (the LMS manager's
+  Users: every attribute of the outbound mapping the last applied plan was made with (by its name:
+  hrlms.sync.outbound; the current file before any plan), is_active, and manager_person_id (the LMS manager's
   externalId, or ``lms:<id>`` when it is no LMS user / has none); groups: display_name. ``lms_id``
   when the object is found by externalId under another id (deleted and recreated out of band).
 - ``unknown``   (user | group): an LMS object whose externalId we never applied (or which has none).
@@ -23,7 +24,7 @@ re-applies the desired state to the drifted objects, under the same breaker:
 missing user → its applied_users row (and its applied memberships) is deleted (the next plan creates
 it; apply looks it up by externalId first); changed attribute → the applied column takes the LMS's
 value (the diff then plans update_user / reactivate_user / deactivate_user / set_manager); changed
-lms_id → the applied lms_id follows the LMS; missing group → applied_groups row + its memberships
+lms_id → the applied lms_id follows the LMS (a mapped attribute: applied_users.attrs); missing group → applied_groups row + its memberships
 deleted (create_group + add_members); membership drift → applied_memberships rows deleted/inserted
 (add_members / remove_members; a stray member that is not one of our accounts is reported, not
 touched). The corrections and the plan are committed in one transaction; the plan uses the latest
@@ -56,12 +57,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from hrlms.sync.scim import ATTRIBUTE_PATHS, ENTERPRISE, ScimClient
+from hrlms.sync import outbound
+from hrlms.sync.scim import ENTERPRISE, ScimClient
 
 log = logging.getLogger(__name__)
 
-#: Applied columns compared with the LMS (field names of `changed` findings).
-USER_FIELDS = (*ATTRIBUTE_PATHS, "manager_person_id")
+#: Applied columns compared with the LMS besides the mapped attributes (field names of `changed` findings).
+ACCOUNT_FIELDS = ("is_active", "manager_person_id")
 GROUP_FIELDS = ("display_name",)
 _FINDING_COLUMNS = ("kind", "object_type", "external_id", "lms_id", "field", "applied_value", "lms_value")
 
@@ -124,29 +126,16 @@ def _text(v: Any) -> str | None:
     return str(v)
 
 
-def _at(resource: dict[str, Any], path: str) -> Any:
-    """The value at a SCIM attribute path of ATTRIBUTE_PATHS (core dotted paths, enterprise URN paths)."""
-    if path.startswith(ENTERPRISE + ":"):
-        return (resource.get(ENTERPRISE) or {}).get(path[len(ENTERPRISE) + 1:])
-    if path == "emails":
-        emails = [e for e in resource.get("emails") or [] if isinstance(e, dict)]
-        primary = next((e for e in emails if e.get("primary")), emails[0] if emails else {})
-        return primary.get("value")
-    value: Any = resource
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
-
-
 def _ref(lms_id: str, users_by_id: dict[str, dict]) -> str:
     """An LMS user id as the person it is: its externalId, else lms:<id>."""
     u = users_by_id.get(lms_id)
     return (u or {}).get("externalId") or f"lms:{lms_id}"
 
 
-def lms_user_values(u: dict[str, Any], users_by_id: dict[str, dict]) -> dict[str, Any]:
-    """An LMS user as applied_users columns."""
-    values = {col: _at(u, path) for col, path in ATTRIBUTE_PATHS.items()}
+def lms_user_values(u: dict[str, Any], users_by_id: dict[str, dict], paths: dict[str, str]) -> dict[str, Any]:
+    """An LMS user as what we record: the mapped attributes by name (`paths`: name -> SCIM path), is_active
+    and manager_person_id."""
+    values = {name: outbound.value_at(u, path) for name, path in paths.items()}
     values["is_active"] = u.get("active", True) is not False     # SCIM: absent = not deactivated
     manager = ((u.get(ENTERPRISE) or {}).get("manager") or {}).get("value")
     values["manager_person_id"] = _ref(manager, users_by_id) if manager else None
@@ -177,8 +166,9 @@ def _match(a_lms_id: str, key: str, by_id: dict[str, dict], by_ext: dict[str, li
 
 
 def compare(users: list[dict], groups: list[dict], applied_users: list[dict], applied_groups: list[dict],
-            applied_members: dict[str, set[str]]) -> list[Finding]:
-    """Every finding, in a stable order (pure: no I/O)."""
+            applied_members: dict[str, set[str]], paths: dict[str, str]) -> list[Finding]:
+    """Every finding, in a stable order (pure: no I/O). applied_users rows: person_id, lms_id, attrs (name ->
+    value sent), is_active, manager_person_id; `paths`: the mapped attributes (name -> SCIM path)."""
     findings: list[Finding] = []
     users_by_id = {u["id"]: u for u in users}
     groups_by_id = {g["id"]: g for g in groups}
@@ -196,11 +186,12 @@ def compare(users: list[dict], groups: list[dict], applied_users: list[dict], ap
             continue
         if u["id"] != a["lms_id"]:
             findings.append(Finding("changed", "user", a["person_id"], u["id"], "lms_id", a["lms_id"], u["id"]))
-        values = lms_user_values(u, users_by_id)
-        for col in USER_FIELDS:
-            if _text(a.get(col)) != _text(values[col]):
+        values = lms_user_values(u, users_by_id, paths)
+        held = {**(a.get("attrs") or {}), **{c: a.get(c) for c in ACCOUNT_FIELDS}}
+        for col in (*paths, *ACCOUNT_FIELDS):
+            if _text(held.get(col)) != _text(values[col]):
                 findings.append(Finding("changed", "user", a["person_id"], u["id"], col,
-                                        _text(a.get(col)), _text(values[col])))
+                                        _text(held.get(col)), _text(values[col])))
     applied_people = {a["person_id"] for a in applied_users}
     for u in sorted(users, key=lambda u: (u.get("externalId") or "", u["id"])):
         if u.get("externalId") not in applied_people:
@@ -250,8 +241,17 @@ def compare(users: list[dict], groups: list[dict], applied_users: list[dict], ap
     return findings
 
 
+def mapped_paths(conn: psycopg.Connection) -> dict[str, str]:
+    """name -> SCIM path of what we sent: the mapping of the last applied plan (else the current file)."""
+    row = conn.execute("select outbound from sync.plans where status in ('applied', 'partial') "
+                       "and outbound is not null order by plan_id desc limit 1").fetchone()
+    if row:
+        return {a["name"]: a["path"] for a in row[0]["attributes"]}
+    return {a.name: a.path for a in outbound.load().attributes}
+
+
 def _applied(conn: psycopg.Connection) -> tuple[list[dict], list[dict], dict[str, set[str]]]:
-    cols = ("person_id", "lms_id", *USER_FIELDS)
+    cols = ("person_id", "lms_id", "attrs", *ACCOUNT_FIELDS)
     users = [dict(zip(cols, r)) for r in conn.execute(f"select {', '.join(cols)} from sync.applied_users")]
     groups = [dict(zip(("group_key", "lms_id", "display_name"), r))
               for r in conn.execute("select group_key, lms_id, display_name from sync.applied_groups")]
@@ -280,9 +280,15 @@ def _correct(conn: psycopg.Connection, findings: list[Finding]) -> Counter:
                     col, value = "lms_id", f.lms_value
                 elif f.field == "is_active":
                     col, value = "is_active", f.lms_value == "true"
-                elif f.field in USER_FIELDS:
-                    col, value = f.field, ("" if f.field == "user_name" and f.lms_value is None else f.lms_value)
-                else:
+                elif f.field == "manager_person_id":
+                    col, value = f.field, f.lms_value
+                else:       # a mapped attribute: our record of what was sent takes the LMS's value
+                    cur.execute("update sync.applied_users set attrs = case when %(v)s::text is null "
+                                "then coalesce(attrs, '{}') - %(n)s "
+                                "else jsonb_set(coalesce(attrs, '{}'), array[%(n)s], to_jsonb(%(v)s::text)) end "
+                                "where person_id = %(p)s",
+                                {"v": f.lms_value, "n": outbound.valid_name(f.field), "p": f.external_id})
+                    done["user_fields_reset"] += cur.rowcount
                     continue
                 cur.execute(f"update sync.applied_users set {col} = %s where person_id = %s",
                             (value, f.external_id))
@@ -326,6 +332,7 @@ def _remaster(conn: psycopg.Connection, client: ScimClient, res: ReconcileResult
     from hrlms.sync.apply import apply_plan
     from hrlms.sync.plan import make_plan
 
+    outbound.refresh_lms_schemas(conn, client)     # the plan checks the mapping against them
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.plan'))")
         res.corrections = dict(_correct(conn, res.findings))
@@ -371,7 +378,7 @@ def reconcile(conn: psycopg.Connection, client: ScimClient, *, remaster: bool = 
     try:
         users, groups = list(client.iter_users()), list(client.iter_groups())
         res.lms_users, res.lms_groups = len(users), len(groups)
-        res.findings = compare(users, groups, *_applied(conn))
+        res.findings = compare(users, groups, *_applied(conn), mapped_paths(conn))
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(f"insert into sync.drift (reconcile_id, {', '.join(_FINDING_COLUMNS)}) "
                             f"values (%s, {', '.join(['%s'] * len(_FINDING_COLUMNS))})",

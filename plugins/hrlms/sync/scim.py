@@ -58,12 +58,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from scim2_models import (
     Context,
-    Email,
     EnterpriseUser,
     Group,
     GroupMember,
-    Manager,
-    Name,
     PatchOp,
     PatchOperation,
     User,
@@ -80,19 +77,11 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 ScimUser = User[EnterpriseUser]
 log = logging.getLogger(__name__)
 
-# desired-state column -> SCIM attribute path (for PATCH of changed attributes only)
-ATTRIBUTE_PATHS = {
-    "user_name": "userName",
-    "given_name": "name.givenName",
-    "family_name": "name.familyName",
-    "display_name": "displayName",
-    "email": "emails",
-    "title": "title",
-    "employee_number": f"{ENTERPRISE}:employeeNumber",
-    "department": f"{ENTERPRISE}:department",
-    "is_active": "active",
-}
-USER_ATTRIBUTES = tuple(k for k in ATTRIBUTE_PATHS if k != "is_active")
+# The desired row's columns kept with each account (sync.applied_users): what the gate checks shared
+# values against (user_name, email, employee_number) and what reports show. What the LMS receives is
+# the outbound mapping's (hrlms.sync.outbound), kept as applied_users.attrs.
+ACCOUNT_COLUMNS = ("user_name", "given_name", "family_name", "display_name", "email", "title", "employee_number",
+                   "department")
 
 
 class ScimError(Exception):
@@ -156,44 +145,6 @@ def lms_config_from_env() -> LmsConfig:
     if "://" not in host:
         host = f"{conn.schema or 'https'}://{host}" + (f":{conn.port}" if conn.port else "")
     return LmsConfig(host.rstrip("/"), conn.password or "", timeout=timeout, verify_tls=verify)
-
-
-def user_resource(desired: dict[str, Any], manager_lms_id: str | None = None) -> dict[str, Any]:
-    """Desired-state row -> SCIM User (core + enterprise) creation payload, validated by scim2-models.
-    With `manager_lms_id` the create carries the enterprise manager (manager.value = the manager's LMS id)."""
-    user = ScimUser(
-        external_id=desired["person_id"],
-        user_name=desired["user_name"],
-        name=Name(given_name=desired.get("given_name"), family_name=desired.get("family_name"),
-                  formatted=desired.get("display_name")),
-        display_name=desired.get("display_name"),
-        emails=[Email(value=desired["email"], type="work", primary=True)] if desired.get("email") else None,
-        active=bool(desired.get("is_active", True)),
-        title=desired.get("title"),
-    )
-    user[EnterpriseUser] = EnterpriseUser(employee_number=desired.get("employee_number"),
-                                          department=desired.get("department"),
-                                          manager=Manager(value=manager_lms_id) if manager_lms_id else None)
-    return user.model_dump(scim_ctx=Context.RESOURCE_CREATION_REQUEST)
-
-
-def patch_body(desired: dict[str, Any], fields: list[str]) -> dict[str, Any]:
-    """PATCH replacing only `fields` (removing the attribute when the desired value is empty)."""
-    ops = []
-    for f in fields:
-        path, value = ATTRIBUTE_PATHS[f], desired.get(f)
-        if f == "email" and value:
-            value = [{"value": value, "type": "work", "primary": True}]
-        if f == "is_active":
-            value = bool(value)
-        if value is None:
-            ops.append(PatchOperation[ScimUser](op="remove", path=path))
-        else:
-            ops.append(PatchOperation[ScimUser](op="replace", path=path, value=value))
-        if f == "display_name":
-            ops.append(PatchOperation[ScimUser](op="replace" if value else "remove", path="name.formatted",
-                                                value=value))
-    return PatchOp[ScimUser](operations=ops).model_dump(scim_ctx=Context.RESOURCE_PATCH_REQUEST)
 
 
 def manager_patch_body(manager_lms_id: str | None) -> dict[str, Any]:
@@ -609,6 +560,16 @@ class ScimClient:
 
     def iter_groups(self, page_size: int = 200):
         return self._iter("/Groups", page_size)
+
+    def schemas(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The LMS's /Schemas and /ResourceTypes (RFC 7644 §4: every one in one response)."""
+        out = []
+        for path in ("/Schemas", "/ResourceTypes"):
+            body = self._get(path)
+            if body is None:
+                raise ScimError(404, f"GET {path}: the LMS does not publish {path}")
+            out.append(body.get("Resources") if isinstance(body, dict) and "Resources" in body else body)
+        return out[0] or [], out[1] or []
 
     def get_user(self, lms_id: str) -> dict[str, Any] | None:
         return self._get(f"/Users/{lms_id}")
