@@ -18,6 +18,7 @@ REQ = "requirements: [{id: R1, kind: course, title: One}, {id: R2, kind: certifi
 def test_the_shipped_rules_file_is_valid():
     loaded = load_rules(DEFAULT_RULES)
     assert loaded.ruleset.rules and loaded.ruleset.requirements
+    assert [(r.role, r.match.people_manager) for r in loaded.ruleset.roles] == [("manager", True)]
     assert len(loaded.checksum) == 64
 
 
@@ -55,6 +56,12 @@ def test_the_shipped_rules_file_is_valid():
      "requirement '#1' field 'id': Input should be a valid string (YAML reads an unquoted yes/no/on/off"),
     ("rules: []\nsettings: {on_unmatch: delete_everything}",
      "field 'settings.on_unmatch'"),
+    ("roles: [{id: m, role: manager, match: {}}]",
+     "role rule 'm' field 'match': Value error, no criteria"),
+    ("roles: [{id: m, role: manager, attribute: groups, match: {people_manager: true}}]",
+     "role rule 'm' field 'attribute'"),
+    ("roles: [{id: m, role: a, match: {all: true}}, {id: m, role: b, match: {all: true}}]",
+     "role rule 'm' field 'id': defined more than once"),
 ])
 def test_invalid_rules_name_the_rule_and_field(body, message):
     with pytest.raises(RulesError) as err:

@@ -15,7 +15,8 @@ COLS = ("person_id", "user_name", "given_name", "family_name", "display_name", "
 
 #: The columns the default outbound mapping reads besides COLS (left empty by person()).
 MAPPED_EXTRA = ("time_zone text, country text, location_code text, employment_type text, job_code text, "
-                "job_family text, org_unit_code text, preferred_name text, hire_date date, start_date date")
+                "job_family text, org_unit_code text, preferred_name text, hire_date date, start_date date, "
+                "roles text[], entitlements text[]")
 
 _DEFAULT = outbound.load(outbound.DEFAULT_LMS_MAPPING)
 #: The default mapping as a plan keeps it (sync.plans.outbound): what lms_user/lms_patch build requests with.

@@ -233,3 +233,53 @@ def test_a_mapping_change_is_previewed_then_compares_every_account(fresh_db, lms
         assert live.attribute_counts == seen["attributes"]
         assert json.loads(json.dumps(conn.execute("select outbound -> 'checksum' from sync.plans where plan_id = %s",
                                                   (live.plan_id,)).fetchone()[0])) == seen["checksum"]
+
+
+ROLES = DEFAULT_TEXT + "".join(f"  {line}\n" for line in """\
+- name: roles
+  path: roles[type eq "hrlms"].value
+  from: roles""".splitlines())
+
+
+def _set_roles(conn, roles: dict[str, list[str] | None]) -> None:
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany("update marts.lms_desired_users set roles = %s where person_id = %s",
+                        [(r, p) for p, r in roles.items()])
+
+
+def test_roles_arrive_as_typed_values_and_a_mass_removal_is_held(fresh_db, lms, tmp_path, monkeypatch):
+    server, client = lms
+    mapping = tmp_path / "roles.yaml"
+    mapping.write_text(ROLES)
+    monkeypatch.setenv("HRLMS_LMS_MAPPING", str(mapping))
+    people = [person(i) for i in range(1, 41)]
+    ids = [p["person_id"] for p in people]
+    with desired_state_db(fresh_db) as conn:
+        set_desired(conn, people)
+        _set_roles(conn, {p: ["manager"] for p in ids} | {ids[0]: ["hr-reporting", "manager"]})
+        outbound.refresh_lms_schemas(conn, client)
+        apply_plan(conn, make_plan(conn, logical_date=D, snapshot_id=1).plan_id, client)
+        users = _users(client)
+        assert users[ids[1]]["roles"] == [{"type": "hrlms", "value": "manager"}]
+        assert sorted(r["value"] for r in users[ids[0]]["roles"]) == ["hr-reporting", "manager"]
+        assert make_plan(conn, logical_date=D, snapshot_id=1).counts == {}
+        assert reconcile(conn, client).findings == []
+
+        # 13 of 40 managers lose the role at once (32%): held, nothing sent
+        before = len(_writes(server))
+        _set_roles(conn, {p: None for p in ids[1:14]})
+        held = make_plan(conn, logical_date=date(2026, 3, 3), snapshot_id=2)
+        assert held.held and any("13 roles values blanked of 40" in r for r in held.held_reasons), held.held_reasons
+        apply_plan(conn, held.plan_id, client)
+        assert len(_writes(server)) == before and "roles" in _users(client)[ids[1]]
+
+        # two of them (and one of P1's two roles): applied, the LMS keeps the rest
+        _set_roles(conn, {p: ["manager"] for p in ids[3:14]} | {ids[0]: ["manager"]})
+        plan = make_plan(conn, logical_date=date(2026, 3, 3), snapshot_id=2)
+        assert not plan.held and plan.attribute_counts == {"roles": 3}
+        apply_plan(conn, plan.plan_id, client)
+        users = _users(client)
+        assert "roles" not in users[ids[1]] and "roles" not in users[ids[2]]
+        assert users[ids[0]]["roles"] == [{"type": "hrlms", "value": "manager"}]
+        assert users[ids[3]]["roles"] == [{"type": "hrlms", "value": "manager"}]
+        assert reconcile(conn, client).findings == []

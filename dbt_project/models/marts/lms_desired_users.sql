@@ -40,6 +40,17 @@ managers as (
     select person_id, manager_person_id from {{ ref('int_managers_resolved') }}
 ),
 
+-- LMS roles / entitlements of the live rule set's role rules (int_lms_role_matches), sorted
+roles as (
+    select
+        person_id,
+        array_agg(distinct role order by role) filter (where attribute = 'roles') as roles,
+        array_agg(distinct role order by role) filter (where attribute = 'entitlements') as entitlements
+    from {{ ref('int_lms_role_matches') }}
+    where ruleset = 'live' and {{ changed_people_filter('person_id') }}
+    group by person_id
+),
+
 manager_accounts as (
     select
         managers.person_id,
@@ -73,12 +84,15 @@ final as (
         workers.org_unit_code,
         workers.preferred_name,
         workers.hire_date,
-        workers.start_date
+        workers.start_date,
+        roles.roles,
+        roles.entitlements
     from workers
     inner join effective on workers.person_id = effective.person_id
     inner join identity on workers.person_id = identity.person_id
     left join placed on workers.person_id = placed.person_id
     left join manager_accounts on workers.person_id = manager_accounts.person_id
+    left join roles on workers.person_id = roles.person_id
     where identity.is_account_holder
         and {{ changed_people_filter('identity.account_person_id', 'identity.account_person_id') }}
 )

@@ -101,6 +101,19 @@ class Rule(_Strict):
     active_until: date | None = None    # … through this one
 
 
+class RoleRule(_Strict):
+    """An LMS role (or entitlement) for the workers a rule matches, in the same rule language as the
+    assignments: it is theirs while the rule matches and removed when it stops (hrlms.sync.outbound sends
+    it once the LMS mapping maps the roles / entitlements column: docs/lms-mapping.md)."""
+    id: str = Field(pattern=_ID)
+    role: str = Field(pattern=r"^[^\s].{0,127}$")      # the value the LMS knows the role by
+    attribute: Literal["roles", "entitlements"] = "roles"
+    description: str | None = None
+    match: Match
+    active_from: date | None = None
+    active_until: date | None = None
+
+
 class Exemption(_Strict):
     """Applies to assignments matching every key given: a person (optionally for one requirement or
     rule), or a whole rule / requirement. ``until`` (inclusive) makes it expire."""
@@ -130,6 +143,7 @@ class RuleSet(_Strict):
     requirements: list[Requirement] = Field(min_length=1)
     rules: list[Rule] = Field(default_factory=list)
     exemptions: list[Exemption] = Field(default_factory=list)
+    roles: list[RoleRule] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -141,10 +155,10 @@ class LoadedRules:
 
 def _where(doc: dict[str, Any], loc: tuple[Any, ...]) -> str:
     """'rule 'x' field 'match.countries'' from a pydantic error location."""
-    if len(loc) >= 2 and loc[0] in ("rules", "requirements", "exemptions") and isinstance(loc[1], int):
+    if len(loc) >= 2 and loc[0] in ("rules", "requirements", "exemptions", "roles") and isinstance(loc[1], int):
         items = doc.get(loc[0]) or []
         item = items[loc[1]] if loc[1] < len(items) else None
-        kind = {"rules": "rule", "requirements": "requirement", "exemptions": "exemption"}[loc[0]]
+        kind = {"rules": "rule", "requirements": "requirement", "exemptions": "exemption", "roles": "role rule"}[loc[0]]
         ident = item.get("id") if isinstance(item, dict) and item.get("id") else f"#{loc[1] + 1}"
         field = ".".join(str(p) for p in loc[2:]) or "(item)"
         return f"{kind} '{ident}' field '{field}'"
@@ -182,6 +196,11 @@ def _cross_check(rs: RuleSet, source: str | Path) -> None:
         errors.append(f"requirement '{d}' field 'id': defined more than once")
     for d in _dupes(rule_ids):
         errors.append(f"rule '{d}' field 'id': defined more than once")
+    for d in _dupes([r.id for r in rs.roles]):
+        errors.append(f"role rule '{d}' field 'id': defined more than once")
+    for r in rs.roles:
+        if r.active_from and r.active_until and r.active_from > r.active_until:
+            errors.append(f"role rule '{r.id}' field 'active_until': before active_from")
     for r in rs.rules:
         if r.requirement not in req_ids:
             errors.append(f"rule '{r.id}' field 'requirement': unknown requirement '{r.requirement}'")
@@ -220,7 +239,7 @@ def store_rules(conn: psycopg.Connection, loaded: LoadedRules, *, ruleset: str =
         row = conn.execute("select checksum from learning.rule_sets where ruleset = %s", (ruleset,)).fetchone()
         if row and row[0] == loaded.checksum:
             return False
-        for table in ("exemptions", "rules", "requirements"):
+        for table in ("exemptions", "rules", "requirements", "role_rules"):
             conn.execute(f"delete from learning.{table} where ruleset = %s", (ruleset,))
         conn.execute(
             """insert into learning.rule_sets (ruleset, source_path, checksum, on_unmatch) values (%s, %s, %s, %s)
@@ -245,6 +264,18 @@ def store_rules(conn: psycopg.Connection, loaded: LoadedRules, *, ruleset: str =
                       r.match.employment_types, r.match.people_manager, r.match.min_tenure_days,
                       r.match.max_tenure_days, r.match.hired_on_or_after, r.match.hired_before,
                       r.due.days, r.due.after, r.active_from, r.active_until) for r in rs.rules])
+            if rs.roles:
+                cur.executemany(
+                    """insert into learning.role_rules (ruleset, rule_id, role, attribute, description, match_all,
+                           job_codes, job_families, org_subtrees, locations, countries, employment_types,
+                           people_manager, min_tenure_days, max_tenure_days, hired_on_or_after, hired_before,
+                           active_from, active_until)
+                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                    [(ruleset, r.id, r.role, r.attribute, r.description, r.match.all, r.match.job_codes,
+                      r.match.job_families, r.match.org_subtrees, r.match.locations, r.match.countries,
+                      r.match.employment_types, r.match.people_manager, r.match.min_tenure_days,
+                      r.match.max_tenure_days, r.match.hired_on_or_after, r.match.hired_before,
+                      r.active_from, r.active_until) for r in rs.roles])
             if rs.exemptions:
                 cur.executemany(
                     """insert into learning.exemptions (ruleset, exemption_no, person_id, requirement_id, rule_id,

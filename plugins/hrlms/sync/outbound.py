@@ -68,9 +68,10 @@ _PG_TYPES = {  # type OID -> SCIM types a value of it may go to
     700: {"decimal"}, 701: {"decimal"}, 1700: {"decimal"},
     1082: {"dateTime"}, 1114: {"dateTime"}, 1184: {"dateTime"},
 }
+_PG_TEXT_ARRAYS = {1009, 1015}     # text[] / varchar[]: several typed values (roles, entitlements)
 _PG_NAMES = {25: "text", 1043: "varchar", 1042: "char", 16: "boolean", 20: "bigint", 21: "smallint",
              23: "integer", 700: "real", 701: "double precision", 1700: "numeric", 1082: "date",
-             1114: "timestamp", 1184: "timestamptz"}
+             1114: "timestamp", 1184: "timestamptz", 1009: "text[]", 1015: "varchar[]"}
 
 
 def valid_name(name: str) -> str:
@@ -448,6 +449,18 @@ def check(conn: psycopg.Connection, mapping: OutboundMapping | None = None) -> C
             is_format = isinstance(a.source, dict) and "date_format" in a.source
             if want == "dateTime" and is_format:
                 continue          # text in the format the mapping chose
+            if oid in _PG_TEXT_ARRAYS:
+                t = a.target
+                shared = [o.name for o in mapping.attributes if o is not a and o.target.schema == t.schema
+                          and o.target.attr.lower() == t.attr.lower() and o.target.type == t.type]
+                if t.type is None or want not in ("string", "reference"):
+                    problems.append(f"{mapping.where(a)}: wrong type: a list of values goes to one typed value of "
+                                    f"a multi-valued attribute (e.g. 'roles[type eq \"lms\"].value'), not to a "
+                                    f"{want}")
+                elif shared:
+                    problems.append(f"{mapping.where(a)}: a list of values is the only value of "
+                                    f"{t.attr}[type eq \"{t.type}\"]; also mapped: {', '.join(shared)}")
+                continue
             if want not in fits:
                 problems.append(f"{mapping.where(a)}: wrong type: the LMS's {a.target.sub or a.target.attr!r} is "
                                 f"{want}, the value is {_PG_NAMES.get(oid, f'type {oid}')}")
@@ -483,6 +496,10 @@ def _put(resource: dict[str, Any], t: Target, value: Any) -> None:
     box = resource if t.container is None else resource.setdefault(t.container, {})
     if t.type is not None:
         items = box.setdefault(t.attr, [])
+        if isinstance(value, list):            # several values of this type (roles): one item each
+            for v in value:
+                items.append({"type": t.type, t.sub: v})
+            return
         item = next((i for i in items if i.get("type") == t.type), None)
         if item is None:
             item = {"type": t.type}
@@ -551,16 +568,17 @@ def _path_of(t: Target) -> str:
 
 
 def value_at(resource: dict[str, Any], path: str) -> Any:
-    """The value at a mapped path of an LMS resource (None when absent)."""
+    """The value at a mapped path of an LMS resource (None when absent); a typed value of a multi-valued
+    attribute that the LMS holds several times: their sorted list."""
     t = parse_path(path)
     if t is None:
         return None
     box = resource if t.container is None else _get_ci(resource, t.container)
     value = _get_ci(box, t.attr)
     if t.type is not None:
-        items = [i for i in value or [] if isinstance(i, dict)]
-        item = next((i for i in items if i.get("type") == t.type), None)
-        return _get_ci(item, t.sub)
+        found = [_get_ci(i, t.sub) for i in value or [] if isinstance(i, dict) and i.get("type") == t.type]
+        found = [v for v in found if v is not None]
+        return None if not found else found[0] if len(found) == 1 else sorted(found, key=str)
     if t.sub is not None:
         return _get_ci(value, t.sub)
     return value

@@ -126,6 +126,13 @@ def _text(v: Any) -> str | None:
     return str(v)
 
 
+def _one_or_sorted(value: Any) -> Any:
+    """A list of values we sent (roles) as outbound.value_at reads it back: one value, or the sorted list."""
+    if isinstance(value, list):
+        return None if not value else value[0] if len(value) == 1 else sorted(value, key=str)
+    return value
+
+
 def _ref(lms_id: str, users_by_id: dict[str, dict]) -> str:
     """An LMS user id as the person it is: its externalId, else lms:<id>."""
     u = users_by_id.get(lms_id)
@@ -187,7 +194,8 @@ def compare(users: list[dict], groups: list[dict], applied_users: list[dict], ap
         if u["id"] != a["lms_id"]:
             findings.append(Finding("changed", "user", a["person_id"], u["id"], "lms_id", a["lms_id"], u["id"]))
         values = lms_user_values(u, users_by_id, paths)
-        held = {**(a.get("attrs") or {}), **{c: a.get(c) for c in ACCOUNT_FIELDS}}
+        held = {**{k: _one_or_sorted(v) for k, v in (a.get("attrs") or {}).items()},
+                **{c: a.get(c) for c in ACCOUNT_FIELDS}}
         for col in (*paths, *ACCOUNT_FIELDS):
             if _text(held.get(col)) != _text(values[col]):
                 findings.append(Finding("changed", "user", a["person_id"], u["id"], col,

@@ -21,7 +21,7 @@ Reasons (a person may have several):
 - dates — one of their own dates reaches its boundary between the base build's logical moment and this
   one, in their time zone: start (minus provision_days_before_start, judged access_lead_hours ahead), the
   day after the last day (minus termination_lookahead_days), a temporary manager's first day and the day
-  after their last, a learning rule's min/max tenure, an exemption's first day and the day after its last;
+  after their last, a learning or role rule's min/max tenure, an exemption's first day and the day after its last;
 - learning_dates — a due date, expiry or renewal window of theirs starts or ends in that span;
 - completions — learning records of their LMS account arrived since the base build, or one reaches its
   local day in that span (the holders of the account are named too).
@@ -356,6 +356,9 @@ def _full_because(conn, base, inputs: dict[str, Any], logical_ts: datetime, full
                from (select 'learning rule ' || rule_id, active_from, active_until + 1 from learning.rules
                      where ruleset = 'live'
                      union all
+                     select 'role rule ' || rule_id, active_from, active_until + 1 from learning.role_rules
+                     where ruleset = 'live'
+                     union all
                      select 'exemption ' || exemption_no, since, until + 1 from learning.exemptions
                      where ruleset = 'live' and person_id is null) w (what, starts, ends),
                     unnest(array[starts, ends]) d
@@ -383,8 +386,12 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          "lookahead": int(v.get("termination_lookahead_days") or 0)}
     x = conn.execute
     p["tenure"] = [r[0] for r in x(
-        """select distinct n from learning.rules, unnest(array[min_tenure_days, max_tenure_days + 1]) n
-           where ruleset = 'live' and n is not null order by 1""").fetchall()]
+        """select distinct n from (select min_tenure_days, max_tenure_days from learning.rules where ruleset = 'live'
+                                   union all
+                                   select min_tenure_days, max_tenure_days from learning.role_rules
+                                   where ruleset = 'live') r,
+                unnest(array[r.min_tenure_days, r.max_tenure_days + 1]) n
+           where n is not null order by 1""").fetchall()]
     mark = timings.mark                        # seconds per step, in the change set's record
 
     x("create temp table cs_found (person_id text, reason text) on commit drop")

@@ -46,6 +46,30 @@ create table if not exists learning.rules (
     primary key (ruleset, rule_id)
 );
 
+-- LMS roles / entitlements by rule (the same criteria as learning.rules): marts.lms_desired_users.roles
+create table if not exists learning.role_rules (
+    ruleset           text not null,
+    rule_id           text not null,
+    role              text not null,
+    attribute         text not null default 'roles' check (attribute in ('roles', 'entitlements')),
+    description       text,
+    match_all         boolean not null default false,
+    job_codes         text[],
+    job_families      text[],
+    org_subtrees      text[],
+    locations         text[],
+    countries         text[],
+    employment_types  text[],
+    people_manager    boolean,
+    min_tenure_days   int,
+    max_tenure_days   int,
+    hired_on_or_after date,
+    hired_before      date,
+    active_from       date,
+    active_until      date,
+    primary key (ruleset, rule_id)
+);
+
 create table if not exists learning.exemptions (
     ruleset        text not null,
     exemption_no   int  not null,        -- position in the file (1-based)

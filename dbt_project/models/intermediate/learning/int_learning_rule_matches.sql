@@ -30,23 +30,7 @@ matched as (
             when 'transfer' then coalesce(workers.last_transfer_on, workers.start_date)
         end as due_basis_on
     from rules
-    inner join workers on
-        (rules.job_codes is null or workers.job_code = any(rules.job_codes))
-        and (rules.job_families is null or workers.job_family = any(rules.job_families))
-        and (rules.locations is null or workers.location_code = any(rules.locations))
-        and (rules.countries is null or workers.country = any(rules.countries))
-        and (rules.employment_types is null or workers.employment_type = any(rules.employment_types))
-        and (rules.people_manager is null or workers.is_people_manager = rules.people_manager)
-        and (rules.min_tenure_days is null or workers.tenure_days >= rules.min_tenure_days)
-        and (rules.max_tenure_days is null or workers.tenure_days <= rules.max_tenure_days)
-        and (rules.hired_on_or_after is null or workers.hire_date >= rules.hired_on_or_after)
-        and (rules.hired_before is null or workers.hire_date < rules.hired_before)
-        and (rules.active_from is null or workers.local_date >= rules.active_from)
-        and (rules.active_until is null or workers.local_date <= rules.active_until)
-        and (rules.org_subtrees is null or exists (
-            select 1 from bridge
-            where bridge.descendant_org_unit_code = workers.org_unit_code
-                and bridge.ancestor_org_unit_code = any(rules.org_subtrees)))
+    inner join workers on {{ rule_matches('rules', 'workers', 'bridge') }}
 )
 
 select * from matched
