@@ -1,4 +1,23 @@
 {#
+  The rule language's criteria as staging reads them from learning.rules / learning.role_rules: arrays
+  (null = any value), org units and countries upper-cased the way staging normalises worker fields.
+#}
+{% macro rule_criteria() -%}
+    match_all,
+    job_codes,
+    job_families,
+    (select array_agg(upper(c)) from unnest(org_subtrees) as c) as org_subtrees,
+    locations,
+    (select array_agg(upper(c)) from unnest(countries) as c) as countries,
+    employment_types,
+    people_manager,
+    min_tenure_days,
+    max_tenure_days,
+    hired_on_or_after,
+    hired_before
+{%- endmacro %}
+
+{#
   The rule language's criteria (hrlms.learning.rules.Match), one place for every kind of rule: true when
   the worker `w` meets every criterion the rule `r` gives (a list = any of its values; org_subtrees = the
   unit or anything below it, through the hierarchy bridge `bridge`) on the worker's local date, inside the
