@@ -12,6 +12,7 @@ from scim2_models import Context, EnterpriseUser, Group, User
 
 from hrlms.devenv.scim import LocalScimServer
 from hrlms.sync import outbound
+from hrlms.sync.__main__ import main as sync_cli
 from hrlms.sync.apply import apply_plan
 from hrlms.sync.plan import make_plan, preview_mapping
 from hrlms.sync.reconcile import reconcile
@@ -212,7 +213,7 @@ def test_invalid_mappings_are_refused_at_plan_time_with_file_and_line(fresh_db, 
     assert list(client.iter_users()) == []
 
 
-def test_a_mapping_change_is_previewed_then_compares_every_account(fresh_db, lms, tmp_path, monkeypatch):
+def test_a_mapping_change_is_previewed_then_compares_every_account(fresh_db, lms, tmp_path, monkeypatch, capsys):
     server, client = lms
     with desired_state_db(fresh_db) as conn:
         _set(conn, _people())
@@ -226,6 +227,15 @@ def test_a_mapping_change_is_previewed_then_compares_every_account(fresh_db, lms
         assert seen["ops"] == {"update_user": 3} and seen["held"] == []
         assert conn.execute("select count(*) from sync.plans").fetchone()[0] == 1, "a preview stores nothing"
         assert len(_writes(server)) == before
+        # the command prints the same
+        assert sync_cli(["preview-mapping", str(candidate)]) == 0
+        printed = capsys.readouterr().out
+        assert "cost_center_name" in printed and "update_user 3" in printed and seen["checksum"] in printed
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(BAD)
+        assert sync_cli(["preview-mapping", str(bad)]) == 2
+        assert f"{bad}, line 9 " in capsys.readouterr().err
+        assert conn.execute("select count(*) from sync.plans").fetchone()[0] == 1
         # live: the next plan compares every account although nobody is dirty
         monkeypatch.setenv("HRLMS_LMS_MAPPING", str(candidate))
         live = make_plan(conn, logical_date=D, snapshot_id=1)

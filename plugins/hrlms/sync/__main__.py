@@ -81,7 +81,7 @@ def _preview(file: str | None) -> int:
         read_lms_schemas(conn)
         try:
             got = preview_mapping(conn, file)
-        except MappingError as err:
+        except (MappingError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     t = Table(title=f"{got['mapping']} (checksum {got['checksum']}): accounts each attribute would update")

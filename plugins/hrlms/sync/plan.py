@@ -557,10 +557,11 @@ def preview_mapping(conn: psycopg.Connection, mapping_file: str | None = None) -
     file and checksum, the accounts each attribute would touch (updates and reactivations), the ops per
     type and whether the breaker would hold the plan."""
     checked = outbound.check(conn, outbound.load(mapping_file) if mapping_file else None)
+    last = conn.execute("select logical_date, snapshot_id from sync.plans order by plan_id desc limit 1").fetchone()
+    if last is None:
+        raise ValueError("no plan yet: a preview compares with what the last runs sent (run the pipeline once)")
+    logical_date, snapshot_id = last
     with conn.transaction(force_rollback=True):
-        logical_date, snapshot_id = conn.execute(
-            "select logical_date, snapshot_id from sync.plans order by plan_id desc limit 1").fetchone() or (
-            date.today(), 0)
         plan = make_plan(conn, logical_date=logical_date, snapshot_id=snapshot_id, scope="full", checked=checked)
     return {"mapping": str(checked.mapping.file), "checksum": checked.mapping.checksum,
             "attributes": dict(sorted(plan.attribute_counts.items())), "ops": plan.counts,
