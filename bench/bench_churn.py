@@ -87,7 +87,6 @@ WH_TITLE = ("d. A day with 0.5% churn, warehouse-only day 1 (applied state seede
             "measured), and its rerun")
 WH_MODE = "warehouse only + measured apply"
 LMS_MAX_SIZE = 100_000       # above this, sizes run warehouse-only (scim2-server cannot hold them)
-NO_LMS = "http://127.0.0.1:9/no-lms-in-warehouse-only-mode"   # nothing may reach an LMS: fails loudly
 SEED_MEMBERS_MAX = 0         # groups seeded with all their members up to this many memberships in all (see seed_lms)
 
 
@@ -303,9 +302,11 @@ def stage_skips(db_url: str, run_key: str) -> dict[str, str | None]:
 def warehouse_day(*, db_url: str, folder: Path, on: date, run_key: str, work: Path, log: str,
                   dry_run: bool = True) -> dict:
     """One day's warehouse stages, each a fresh child (bench_provisioning.child, as day() runs them),
-    then (dry_run) the apply task in dry-run mode. No LMS: HRLMS_LMS_URL points at nothing."""
+    then (dry_run) the apply task in dry-run mode. No LMS: none is configured (the plan checks the LMS
+    mapping against the schemas last read, RFC 7643's before any; an apply would fail loudly)."""
     env = {"WAREHOUSE_URL": db_url, "HRLMS_LANDING_DIR": str(folder), "HRLMS_SOURCE": "file",
-           "HRLMS_REPORTS_DIR": str(work / "reports"), "HRLMS_LMS_URL": NO_LMS, "HRLMS_LMS_TOKEN": "none",
+           "HRLMS_REPORTS_DIR": str(work / "reports"), "HRLMS_LMS_URL": "", "HRLMS_LMS_TOKEN": "",
+           "AIRFLOW_CONN_HRLMS_LMS": "",
            "HRLMS_APPLY_SHARDS": "1", "HRLMS_LRS_URL": ""}
     base = {"work": str(work), "day": on.isoformat(), "run_key": run_key, "shards": 1}
     res, snaps = warehouse_stages(base, env, log)
