@@ -46,6 +46,12 @@ class Requirement(_Strict):
     recurrence: Recurrence | None = None
 
 
+# The stored criteria columns, in Match's order (match_all = Match.all).
+MATCH_COLUMNS = ("match_all", "job_codes", "job_families", "org_subtrees", "locations", "countries",
+                 "employment_types", "people_manager", "min_tenure_days", "max_tenure_days", "hired_on_or_after",
+                 "hired_before")
+
+
 class Match(_Strict):
     """Criteria a worker must all meet (lists: any of the values). ``all: true`` matches everyone."""
     all: bool = False
@@ -81,6 +87,10 @@ class Match(_Strict):
         if self.hired_on_or_after and self.hired_before and self.hired_on_or_after >= self.hired_before:
             raise ValueError("hired_on_or_after must be before hired_before")
         return self
+
+    def row(self) -> tuple[Any, ...]:
+        """The criteria as stored (learning.rules / learning.role_rules columns MATCH_COLUMNS)."""
+        return (self.all, *(getattr(self, c) for c in MATCH_COLUMNS[1:]))
 
     def criteria(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if k != "all" and v is not None}
@@ -252,30 +262,22 @@ def store_rules(conn: psycopg.Connection, loaded: LoadedRules, *, ruleset: str =
                    values (%s, %s, %s, %s, %s, %s)""",
                 [(ruleset, r.id, r.kind, r.title, r.recurrence.valid_months if r.recurrence else None,
                   r.recurrence.window_days if r.recurrence else None) for r in rs.requirements])
+            criteria = ", ".join(MATCH_COLUMNS)
+            marks = ", ".join(["%s"] * len(MATCH_COLUMNS))
             if rs.rules:
                 cur.executemany(
-                    """insert into learning.rules (ruleset, rule_id, requirement_id, description, match_all,
-                           job_codes, job_families, org_subtrees, locations, countries, employment_types,
-                           people_manager, min_tenure_days, max_tenure_days, hired_on_or_after, hired_before,
+                    f"""insert into learning.rules (ruleset, rule_id, requirement_id, description, {criteria},
                            due_days, due_after, active_from, active_until)
-                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    [(ruleset, r.id, r.requirement, r.description, r.match.all, r.match.job_codes,
-                      r.match.job_families, r.match.org_subtrees, r.match.locations, r.match.countries,
-                      r.match.employment_types, r.match.people_manager, r.match.min_tenure_days,
-                      r.match.max_tenure_days, r.match.hired_on_or_after, r.match.hired_before,
-                      r.due.days, r.due.after, r.active_from, r.active_until) for r in rs.rules])
+                       values (%s, %s, %s, %s, {marks}, %s, %s, %s, %s)""",
+                    [(ruleset, r.id, r.requirement, r.description, *r.match.row(), r.due.days, r.due.after,
+                      r.active_from, r.active_until) for r in rs.rules])
             if rs.roles:
                 cur.executemany(
-                    """insert into learning.role_rules (ruleset, rule_id, role, attribute, description, match_all,
-                           job_codes, job_families, org_subtrees, locations, countries, employment_types,
-                           people_manager, min_tenure_days, max_tenure_days, hired_on_or_after, hired_before,
+                    f"""insert into learning.role_rules (ruleset, rule_id, role, attribute, description, {criteria},
                            active_from, active_until)
-                       values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-                    [(ruleset, r.id, r.role, r.attribute, r.description, r.match.all, r.match.job_codes,
-                      r.match.job_families, r.match.org_subtrees, r.match.locations, r.match.countries,
-                      r.match.employment_types, r.match.people_manager, r.match.min_tenure_days,
-                      r.match.max_tenure_days, r.match.hired_on_or_after, r.match.hired_before,
-                      r.active_from, r.active_until) for r in rs.roles])
+                       values (%s, %s, %s, %s, %s, {marks}, %s, %s)""",
+                    [(ruleset, r.id, r.role, r.attribute, r.description, *r.match.row(), r.active_from,
+                      r.active_until) for r in rs.roles])
             if rs.exemptions:
                 cur.executemany(
                     """insert into learning.exemptions (ruleset, exemption_no, person_id, requirement_id, rule_id,
