@@ -19,13 +19,13 @@ BENCH_REPEATS ?= 3
 BENCH_ARGS ?=
 DBT_DOCS_PORT ?= 8081
 
-.PHONY: help venv demo test bench airflow-ui dbt-docs lint clean compose-tools
+.PHONY: help venv demo test bench airflow-ui dbt-docs lint clean compose-tools redis-tools
 
 help:
 	@echo "make demo        generate $(WORKERS) synthetic workers, run day 1, day 2 and day 2 again, print a summary"
 	@echo "make test        make lint, then the test suite (starts and stops its own services)"
 	@echo "make bench       benchmarks (BENCH=$(BENCH) BENCH_SIZES=$(BENCH_SIZES) BENCH_REPEATS=$(BENCH_REPEATS)) -> docs/benchmarks.md"
-	@echo "make airflow-ui  local Airflow UI on 127.0.0.1 with the same services"
+	@echo "make airflow-ui  local Airflow UI on 127.0.0.1 with the same services (CELERY=1: CeleryExecutor, Redis, 2 workers)"
 	@echo "make dbt-docs    generate the dbt docs (lineage of every model and exposure) and serve them on 127.0.0.1:$(DBT_DOCS_PORT)"
 	@echo "make lint        ruff (ruff.toml) and sqlfluff (dbt_project/.sqlfluff); fix: .venv/bin/ruff check --fix . / .venv/bin/sqlfluff fix dbt_project"
 	@echo "make clean       remove .local/ (throwaway databases, reports, Airflow home)"
@@ -47,10 +47,19 @@ compose-tools:
 	      || echo "warning: could not install docker-compose; the compose test will be skipped"; \
 	  else echo "warning: docker-compose not found; the compose test will be skipped"; fi; }
 
+# redis-server (Debian) is the Celery broker of the local CeleryExecutor stack (tests/celery, make airflow-ui CELERY=1).
+redis-tools:
+	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null 2>&1 \
+	     || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null)) \
+	      || echo "warning: could not install redis-server; the CeleryExecutor tests will be skipped"; \
+	  else echo "warning: redis-server not found; the CeleryExecutor tests will be skipped"; fi; }
+
 demo: venv
 	$(BIN)/python -m hrlms.devenv run --airflow-db --lrs -- $(BIN)/python -m hrlms.demo --workers $(WORKERS) --seed $(SEED)
 
-test: venv compose-tools lint
+test: venv compose-tools redis-tools lint
 	$(BIN)/python -m hrlms.devenv run --airflow-db -- $(BIN)/python -m pytest -q -p no:cacheprovider \
 	  -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS); \
 	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
@@ -65,8 +74,11 @@ bench: venv
 	    $(BIN)/python -m bench.bench_$$b --sizes $(BENCH_SIZES) --repeats $(BENCH_REPEATS) $(BENCH_ARGS) || rc=1; \
 	done; $(BIN)/python bench/report.py || rc=1; exit $$rc
 
-airflow-ui: venv
-	$(BIN)/python -m hrlms.devenv airflow-ui
+# CELERY=1: the CeleryExecutor (Redis broker, metadata DB on Postgres, CELERY_WORKERS worker processes).
+CELERY ?=
+CELERY_WORKERS ?= 2
+airflow-ui: venv $(if $(CELERY),redis-tools)
+	$(BIN)/python -m hrlms.devenv airflow-ui $(if $(CELERY),--celery-workers $(CELERY_WORKERS))
 
 # ruff.toml and dbt_project/.sqlfluff (+ .sqlfluffignore) hold the rules and why. Auto-fix what can be fixed:
 #   .venv/bin/ruff check --fix .            (import order, blank lines, unused imports)

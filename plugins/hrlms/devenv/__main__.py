@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from types import FrameType
 
-from hrlms.devenv.airflow import LocalAirflow
+from hrlms.devenv.airflow import CeleryWorker, LocalAirflow, celery_airflow
 from hrlms.devenv.stack import LocalStack
 
 
@@ -80,9 +81,11 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def cmd_airflow_ui(port: int, all_admins: bool) -> int:
+def cmd_airflow_ui(port: int, all_admins: bool, celery_workers: int = 0) -> int:
     """api-server (127.0.0.1) + scheduler + dag-processor + triggerer (hrlms.devenv.airflow); never
-    `airflow standalone`, which starts log servers on 0.0.0.0.  Needs ~830 MB and ~12 s to become healthy."""
+    `airflow standalone`, which starts log servers on 0.0.0.0.  Needs ~830 MB and ~12 s to become healthy.
+    ``celery_workers`` > 0: the CeleryExecutor with that many workers (each on the default, warehouse and lms
+    queues), a Redis broker and the metadata DB on the local Postgres."""
     if not _port_is_free(port):
         print(f"port 127.0.0.1:{port} is in use; pass --port", file=sys.stderr)
         return 2
@@ -94,15 +97,28 @@ def cmd_airflow_ui(port: int, all_admins: bool) -> int:
         signal.signal(sig, stop_handler)
     af: LocalAirflow | None = None
     try:
-        with LocalStack(lrs=True) as stack:
-            stack.ensure_airflow_db()
-            af = LocalAirflow(dict(os.environ), port=port, all_admins=all_admins)
-            try:
-                took = af.start()
-            except RuntimeError as exc:
-                print(exc, file=sys.stderr)
-                return 1
-            print(f"Airflow UI: {af.base_url}  (healthy after {took:.0f} s; logs in {af.log_dir})")
+        with LocalStack(lrs=True) as stack, ExitStack() as services:
+            if celery_workers:
+                workers = [CeleryWorker(f"w{i}", concurrency=2) for i in range(1, celery_workers + 1)]
+                started = time.monotonic()
+                try:
+                    af = services.enter_context(celery_airflow(stack.airflow_home, workers, port=port,
+                                                               all_admins=all_admins, triggerer=True))
+                except RuntimeError as exc:
+                    print(exc, file=sys.stderr)
+                    return 1
+                took = time.monotonic() - started
+            else:
+                stack.ensure_airflow_db()
+                af = LocalAirflow(dict(os.environ), port=port, all_admins=all_admins)
+                try:
+                    took = af.start()
+                except RuntimeError as exc:
+                    print(exc, file=sys.stderr)
+                    return 1
+            executor = (f"CeleryExecutor, {celery_workers} worker(s) on queues default, warehouse, lms"
+                        if celery_workers else "LocalExecutor")
+            print(f"Airflow UI: {af.base_url}  ({executor}; healthy after {took:.0f} s; logs in {af.log_dir})")
             if not all_admins:
                 pw = af.admin_password()
                 print(f"login: admin / {pw}" if pw else "login: admin, password in "
@@ -133,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     ui = sub.add_parser("airflow-ui", help="local Airflow UI on 127.0.0.1 (Ctrl-C to stop)")
     ui.add_argument("--port", type=int, default=8080)
     ui.add_argument("--all-admins", action="store_true", help="no login: everyone is admin")
+    ui.add_argument("--celery-workers", type=int, default=0, metavar="N",
+                    help="CeleryExecutor with N workers (Redis broker, metadata DB on Postgres); 0 = LocalExecutor")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             return cmd_run(cmd, args.airflow_db, args.lrs)
-        return cmd_airflow_ui(args.port, args.all_admins)
+        return cmd_airflow_ui(args.port, args.all_admins, args.celery_workers)
     except KeyboardInterrupt:  # Ctrl-C while services were starting; they are stopped already
         return 130
 

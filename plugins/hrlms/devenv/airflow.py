@@ -2,20 +2,28 @@
 
 `make airflow-ui` and the tests that need the real scheduler (events posted through the REST API, hrlms_hr_events)
 start it. Never `airflow standalone` (its log servers bind 0.0.0.0). Needs ~830 MB and ~12 s to become healthy.
+
+With ``celery_workers`` it runs Airflow's CeleryExecutor instead (`make airflow-ui CELERY=1`, tests/celery,
+bench/bench_celery.py; see :func:`celery_airflow`): a Redis broker (hrlms.devenv.redis), the metadata DB and the
+Celery result backend on Postgres (Celery refuses SQLite), and each worker a separate ``airflow celery worker``
+process with queues and a name of its own (``--skip-serve-logs``: no log server on 0.0.0.0).
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -25,12 +33,31 @@ HEALTH_TIMEOUT_S = 120.0
 AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One ``airflow celery worker`` process: its name (the Celery node ``<name>@<host>`` and the hostname its
+    task instances record), the queues it consumes and how many tasks it runs at once."""
+
+    name: str
+    queues: tuple[str, ...] = ("default", "warehouse", "lms")
+    concurrency: int = 1
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the local Celery workers: the worker's name (HRLMS_WORKER_HOSTNAME), so the
+    task instances of two workers on one machine show which ran them, as two machines would."""
+    from airflow.utils.net import getfqdn
+
+    return os.environ.get("HRLMS_WORKER_HOSTNAME") or getfqdn()
+
+
 class LocalAirflow:
     """Start the Airflow processes with `env` (a LocalStack's environment: AIRFLOW_HOME, the metadata DB, the
-    warehouse and LMS connections); ``with LocalAirflow(...) as af:`` stops them (SIGTERM, then SIGKILL)."""
+    warehouse and LMS connections); ``with LocalAirflow(...) as af:`` stops them (SIGTERM, then SIGKILL).
+    ``celery_workers``: also start these Celery workers (`env` must configure the CeleryExecutor)."""
 
     def __init__(self, env: dict[str, str], *, port: int, all_admins: bool = False, triggerer: bool = True,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, celery_workers: Sequence[CeleryWorker] = ()) -> None:
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.airflow_home = Path(env["AIRFLOW_HOME"])
@@ -56,17 +83,22 @@ class LocalAirflow:
         }
         if triggerer:
             self.commands["triggerer"] = [airflow, "triggerer", "--skip-serve-logs"]
+        self.own_env: dict[str, dict[str, str]] = {}
+        for worker in celery_workers:
+            name = f"worker-{worker.name}"
+            self.commands[name] = [airflow, "celery", "worker", "--celery-hostname", f"{worker.name}@%h",
+                                   "--queues", ",".join(worker.queues), "--concurrency", str(worker.concurrency),
+                                   "--skip-serve-logs", "--without-gossip", "--without-mingle"]
+            self.own_env[name] = {"HRLMS_WORKER_HOSTNAME": worker.name,
+                                  "AIRFLOW__CORE__HOSTNAME_CALLABLE": "hrlms.devenv.airflow.worker_hostname"}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[IO[bytes]] = []
 
     def start(self) -> float:
         """Start every process and wait until the API answers healthy; returns the seconds it took."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name, argv in self.commands.items():
-            log = open(self.log_dir / f"devenv-{name}.log", "wb")  # noqa: SIM115 - closed in stop()
-            self._logs.append(log)
-            self.procs[name] = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, start_new_session=True)
+        for name in self.commands:
+            self.spawn(name)
         started = time.monotonic()
         while http_status(f"{self.base_url}/api/v2/monitor/health") != 200:
             dead = self.dead()
@@ -75,6 +107,25 @@ class LocalAirflow:
                 raise RuntimeError(f"Airflow did not become healthy ({dead or 'timeout'}); logs in {self.log_dir}")
             time.sleep(0.5)
         return time.monotonic() - started
+
+    def spawn(self, name: str) -> None:
+        """Start process `name` (again: a killed worker restarted, as a supervisor would)."""
+        log = open(self.log_dir / f"devenv-{name}.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._logs.append(log)
+        self.procs[name] = subprocess.Popen(self.commands[name], env={**self.env, **self.own_env.get(name, {})},
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process `name` and everything it started, as a lost machine would lose them: its whole session
+        (Airflow's task supervisor puts each task process in a process group of its own, not a session)."""
+        proc = self.procs[name]
+        for pid in [proc.pid, *session_members(proc.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait()
 
     def dead(self) -> list[str]:
         return [n for n, p in self.procs.items() if p.poll() is not None]
@@ -131,6 +182,11 @@ class LocalAirflow:
                 except ProcessLookupError:
                     pass
                 proc.wait()
+            for pid in session_members(proc.pid):      # task processes in process groups of their own
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -141,6 +197,20 @@ class LocalAirflow:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def session_members(sid: int) -> list[int]:
+    """The processes of session `sid` (Linux /proc; field 6 of /proc/<pid>/stat)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid:
+                found.append(int(proc.name))
+    return found
 
 
 def free_port() -> int:
@@ -166,4 +236,55 @@ def hr_events_airflow(airflow_home: Path) -> Iterator[tuple[LocalAirflow, str, i
         yield af, token, af.asset_id(token, "hrlms://hr/worker-changes")
 
 
-__all__ = ["HEALTH_TIMEOUT_S", "LocalAirflow", "free_port", "hr_events_airflow"]
+def celery_env(metadata_url: str, broker_url: str) -> dict[str, str]:
+    """Airflow settings of the CeleryExecutor: the metadata DB and Celery's result backend on the Postgres database
+    `metadata_url` (a libpq URL), the broker `broker_url` (Redis)."""
+    parts = urlsplit(metadata_url)
+    tail = urlunsplit(("", parts.netloc, parts.path, parts.query, ""))
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2:{tail}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql:{tail}",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+    }
+
+
+@contextmanager
+def metadata_database(admin_url: str) -> Iterator[str]:
+    """A database of its own on the warehouse's Postgres server for Airflow's metadata (dropped afterwards):
+    its libpq URL."""
+    import psycopg
+
+    name = f"airflow_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    try:
+        yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@contextmanager
+def celery_airflow(airflow_home: Path, workers: Sequence[CeleryWorker], *, port: int | None = None,
+                   all_admins: bool = False, extra_env: dict[str, str] | None = None,
+                   triggerer: bool = False) -> Iterator[LocalAirflow]:
+    """Airflow on the CeleryExecutor, on the warehouse and LMS the environment names (WAREHOUSE_URL, HRLMS_LMS_URL
+    set: used as given; else started, and stopped afterwards): a Redis broker, the metadata DB on the warehouse's
+    Postgres server (a database of its own, migrated), the api-server, scheduler and dag-processor, and `workers`.
+    Everything on 127.0.0.1; everything stopped and the metadata database dropped on exit."""
+    from hrlms.devenv.redis import LocalRedis
+    from hrlms.devenv.stack import UNSET_VARS, LocalStack, migrate_airflow_db
+
+    with LocalStack(airflow_home=airflow_home) as stack, LocalRedis(airflow_home) as redis, \
+            metadata_database(stack.warehouse_url or "") as metadata_url:
+        env = ({k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
+               | celery_env(metadata_url, redis.url) | (extra_env or {}))
+        migrate_airflow_db(env)
+        with LocalAirflow(env, port=port or free_port(), all_admins=all_admins, triggerer=triggerer,
+                          celery_workers=workers) as af:
+            yield af
+
+
+__all__ = ["HEALTH_TIMEOUT_S", "CeleryWorker", "LocalAirflow", "celery_airflow", "celery_env", "free_port",
+           "hr_events_airflow", "metadata_database", "worker_hostname"]

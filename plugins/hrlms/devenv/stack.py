@@ -197,20 +197,7 @@ class LocalStack:
         if current and done == {"airflow": af_version, "revision": current, "pools": AIRFLOW_POOLS}:
             return
         self.airflow_home.mkdir(parents=True, exist_ok=True)
-        airflow = Path(sys.executable).parent / "airflow"
-        commands = [["db", "migrate"]] + [["pools", "set", name, str(slots), about]
-                                          for name, (slots, about) in AIRFLOW_POOLS.items()]
-        for args in commands:
-            proc = subprocess.run(
-                [str(airflow), *args],
-                env={**self._child_environ(), **self.env()},
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                out = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-                raise RuntimeError(f"airflow {' '.join(args[:2])} failed ({proc.returncode}):\n{out}")
+        migrate_airflow_db({**self._child_environ(), **self.env()})
         marker.write_text(json.dumps({"airflow": af_version, "revision": _alembic_revision(db),
                                       "pools": AIRFLOW_POOLS}))
 
@@ -242,6 +229,18 @@ class LocalStack:
                 else:
                     os.environ[key] = old
             self._saved_env = None
+
+
+def migrate_airflow_db(env: dict[str, str]) -> None:
+    """``airflow db migrate`` and the pools the DAGs use, on the metadata DB `env` names."""
+    airflow = Path(sys.executable).parent / "airflow"
+    commands = [["db", "migrate"]] + [["pools", "set", name, str(slots), about]
+                                      for name, (slots, about) in AIRFLOW_POOLS.items()]
+    for args in commands:
+        proc = subprocess.run([str(airflow), *args], env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            out = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+            raise RuntimeError(f"airflow {' '.join(args[:2])} failed ({proc.returncode}):\n{out}")
 
 
 def _alembic_revision(db: Path) -> str | None:
