@@ -18,6 +18,7 @@ from airflow.sdk import Asset, dag, get_current_context, task
 
 from hrlms.alerts import HrlmsAlertNotifier
 from hrlms.dates import current_run
+from hrlms.placement import APPLY_RETRIES, APPLY_RETRY_DELAY, LMS_QUEUE, WAREHOUSE_QUEUE
 
 HR_CHANGES = Asset(uri="hrlms://hr/worker-changes", name="hr_worker_changes")
 
@@ -33,7 +34,7 @@ HR_CHANGES = Asset(uri="hrlms://hr/worker-changes", name="hr_worker_changes")
     doc_md=__doc__,
 )
 def hrlms_hr_events():
-    @task(inlets=[HR_CHANGES], multiple_outputs=True)
+    @task(inlets=[HR_CHANGES], multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def land() -> dict:
         """The run's events, and those of the last hour that no run landed (a run that died before this task):
         landed once per event id."""
@@ -46,7 +47,7 @@ def hrlms_hr_events():
         recent = list(ctx["inlet_events"][HR_CHANGES].after(since.isoformat()))
         return pipeline.receive_events(*current_run(), from_airflow(triggering + recent))
 
-    @task.short_circuit(multiple_outputs=True, ignore_downstream_trigger_rules=False)
+    @task.short_circuit(multiple_outputs=True, ignore_downstream_trigger_rules=False, queue=WAREHOUSE_QUEUE)
     def build(landed: dict) -> dict:
         """Takes the warehouse lease, builds the snapshot (the last HR file + the events after it), stages, gates,
         transforms and plans it — one task, so the run imports dbt and GX once. Short-circuits the apply before
@@ -61,11 +62,12 @@ def hrlms_hr_events():
 
         return pipeline.apply_shards(planned["plan_id"])
 
-    @task(multiple_outputs=True, pool="hrlms_lms", map_index_template="shard {{ task.op_kwargs['shard'] }}")
+    @task(multiple_outputs=True, pool="hrlms_lms", queue=LMS_QUEUE, retries=APPLY_RETRIES,
+          retry_delay=APPLY_RETRY_DELAY, map_index_template="shard {{ task.op_kwargs['shard'] }}")
     def apply(planned: dict, shard: int, of: list[int]) -> dict:
-        from hrlms import pipeline
+        from hrlms.placement import apply_shard
 
-        return pipeline.apply(*current_run(), planned["plan_id"], shard=shard, shards=len(of))
+        return apply_shard(*current_run(), planned["plan_id"], shard=shard, shards=len(of))
 
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:

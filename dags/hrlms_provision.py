@@ -10,21 +10,21 @@ at parse time. XCom carries ids and counts only.
 """
 from __future__ import annotations
 
-import os
-
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from hrlms.alerts import HrlmsAlertNotifier
-from hrlms.dates import current_run
+from hrlms.dates import current_run, provision_schedule
+from hrlms.placement import APPLY_RETRIES, APPLY_RETRY_DELAY, LMS_QUEUE, WAREHOUSE_QUEUE
 
 
 @dag(
     dag_id="hrlms_provision",
     # Hourly by default: with the dbt var access_lead_hours (3) every hire is active before 00:00 local on
     # day one and every leaver is deactivated within 2 hours after their last local day, in any zone; a run
-    # with nothing due costs seconds (docs/pipeline.md, "Timing"). HRLMS_PROVISION_SCHEDULE overrides it.
-    schedule=os.environ.get("HRLMS_PROVISION_SCHEDULE") or "@hourly",
+    # with nothing due costs seconds (docs/pipeline.md, "Timing"). HRLMS_PROVISION_SCHEDULE overrides it
+    # ("none": runs only when triggered, e.g. by the HR export job through the REST API).
+    schedule=provision_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -65,34 +65,34 @@ def hrlms_provision():
         by = str(conf.get("decided_by") or "") or f"dag run {ctx['run_id']}"
         return pipeline.decide_plan(*current_run(), plan_id, decision, by)
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def ingest() -> dict:
         from hrlms import pipeline
 
         return pipeline.ingest(*current_run())
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def completions() -> dict:
         """New xAPI statements from the LRS (skipped when no LRS is configured)."""
         from hrlms import pipeline
 
         return pipeline.completions(*current_run())
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def staging(snapshots: dict) -> dict:
         from hrlms import pipeline
 
         pipeline.stage_models(*current_run(), snapshots)
         return snapshots
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def gate(snapshots: dict) -> dict:
         from hrlms import pipeline
 
         pipeline.gate(*current_run(), snapshots)
         return snapshots
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def transform(snapshots: dict, pulled: dict) -> dict:
         from hrlms import pipeline
 
@@ -110,7 +110,7 @@ def hrlms_provision():
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
         return pipeline.export_enrolments(*current_run(), dry_run=dry_run)
 
-    @task(multiple_outputs=True)
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
     def plan(snapshots: dict) -> dict:
         from hrlms import pipeline
 
@@ -123,16 +123,19 @@ def hrlms_provision():
 
         return pipeline.apply_shards(planned["plan_id"])
 
-    @task(multiple_outputs=True, pool="hrlms_lms", map_index_template="shard {{ task.op_kwargs['shard'] }}")
+    @task(multiple_outputs=True, pool="hrlms_lms", queue=LMS_QUEUE, retries=APPLY_RETRIES,
+          retry_delay=APPLY_RETRY_DELAY, map_index_template="shard {{ task.op_kwargs['shard'] }}")
     def apply(planned: dict, shard: int, of: list[int]) -> dict:
         """Mapped: the shards claim op batches with FOR UPDATE SKIP LOCKED, so a Celery/Kubernetes
-        executor spreads the apply across workers; the pool hrlms_lms bounds how many talk to the LMS."""
-        from hrlms import pipeline
+        executor spreads the apply across workers (queue HRLMS_LMS_QUEUE); the pool hrlms_lms bounds how many
+        talk to the LMS. A shard that dies with its worker is retried and takes back only its own claimed ops;
+        a held plan or a halted apply is not retried (hrlms.placement)."""
+        from hrlms.placement import apply_shard
 
         # The run's own conf (the trigger form fills it from the param), never a default left over in
         # the DAG object by an earlier in-process run.
         dry_run = bool((get_current_context()["dag_run"].conf or {}).get("dry_run", False))
-        return pipeline.apply(*current_run(), planned["plan_id"], dry_run=dry_run, shard=shard, shards=len(of))
+        return apply_shard(*current_run(), planned["plan_id"], dry_run=dry_run, shard=shard, shards=len(of))
 
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:

@@ -1,6 +1,7 @@
 """The run's logical moment: the one clock every effective-date rule reads (never now())."""
 from __future__ import annotations
 
+import os
 from datetime import date, datetime, time, timezone
 
 
@@ -20,3 +21,12 @@ def current_run() -> tuple[str, datetime]:
 
     ctx = get_current_context()
     return ctx["run_id"], logical_instant(ctx.get("logical_date") or ctx["dag_run"].run_after)
+
+
+def provision_schedule() -> str | None:
+    """hrlms_provision's schedule: HRLMS_PROVISION_SCHEDULE (a cron expression or an Airflow preset), default
+    ``@hourly`` (docs/timeliness.md); ``none`` = no schedule, only triggered runs (the UI, the REST API)."""
+    raw = (os.environ.get("HRLMS_PROVISION_SCHEDULE") or "").strip()
+    if raw.lower() == "none":
+        return None
+    return raw or "@hourly"

@@ -55,3 +55,43 @@ def test_dag_file_parses_fast_and_light(local_stack, path):
     seconds, heavy = float(out[0]), out[1]
     assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to parse"
     assert heavy == "", f"{path.name} imports {heavy} at parse time"
+
+
+def test_task_placement_queues_and_apply_retries(local_stack):
+    """Celery placement (hrlms.placement): warehouse work on one queue, the apply shards on another; only the
+    apply is retried (a worker lost in the middle of a shard), every other stage fails once and alerts."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    bag = DagBag(dag_folder=str(DAGS))
+    provision, events = bag.get_dag("hrlms_provision"), bag.get_dag("hrlms_hr_events")
+    queues = {t.task_id: t.queue for t in provision.tasks}
+    assert {t for t, q in queues.items() if q == "warehouse"} == {"ingest", "completions", "staging", "gate",
+                                                                   "transform", "plan"}
+    assert queues["apply"] == "lms" and len(set(queues.values())) == 3     # the rest on [operators] default_queue
+    assert {t.task_id: t.queue for t in events.tasks} == {
+        "land": "warehouse", "build": "warehouse", "apply": "lms", "shards": queues["route"],
+        "report": queues["route"]}
+    for dag in (provision, events):
+        apply = dag.get_task("apply")
+        assert isinstance(apply, MappedOperator)
+        assert apply.retries == 3 and apply.retry_delay.total_seconds() == 30
+    assert {t.task_id for t in provision.tasks if t.retries} == {"apply"}
+
+
+def test_queues_and_schedule_come_from_the_environment(local_stack):
+    """What a deployment sets for every Airflow component: the queue names and the schedule ("none": triggered
+    runs only)."""
+    import os
+
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"dag = DagBag(dag_folder={str(DAGS / 'hrlms_provision.py')!r}).dags['hrlms_provision']\n"
+        "print('RESULT', dag.get_task('apply').queue, dag.get_task('gate').queue, dag.get_task('apply').retries, "
+        "type(dag.timetable).__name__)\n"
+    )
+    env = {**os.environ, "HRLMS_LMS_QUEUE": "lms_edge", "HRLMS_WAREHOUSE_QUEUE": "dbt_big", "HRLMS_APPLY_RETRIES": "5",
+           "HRLMS_PROVISION_SCHEDULE": "none"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    result = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    assert result.split()[1:] == ["lms_edge", "dbt_big", "5", "NullTimetable"], out
