@@ -23,7 +23,8 @@ AIRFLOW_SERVICES = {
     "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-init",
 }
 REQUIRED_SERVICES = AIRFLOW_SERVICES | {"postgres", "warehouse", "lms", "lrs"}
-FORBIDDEN_SERVICES = {"redis", "airflow-worker", "flower"}  # LocalExecutor: no Celery machinery
+#: The CeleryExecutor's parts, each behind a profile: a plain `up` runs the LocalExecutor without them.
+CELERY_SERVICES = {"redis": "celery", "airflow-worker": "celery", "flower": "flower"}
 
 #: Dummy values for the variables the file requires (``${VAR:?…}``); distinct so a mix-up shows.
 DUMMY_ENV = {
@@ -133,6 +134,34 @@ def test_resolved_config_binds_localhost_and_shares_the_jwt_secret(tmp_path):
 
 
 @needs_docker_compose
+def test_celery_profile_runs_every_component_on_the_celery_executor(tmp_path):
+    """`AIRFLOW_EXECUTOR=CeleryExecutor docker compose --profile celery up`: every Airflow component on Celery, a
+    scalable worker on the DAGs' queues, Redis not published, Flower on 127.0.0.1 only."""
+    env = {**DUMMY_ENV, "AIRFLOW_EXECUTOR": "CeleryExecutor", "COMPOSE_PROFILES": "celery,flower"}
+    assert _run_config(tmp_path, env, "-q").returncode == 0
+    proc = _run_config(tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    for name in AIRFLOW_SERVICES | {"airflow-worker", "flower"}:
+        env_ = _env(services[name])
+        assert env_["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env_["AIRFLOW__API_AUTH__JWT_SECRET"] == DUMMY_ENV["AIRFLOW_JWT_SECRET"], name
+        assert env_["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+            f"db+postgresql://airflow:{DUMMY_ENV['AIRFLOW_DB_PASSWORD']}@postgres/airflow"), name
+    worker = services["airflow-worker"]
+    argv = worker["command"] if isinstance(worker["command"], list) else worker["command"].split()
+    assert argv[:2] == ["celery", "worker"]
+    assert set(argv[argv.index("--queues") + 1].split(",")) == {"default", "warehouse", "lms"}
+    assert "container_name" not in worker and not worker.get("ports"), "--scale airflow-worker=N needs both"
+    for dep in ("redis", "warehouse", "lms", "airflow-apiserver"):
+        assert dep in worker["depends_on"], dep
+    assert not services["redis"].get("ports")
+    assert _host_ips(services["flower"]["ports"]) == [("127.0.0.1:5555:5555/tcp", "127.0.0.1")]
+    narrowed = _run_config(tmp_path, {**env, "AIRFLOW_WORKER_QUEUES": "default,lms"})
+    assert "--queues default,lms" in narrowed.stdout
+
+
+@needs_docker_compose
 @pytest.mark.parametrize("missing", sorted(k for k in DUMMY_ENV if k != "AIRFLOW_UID"))
 def test_every_secret_is_required(tmp_path, missing):
     """No secret has a default: leaving one out stops `config` with a message naming it."""
@@ -146,7 +175,10 @@ def test_every_secret_is_required(tmp_path, missing):
 def test_services_and_executor():
     services = _raw()["services"]
     assert REQUIRED_SERVICES <= set(services), sorted(REQUIRED_SERVICES - set(services))
-    assert not FORBIDDEN_SERVICES & set(services)
+    for name in REQUIRED_SERVICES:
+        assert not services[name].get("profiles"), f"{name} must start with a plain `up`"
+    for name, profile in CELERY_SERVICES.items():
+        assert services[name]["profiles"] == [profile], name
     assert services["airflow-apiserver"]["command"] == "api-server"
     assert services["airflow-scheduler"]["command"] == "scheduler"
     assert services["airflow-dag-processor"]["command"] == "dag-processor"
@@ -159,11 +191,14 @@ def test_services_and_executor():
     assert "warehouse-db-volume" in wh_vols and not pg_vols & wh_vols
     assert any("docker/warehouse/init.sql:/docker-entrypoint-initdb.d/" in str(v)
                for v in services["warehouse"]["volumes"])
-    for name in AIRFLOW_SERVICES:
+    for name in AIRFLOW_SERVICES | {"airflow-worker", "flower"}:
         env = _env(services[name])
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+        # LocalExecutor unless AIRFLOW_EXECUTOR says otherwise, the same expression in every component
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}", name
         assert env["AIRFLOW__CORE__LOAD_EXAMPLES"].lower() == "false", name
-        assert not any(k.startswith("AIRFLOW__CELERY__") for k in env), name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://airflow:${AIRFLOW_DB_PASSWORD:?"), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].endswith("@postgres/airflow"), name
 
 
 def test_published_ports_bind_localhost_only():
@@ -179,19 +214,21 @@ def test_published_ports_bind_localhost_only():
 
 def test_airflow_services_share_one_jwt_secret_expression():
     services = _raw()["services"]
-    secrets = {name: _env(services[name]).get("AIRFLOW__API_AUTH__JWT_SECRET") for name in AIRFLOW_SERVICES}
+    airflow = AIRFLOW_SERVICES | {"airflow-worker", "flower"}
+    secrets = {name: _env(services[name]).get("AIRFLOW__API_AUTH__JWT_SECRET") for name in airflow}
     assert None not in secrets.values(), secrets
     assert len(set(secrets.values())) == 1, secrets
     (expr,) = set(secrets.values())
     assert REQUIRED_REF.match(expr) and "AIRFLOW_JWT_SECRET" in expr, expr
     # The other shared settings must agree as well, or components reject each other's tokens.
-    for key in ("AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
-        assert len({_env(services[n]).get(key) for n in AIRFLOW_SERVICES}) == 1, key
+    for key in ("AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW__CORE__EXECUTOR", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert len({_env(services[n]).get(key) for n in airflow}) == 1, key
 
 
 def test_mounts_and_project_environment():
     services = _raw()["services"]
-    for name in AIRFLOW_SERVICES:
+    for name in AIRFLOW_SERVICES | {"airflow-worker"}:
         svc = services[name]
         targets = {_volume_parts(v)[1] for v in svc["volumes"]}
         assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/dbt_project",
