@@ -71,7 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
 #: collected first: under the workers' --dist loadscope --no-loadscope-reorder a module is dispatched in
 #: collection order, so these start at once instead of one of them running alone at the end.
 LONG_MODULES = (
-    "pipeline/test_incremental.py", "people/test_people.py", "pipeline/test_incremental_crash.py",
+    "pipeline/test_incremental.py", "e2e/test_timeliness.py", "celery/test_celery_executor.py",
+    "people/test_people.py", "pipeline/test_incremental_crash.py",
     "e2e/test_people_scenario.py", "events/test_events_rest.py", "events/test_events.py",
     "pipeline/test_change_sets.py", "pipeline/test_build_ledger.py",
     "e2e/test_breaker.py", "sync/test_breaker_blanking.py", "e2e/test_provisioning.py",
