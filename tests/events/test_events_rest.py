@@ -42,7 +42,14 @@ def day_one_and_airflow(landing, tmp_path):
         yield started
 
 
-def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, landing, tmp_path):
+def test_events_posted_to_the_rest_api_change_the_lms_and_a_killed_event_run_converges(fresh_db, fresh_lms, landing,
+                                                                                       tmp_path):
+    """One Airflow for both halves (its start and day 1 cost ~40 s): an event changes the LMS (hire, rename,
+    leaver); then the event run's build is SIGKILLed while another event arrives: nothing lost, nothing twice."""
+    import signal
+
+    from hrlms.warehouse import db
+
     with day_one_and_airflow(landing, tmp_path) as (af, token, asset_id):
         hr_ts = datetime.now(timezone.utc).isoformat()
         extra = {"event_id": "wd-1", "hr_timestamp": hr_ts, "source": "workday", "records": [
@@ -72,30 +79,10 @@ def test_an_event_posted_to_the_rest_api_changes_the_lms(fresh_db, fresh_lms, la
         assert {t["task_id"]: t["state"] for t in tis["task_instances"]}["report"] == "success"
         print("tasks:", {t["task_id"]: (t["start_date"][11:23], round(t["duration"] or 0, 1))
                          for t in sorted(tis["task_instances"], key=lambda t: t["start_date"] or "")})
+        with db.connect(fresh_db) as c:
+            first_plans = c.execute("select max(plan_id) from sync.plans").fetchone()[0]
 
-
-def _task_pid(ti_id: str) -> int | None:
-    """The process running task instance `ti_id` (Airflow titles it 'airflow worker -- <ti id>')."""
-    from pathlib import Path
-
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if f"airflow worker -- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    return int(proc.name)
-            except OSError:
-                continue
-    return None
-
-
-def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(fresh_db, fresh_lms, landing,
-                                                                               tmp_path):
-    import signal
-
-    from hrlms.warehouse import db
-
-    with day_one_and_airflow(landing, tmp_path) as (af, token, asset_id):
-
+        # A crash of the event run (SIGKILL of its build task) while another event arrives.
         def post(event_id: str, record: dict) -> None:
             extra = {"event_id": event_id, "hr_timestamp": datetime.now(timezone.utc).isoformat(), "records": [record]}
             af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra}).raise_for_status()
@@ -113,13 +100,13 @@ def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(f
 
         run_id, pid = wait_for("the event run's build task", build_running, 180, every=0.2)
         time.sleep(3)                                                                  # into staging/the gate
-        post("k-2", {"Employee_ID": "P0000003", "Job_Title": "Posted meanwhile"})     # while the run is busy
+        post("k-2", {"Employee_ID": "P0000004", "Job_Title": "Posted meanwhile"})     # while the run is busy
         os.kill(pid, signal.SIGKILL)                                                   # mid-build
 
         def converged():
             users = lms()
             return users if (users["P0000002"]["name"]["familyName"] == "Killed"
-                             and users["P0000003"]["title"] == "Posted meanwhile") else None
+                             and users["P0000004"]["title"] == "Posted meanwhile") else None
 
         users = wait_for("both events in the LMS", converged, 360, every=1)
         runs = wait_for("every run to finish", lambda: (lambda rs: rs if rs and all(
@@ -128,10 +115,25 @@ def test_a_killed_event_run_converges_and_events_posted_meanwhile_are_not_lost(f
         assert {r["state"] for r in runs} == {"success"}
         tis = af.api("GET", f"/dags/hrlms_hr_events/dagRuns/{run_id}/taskInstances", token).json()["task_instances"]
         assert next(t for t in tis if t["task_id"] == "build")["try_number"] >= 2     # killed, then retried
-    assert len(users) == 5 and len({u["externalId"] for u in users.values()}) == 5
+    assert len(users) == 6 and len({u["externalId"] for u in users.values()}) == 6
     with db.connect(fresh_db) as c:
         sent = c.execute("""select person_id, op_type, count(*) from sync.ops where status = 'applied'
-                            and person_id in ('P0000002', 'P0000003') and plan_id > 1 group by 1, 2""").fetchall()
-        assert sorted(sent) == [("P0000002", "update_user", 1), ("P0000003", "update_user", 1)]
-        assert c.execute("select count(*) from raw_hris.hr_events").fetchone()[0] == 2
+                            and person_id in ('P0000002', 'P0000004') and plan_id > %s group by 1, 2""",
+                         (first_plans,)).fetchall()
+        assert sorted(sent) == [("P0000002", "update_user", 1), ("P0000004", "update_user", 1)]
+        assert c.execute("select count(*) from raw_hris.hr_events").fetchone()[0] == 3
         assert c.execute("select run_key from audit.pipeline_lease").fetchone()[0] is None
+
+
+def _task_pid(ti_id: str) -> int | None:
+    """The process running task instance `ti_id` (Airflow titles it 'airflow worker -- <ti id>')."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if f"airflow worker -- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return int(proc.name)
+            except OSError:
+                continue
+    return None
