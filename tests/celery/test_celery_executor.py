@@ -13,16 +13,19 @@ Day 2: a clean run; the shards run on both workers; the LMS follows HR exactly.
 """
 from __future__ import annotations
 
+import os
 from datetime import date, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
-from hrlms.devenv.airflow import CeleryWorker, celery_airflow
+from hrlms.devenv.airflow import CeleryWorker, celery_airflow, session_members
 from hrlms.devenv.redis import redis_server_binary
 from hrlms.sync.scim import LmsConfig, ScimClient
 from hrlms.synth import generate, load_truth
 from hrlms.warehouse import db
 
+from ..devenv.test_services import listening_addresses
 from ..e2e.expected import desired, diff, lms_actual, next_state
 from ..events.test_events_rest import wait_for
 
@@ -66,6 +69,32 @@ def tries(af, token: str, run_id: str, map_index: int) -> list[dict]:
                   token).json()["task_instances"]
 
 
+def listening_sockets(pids: set[int]) -> set[str]:
+    """The addresses `pids` listen on (TCP LISTEN sockets owned by them, from /proc), as "ip:port"."""
+    import socket
+    from pathlib import Path
+
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:                 # 0A = LISTEN
+                addr, port = fields[1].split(":")
+                raw = bytes.fromhex(addr)
+                raw = raw[::-1] if family == socket.AF_INET else b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                found.add(f"{socket.inet_ntop(family, raw)}:{int(port, 16)}")
+    return found
+
+
 def check_placement(tis: list[dict]) -> None:
     """The warehouse tasks ran on the warehouse queue (so on w1), the apply shards on the lms queue."""
     for ti in tis:
@@ -88,12 +117,22 @@ def test_provisioning_on_two_celery_workers_survives_a_lost_worker(fresh_db, fre
                         extra_env={"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30"}) as af:
         token = af.token()
         af.unpause_when_parsed(token, "hrlms_provision")
+        # nothing of the stack listens beyond loopback (the workers serve no logs: --skip-serve-logs)
+        sockets = listening_sockets({pid for proc in af.procs.values()
+                                     for pid in (proc.pid, *session_members(proc.pid))})
+        assert f"127.0.0.1:{af.port}" in sockets and all(a.startswith("127.0.0.1:") for a in sockets), sockets
+        broker = urlsplit(af.env["AIRFLOW__CELERY__BROKER_URL"])
+        assert listening_addresses(broker.port) == {"127.0.0.1"} and broker.password
 
         # Day 1: kill w2 in the middle of its shard.
         run1 = trigger(af, token, D1)
 
         def w2_shard_sending():
-            for ti in task_instances(af, token, run1):
+            tis = task_instances(af, token, run1)
+            applies = [ti for ti in tis if ti["task_id"] == "apply"]
+            assert not applies or any(ti["state"] in (None, "scheduled", "queued", "running") for ti in applies), \
+                f"the apply ended before w2's shard could be killed: {[(t['hostname'], t['state']) for t in applies]}"
+            for ti in tis:
                 if ti["task_id"] == "apply" and ti["state"] == "running" and ti["hostname"] == "w2":
                     with db.connect(fresh_db) as c:
                         sent, sending = c.execute(
@@ -101,10 +140,10 @@ def test_provisioning_on_two_celery_workers_survives_a_lost_worker(fresh_db, fre
                                       count(*) filter (where status = 'sending')
                                from sync.ops where claimed_by = %s""", (str(ti["map_index"]),)).fetchone()
                     if sent >= 100 and sending:
-                        return ti["map_index"]
+                        return (ti["map_index"],)          # a tuple: shard 0 is a valid answer
             return None
 
-        killed = wait_for("w2's shard sending its ops", w2_shard_sending, 600, every=0.1)
+        (killed,) = wait_for("w2's shard sending its ops", w2_shard_sending, 600, every=0.1)
         af.kill("worker-w2")
         with db.connect(fresh_db) as c:
             in_flight = {r[0] for r in c.execute(

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from hrlms.devenv.postgres import LocalPostgres, warehouse_settings
+from hrlms.devenv.redis import LocalRedis, redis_server_binary
 from hrlms.devenv.scim import LocalScimServer, http_status
 from hrlms.devenv.stack import LocalStack
 
@@ -32,6 +33,19 @@ def listening_addresses(port: int) -> set[str]:
                     raw = b"".join(bytes.fromhex(addr[i : i + 8])[::-1] for i in range(0, 32, 8))
                     found.add(socket.inet_ntop(socket.AF_INET6, raw))
     return found
+
+
+def command_lines(program: str) -> str:
+    """The command lines of the running processes of `program`, joined."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes() if proc.name.isdigit() else b""
+        except OSError:
+            continue
+        if program.encode() in cmdline:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return "\n".join(found)
 
 
 def port_open(port: int) -> bool:
@@ -63,6 +77,30 @@ def test_postgres_starts_private_and_cleans_up(tmp_path: Path) -> None:
     assert not port_open(port)
     assert not data_dir.exists()
     assert pg.instance_dir is None
+
+
+def _have_redis() -> bool:
+    try:
+        redis_server_binary()
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_redis(), reason="redis-server not installed (make test installs it when run as root)")
+def test_redis_is_private_needs_its_password_and_cleans_up(tmp_path: Path) -> None:
+    with LocalRedis(tmp_path) as redis:
+        port, data_dir = redis.port, redis.data_dir
+        assert port is not None and data_dir is not None and data_dir.is_dir()
+        assert redis.url.startswith("redis://:") and f"@127.0.0.1:{port}/0" in redis.url
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert redis.ping()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:     # no password: refused
+            sock.sendall(b"PING\r\n")
+            assert sock.recv(200).startswith(b"-NOAUTH")
+        assert redis.password not in command_lines("redis-server")       # it is in a 0600 file, not argv
+    assert not port_open(port)
+    assert not data_dir.exists()
 
 
 def test_scim_server_needs_its_token(tmp_path: Path) -> None:
