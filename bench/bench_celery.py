@@ -118,12 +118,7 @@ def run_once(workers: int, slots: int, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)       # the with blocks stop Airflow, the LMS and drop the database
-
-    signal.signal(signal.SIGTERM, stop)
+    common.exit_on_sigterm()
 
     def extra(ap):
         ap.add_argument("--workers", default="1,2", help="Celery worker counts to compare (default 1,2)")
@@ -156,17 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         if 1 in by_count and 2 in by_count:
             ratio = by_count[2]["writes_per_s"] / max(by_count[1]["writes_per_s"], 0.1)
             rows.append(common.row(size, "2 workers ÷ 1 worker, writes/s", [round(ratio, 2)], unit="×"))
-    doc = {"name": NAME, "title": TITLE, "target": TARGET, "rows": rows, "checks": checks, "results": results,
-           "meta": {"started_at": started.isoformat(timespec="seconds"),
-                    "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "sizes": args.sizes, "repeats": 1, "complete": True, "git": common.git_state(),
-                    "versions": common.versions(), "server": server,
-                    "load_before": results[0]["load_before"] if results else [],
-                    "load_after": results[-1]["load_after"] if results else []}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"{NAME}.json"
-    path.write_text(json.dumps(doc, indent=1, default=str))
-    common.say(f"wrote {path}")
+    common.write_single_run(args, NAME, TITLE, TARGET, rows=rows, checks=checks, results=results, started=started,
+                            server=server)
     return 0
 
 

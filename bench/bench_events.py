@@ -26,7 +26,6 @@ import random
 import shutil
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 from bench import common
 from bench.common import START
@@ -189,12 +188,7 @@ def run_size(workers: int, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
-
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)       # the with blocks stop Airflow, the LMS and drop the database
-
-    signal.signal(signal.SIGTERM, stop)
+    common.exit_on_sigterm()
 
     def extra(ap):
         ap.add_argument("--events", type=int, default=20, help="single events posted one at a time (default 20)")
@@ -228,17 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                    {"figure": f"next daily run after the events at {size:,} workers: writes for them",
                     "value": r["next_day"]["writes_for_event_people"], "unit": "writes", "target": "0",
                     "met": r["next_day"]["writes_for_event_people"] == 0}]
-    doc = {"name": NAME, "title": TITLE, "target": TARGET, "rows": rows, "checks": checks, "results": results,
-           "meta": {"started_at": started.isoformat(timespec="seconds"),
-                    "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "sizes": args.sizes, "repeats": 1, "complete": True, "git": common.git_state(),
-                    "versions": common.versions(), "server": server,
-                    "load_before": results[0]["load_before"] if results else [],
-                    "load_after": results[-1]["load_after"] if results else []}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = Path(args.out) / f"{NAME}.json"
-    path.write_text(json.dumps(doc, indent=1, default=str))
-    common.say(f"wrote {path}")
+    common.write_single_run(args, NAME, TITLE, TARGET, rows=rows, checks=checks, results=results, started=started,
+                            server=server)
     return 0
 
 

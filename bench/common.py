@@ -491,3 +491,32 @@ class Recorder:
 
 def say(msg: str) -> None:
     print(msg, flush=True)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds the benchmark's with blocks (Airflow, the LMS, the databases are stopped or dropped)."""
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
+def write_single_run(args: argparse.Namespace, name: str, title: str, target: str, *, rows: list[dict],
+                     checks: list[dict], results: list[dict], started: datetime, server: dict) -> Path:
+    """<out>/<name>.json of a benchmark that runs each size once (no Recorder): its rows, checks and raw results,
+    with the run's meta (times, git state, versions, server, load before the first and after the last size)."""
+    doc = {"name": name, "title": title, "target": target, "rows": rows, "checks": checks, "results": results,
+           "meta": {"started_at": started.isoformat(timespec="seconds"),
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "sizes": args.sizes, "repeats": 1, "complete": True, "git": git_state(),
+                    "versions": versions(), "server": server,
+                    "load_before": results[0]["load_before"] if results else [],
+                    "load_after": results[-1]["load_after"] if results else []}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=1, default=str))
+    say(f"wrote {path}")
+    return path

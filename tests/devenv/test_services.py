@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from hrlms.devenv.postgres import LocalPostgres, warehouse_settings
-from hrlms.devenv.redis import LocalRedis, redis_server_binary
+from hrlms.devenv.redis import LocalRedis, redis_available
 from hrlms.devenv.scim import LocalScimServer, http_status
 from hrlms.devenv.stack import LocalStack
 
@@ -79,15 +79,7 @@ def test_postgres_starts_private_and_cleans_up(tmp_path: Path) -> None:
     assert pg.instance_dir is None
 
 
-def _have_redis() -> bool:
-    try:
-        redis_server_binary()
-    except RuntimeError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _have_redis(), reason="redis-server not installed (make test installs it when run as root)")
+@pytest.mark.skipif(not redis_available(), reason="redis-server not installed (make test installs it when run as root)")
 def test_redis_is_private_needs_its_password_and_cleans_up(tmp_path: Path) -> None:
     with LocalRedis(tmp_path) as redis:
         port, data_dir = redis.port, redis.data_dir

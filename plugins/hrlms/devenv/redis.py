@@ -34,6 +34,15 @@ def redis_server_binary() -> str:
     return exe
 
 
+def redis_available() -> bool:
+    """Whether ``redis-server`` is installed (the CeleryExecutor tests are skipped without it)."""
+    try:
+        redis_server_binary()
+    except RuntimeError:
+        return False
+    return True
+
+
 class LocalRedis:
     """``with LocalRedis() as redis:`` — ``redis.url`` is the broker URL (``redis://:<password>@127.0.0.1:<port>/0``)."""
 
@@ -106,4 +115,4 @@ class LocalRedis:
         self.stop()
 
 
-__all__ = ["LocalRedis", "redis_server_binary"]
+__all__ = ["LocalRedis", "redis_available", "redis_server_binary"]
