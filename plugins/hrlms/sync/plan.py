@@ -548,6 +548,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         breaker.store_review(conn, plan_id, verdict)
         plan.held, plan.held_reasons = verdict.held, verdict.reasons
         mark("breaker")
+        plan.timings = dict(timings)
     return plan
 
 
