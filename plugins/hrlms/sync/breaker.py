@@ -176,10 +176,11 @@ def _figures_sql(names: tuple[str, ...]) -> str:
 
 
 # The active accounts, and per attribute those holding a non-empty value (the base of the share): one pass.
+# `names` may include 'manager' (the manager we set).
 def _filled_sql(names: tuple[str, ...]) -> str:
+    held = {n: "a.manager_person_id" if n == "manager" else _held(n) for n in names}
     return f"""
-    select count(*), {''.join(f"count(*) filter (where {_filled(_held(c))}), " for c in names)}
-        count(*) filter (where {_filled('a.manager_person_id')})
+    select count(*){''.join(f", count(*) filter (where {_filled(held[c])})" for c in names)}
     from sync.applied_users a where a.is_active
 """
 
@@ -192,10 +193,11 @@ def attribute_figures(conn: psycopg.Connection, plan_id: int, names: tuple[str, 
     keys = (*names, "manager")
     n = len(keys)
     blanks, changes = dict(zip(keys, counts[:n])), dict(zip(keys, counts[n:]))
-    # the base (a scan of every active account) only for the attributes the plan blanks or changes
-    touched = tuple(k for k in names if blanks[k] or changes[k])
+    # the base only for the attributes the plan blanks or changes (the manager too): a count of 0 trips no
+    # limit whatever its base, and only counts above 0 are shown with theirs
+    touched = tuple(k for k in keys if blanks[k] or changes[k])
     active, *filled_counts = conn.execute(_filled_sql(touched)).fetchone()
-    filled = dict(zip((*touched, "manager"), filled_counts))
+    filled = dict(zip(touched, filled_counts))
     return blanks, changes, {k: filled.get(k, 0) for k in keys}, active
 
 
