@@ -175,27 +175,30 @@ def _figures_sql(names: tuple[str, ...]) -> str:
 """
 
 
-# Per attribute, the active accounts holding a non-empty value (the base of the share).
+# The active accounts, and per attribute those holding a non-empty value (the base of the share): one pass.
+# `names` may include 'manager' (the manager we set).
 def _filled_sql(names: tuple[str, ...]) -> str:
+    held = {n: "a.manager_person_id" if n == "manager" else _held(n) for n in names}
     return f"""
-    select {''.join(f"count(*) filter (where {_filled(_held(c))}), " for c in names)}
-        count(*) filter (where {_filled('a.manager_person_id')})
+    select count(*){''.join(f", count(*) filter (where {_filled(held[c])})" for c in names)}
     from sync.applied_users a where a.is_active
 """
 
 
 def attribute_figures(conn: psycopg.Connection, plan_id: int, names: tuple[str, ...]
-                      ) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+                      ) -> tuple[dict[str, int], dict[str, int], dict[str, int], int]:
     """Per mapped attribute: (values the plan would blank, values it would change to another non-empty
-    value, active accounts holding a value). The manager is keyed 'manager'."""
+    value, active accounts holding a value), and the active accounts. The manager is keyed 'manager'."""
     counts = conn.execute(_figures_sql(names), (plan_id,)).fetchone()
     keys = (*names, "manager")
     n = len(keys)
     blanks, changes = dict(zip(keys, counts[:n])), dict(zip(keys, counts[n:]))
-    # the base (a scan of every active account) only for the attributes the plan blanks or changes
-    touched = tuple(k for k in names if blanks[k] or changes[k])
-    filled = dict(zip((*touched, "manager"), conn.execute(_filled_sql(touched)).fetchone()))
-    return blanks, changes, {k: filled.get(k, 0) for k in keys}
+    # the base only for the attributes the plan blanks or changes (the manager too): a count of 0 trips no
+    # limit whatever its base, and only counts above 0 are shown with theirs
+    touched = tuple(k for k in keys if blanks[k] or changes[k])
+    active, *filled_counts = conn.execute(_filled_sql(touched)).fetchone()
+    filled = dict(zip(touched, filled_counts))
+    return blanks, changes, {k: filled.get(k, 0) for k in keys}, active
 
 
 def change_samples(conn: psycopg.Connection, plan_id: int, attr: str,
@@ -240,7 +243,7 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
         """select count(*) filter (where op_type = 'deactivate_user'),
                   coalesce(sum(cardinality(members)) filter (where op_type = 'remove_members'), 0)
            from sync.ops where plan_id = %s""", (plan_id,)).fetchone()
-    active = conn.execute("select count(*) from sync.applied_users where is_active").fetchone()[0]
+    blanks, changes, filled, active = attribute_figures(conn, plan_id, names)
     memberships = conn.execute("select count(*) from sync.applied_memberships").fetchone()[0]
     shrink = conn.execute(
         """select failures from dq.gate_runs
@@ -255,7 +258,6 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
     if t.trips(int(removed), memberships):
         reasons.append(f"{removed} group memberships removed of {memberships} "
                        f"(limit {t.max_share:.0%} or {t.max_count})")
-    blanks, changes, filled = attribute_figures(conn, plan_id, names)
     figures["blanked"] = {a: n for a, n in blanks.items() if n}
     for attr, n in blanks.items():
         if t.trips(n, filled[attr]):
@@ -282,11 +284,14 @@ def evaluate(conn: psycopg.Connection, plan_id: int, snapshot_id: int, threshold
 def review(conn: psycopg.Connection, plan_id: int) -> dict[str, Any]:
     """What a person reads before approving: counts per op type and attribute, samples per op type."""
     samples: dict[str, list[dict[str, Any]]] = {}
+    # numbered on the narrow columns; the payloads of the samples only are read (not sorted with every op)
     for op_type, key, fields, payload, members in conn.execute(
-            """select op_type, coalesce(person_id, group_key), changed_fields, payload, members from (
-                   select *, row_number() over (partition by op_type order by coalesce(person_id, group_key)) as n
-                   from sync.ops where plan_id = %s) o
-               where n <= %s order by op_type, n""", (plan_id, SAMPLES_PER_OP_TYPE)):
+            """select o.op_type, coalesce(o.person_id, o.group_key), o.changed_fields, o.payload, o.members from (
+                   select op_id, op_type, row_number() over (partition by op_type
+                                                             order by coalesce(person_id, group_key), op_id) as n
+                   from sync.ops where plan_id = %s) f
+               join sync.ops o on o.op_id = f.op_id
+               where f.n <= %s order by f.op_type, f.n""", (plan_id, SAMPLES_PER_OP_TYPE)):
         row: dict[str, Any] = {"key": key}
         if payload.get("display_name"):
             row["name"] = payload["display_name"]

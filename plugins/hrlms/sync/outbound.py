@@ -28,7 +28,8 @@ attribute without ``[type eq "…"]``, a type that does not fit (a text column i
 file and line of every problem; the plan is not made, nothing is sent.
 
 Values travel as JSON: ``attrs`` (name -> value, empty values left out) in each desired row of a plan, in
-the ops' payloads and in ``sync.applied_users.attrs`` (what we sent); the plan compares them per name.
+the ops' payloads (with the account's key columns, not the mart's other columns) and in
+``sync.applied_users.attrs`` (what we sent); the plan compares them per name where they differ as a whole.
 A date or timestamp going to a ``dateTime`` attribute is sent as ISO 8601 in UTC (a date at midnight).
 Payloads are plain dicts: scim2-models' static User model refuses paths of extensions it does not know,
 and the mapping has been checked against the LMS's schemas, which is the stricter test.

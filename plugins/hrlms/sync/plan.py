@@ -42,6 +42,7 @@ import psycopg
 
 from hrlms.sync import breaker, outbound
 from hrlms.sync.outbound import CheckedMapping
+from hrlms.sync.scim import ACCOUNT_COLUMNS
 
 USER_OP_TYPES = ("create_user", "update_user", "deactivate_user", "reactivate_user")
 GROUP_OP_TYPES = ("create_group", "update_group")
@@ -67,9 +68,11 @@ class Plan:
 
 
 def _changed_expr(names: tuple[str, ...]) -> str:
-    """The mapped attributes whose value differs from the one we sent (both jsonb; absent = empty)."""
+    """The mapped attributes whose value differs from the one we sent (both jsonb; absent = empty). Most
+    accounts are unchanged: their values equal as a whole (one comparison) are not compared per name."""
     parts = [f"case when d.attrs -> '{n}' is distinct from a.attrs -> '{n}' then '{n}' end" for n in names]
-    return f"array_remove(array[{', '.join(parts)}]::text[], null)"
+    return (f"case when d.attrs = a.attrs then array[]::text[] "
+            f"else array_remove(array[{', '.join(parts)}]::text[], null) end")
 
 
 # People whose row was quarantined in this snapshot, as HR ids and as the LMS accounts they hold
@@ -94,22 +97,30 @@ _QUARANTINED = """
 _IN_SCOPE = "join plan_scope on plan_scope.person_id = {0}.person_id"
 
 
+# What a user op's payload carries of the desired account: its key and lifecycle, the columns kept with
+# each account (sync.applied_users, written from the payload by apply) and the mapped values (attrs) the
+# requests are built from — not every column of the mart (the mapping's sources are read here, in the plan).
+PAYLOAD_COLUMNS = ("person_id", *ACCOUNT_COLUMNS, "is_active")
+
+
 def diff_sql(checked: CheckedMapping, scoped: bool = False) -> str:
     """The user ops: the desired accounts (their mapped values computed here, for the accounts compared)
     against what we applied."""
     names = checked.names
     return _DIFF_SQL.format(desired_scope=_IN_SCOPE.format("d") if scoped else "",
                             applied_scope=_IN_SCOPE.format("a") if scoped else "",
+                            columns=", ".join(f"d.{c}" for c in PAYLOAD_COLUMNS),
+                            payload=", ".join(f"'{c}', d.{c}" for c in PAYLOAD_COLUMNS),
                             attrs=checked.attrs_sql(), changed=_changed_expr(names),
                             all_names=", ".join(f"'{n}'" for n in names))
 
 
 _DIFF_SQL = f"""
 with desired as (
-    select d.*, {{attrs}} as attrs from marts.lms_desired_users d {{desired_scope}}
+    select {{columns}}, {{attrs}} as attrs from marts.lms_desired_users d {{desired_scope}}
 ),
 applied as (
-    select a.* from sync.applied_users a {{applied_scope}}
+    select a.person_id, a.is_active, a.attrs from sync.applied_users a {{applied_scope}}
 ),
 quarantined as ({_QUARANTINED}),
 joined as (
@@ -120,7 +131,7 @@ joined as (
         coalesce(d.is_active, false) as want_active,
         coalesce(a.is_active, false) as has_active,
         {{changed}} as changed,
-        to_jsonb(d) - 'access_from_on' - 'access_until_on' as desired_row
+        case when d.person_id is not null then jsonb_build_object({{payload}}, 'attrs', d.attrs) end as desired_row
     from desired d
     full join applied a on a.person_id = d.person_id
 ),
@@ -548,6 +559,7 @@ def make_plan(conn: psycopg.Connection, *, logical_date: date, snapshot_id: int,
         breaker.store_review(conn, plan_id, verdict)
         plan.held, plan.held_reasons = verdict.held, verdict.reasons
         mark("breaker")
+        plan.timings = dict(timings)
     return plan
 
 
