@@ -120,11 +120,7 @@ class LocalAirflow:
         """SIGKILL process `name` and everything it started, as a lost machine would lose them: its whole session
         (Airflow's task supervisor puts each task process in a process group of its own, not a session)."""
         proc = self.procs[name]
-        for pid in [proc.pid, *session_members(proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_session(proc.pid)
         proc.wait()
 
     def dead(self) -> list[str]:
@@ -182,11 +178,7 @@ class LocalAirflow:
                 except ProcessLookupError:
                     pass
                 proc.wait()
-            for pid in session_members(proc.pid):      # task processes in process groups of their own
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_session(proc.pid)      # task processes left in process groups of their own
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -213,6 +205,15 @@ def session_members(sid: int) -> list[int]:
     return found
 
 
+def kill_session(sid: int) -> None:
+    """SIGKILL every process of session `sid` (its leader included)."""
+    for pid in {sid, *session_members(sid)}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -225,11 +226,11 @@ def hr_events_airflow(airflow_home: Path) -> Iterator[tuple[LocalAirflow, str, i
     """An Airflow of its own (metadata DB and logs under `airflow_home`) on the warehouse and LMS the environment
     names, with hrlms_hr_events unpaused: (the Airflow, a token, the id of the HR events asset). The tests and
     bench/bench_events.py post events to it."""
-    from hrlms.devenv.stack import UNSET_VARS, LocalStack
+    from hrlms.devenv.stack import LocalStack
 
     stack = LocalStack(airflow_home=airflow_home).start()      # WAREHOUSE_URL / HRLMS_LMS_URL set: used as given
     stack.ensure_airflow_db()
-    env = {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
+    env = stack.child_env()
     with LocalAirflow(env, port=free_port(), triggerer=False) as af:
         token = af.token()
         af.unpause_when_parsed(token, "hrlms_hr_events")
@@ -274,12 +275,11 @@ def celery_airflow(airflow_home: Path, workers: Sequence[CeleryWorker], *, port:
     Postgres server (a database of its own, migrated), the api-server, scheduler and dag-processor, and `workers`.
     Everything on 127.0.0.1; everything stopped and the metadata database dropped on exit."""
     from hrlms.devenv.redis import LocalRedis
-    from hrlms.devenv.stack import UNSET_VARS, LocalStack, migrate_airflow_db
+    from hrlms.devenv.stack import LocalStack, migrate_airflow_db
 
     with LocalStack(airflow_home=airflow_home) as stack, LocalRedis(airflow_home) as redis, \
             metadata_database(stack.warehouse_url or "") as metadata_url:
-        env = ({k: v for k, v in os.environ.items() if k not in UNSET_VARS} | stack.env()
-               | celery_env(metadata_url, redis.url) | (extra_env or {}))
+        env = stack.child_env() | celery_env(metadata_url, redis.url) | (extra_env or {})
         migrate_airflow_db(env)
         with LocalAirflow(env, port=port or free_port(), all_admins=all_admins, triggerer=triggerer,
                           celery_workers=workers) as af:
@@ -287,4 +287,4 @@ def celery_airflow(airflow_home: Path, workers: Sequence[CeleryWorker], *, port:
 
 
 __all__ = ["HEALTH_TIMEOUT_S", "CeleryWorker", "LocalAirflow", "celery_airflow", "celery_env", "free_port",
-           "hr_events_airflow", "metadata_database", "worker_hostname"]
+           "hr_events_airflow", "kill_session", "metadata_database", "session_members", "worker_hostname"]

@@ -197,12 +197,13 @@ class LocalStack:
         if current and done == {"airflow": af_version, "revision": current, "pools": AIRFLOW_POOLS}:
             return
         self.airflow_home.mkdir(parents=True, exist_ok=True)
-        migrate_airflow_db({**self._child_environ(), **self.env()})
+        migrate_airflow_db(self.child_env())
         marker.write_text(json.dumps({"airflow": af_version, "revision": _alembic_revision(db),
                                       "pools": AIRFLOW_POOLS}))
 
-    def _child_environ(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if k not in UNSET_VARS}
+    def child_env(self) -> dict[str, str]:
+        """The environment of a process run in this stack (Airflow, its CLI): ours without UNSET_VARS, plus env()."""
+        return {k: v for k, v in os.environ.items() if k not in UNSET_VARS} | self.env()
 
     def __enter__(self) -> LocalStack:
         self.start()
