@@ -58,10 +58,14 @@
 
 {% macro delete_changed_people(column='person_id', account_column=none) -%}
     {#- The pre-hook of an incremental person model (give it as a string: "{{ delete_changed_people() }}",
-        so that it is rendered when the model runs): the rows the model will insert again. -#}
+        so that it is rendered when the model runs): the rows the model will insert again. `column` and
+        `account_column` must be indexed (every such model declares the index): the rows are looked up by it,
+        not found by a scan of the whole table (1M workers: 1.7 s -> 0.6 s for lms_desired_group_members). -#}
     {%- if is_incremental() -%}
         delete from {{ this }}
-        {%- if change_set_id() > 0 %} where {{ changed_people_filter(column, account_column) }}{% endif %}
+        {%- if change_set_id() > 0 %} where {{ changed_people_lookup(column) }}
+        {%- if account_column %} or {{ account_column }} = any(array{{ accounts_of_changed_people() }}){% endif %}
+        {%- endif %}
     {%- else -%}
         select 1
     {%- endif -%}
@@ -88,14 +92,17 @@
 {% macro get_where_subquery(relation) -%}
     {#- dbt's data tests read their model through this macro (dbt's default plus one rule): on an incremental
         build, the tests of a model named in var incremental_person_models or change_set_tested_models judge
-        only the change set's rows (the other rows are the last build's, which passed them). -#}
+        only the change set's rows (the other rows are the last build's, which passed them), looked up by the
+        person_id index for the models of var person_indexed_models. -#}
     {%- set where = config.get('where', '') -%}
     {%- set person_models = var('incremental_person_models', []) + var('change_set_tested_models', []) -%}
     {%- set restrict = change_set_id() > 0 and relation.identifier in person_models -%}
+    {%- set lookup = relation.identifier in var('person_indexed_models', []) -%}
     {%- if where or restrict -%}
         {%- set filtered -%}
             (select * from {{ relation }} where {% if where %}({{ where }}){% else %}true{% endif %}
-            {%- if restrict %} and person_id in {{ changed_people() }}{% endif %}) dbt_subquery
+            {%- if restrict and lookup %} and person_id = any(array{{ changed_people() }})
+            {%- elif restrict %} and person_id in {{ changed_people() }}{% endif %}) dbt_subquery
         {%- endset -%}
         {%- do return(filtered) -%}
     {%- else -%}

@@ -22,7 +22,7 @@
         select {{ change_set_id() }}, org_unit_code, manager_person_id, location_code, job_code, requirement_id,
             status, {{ sign }} * count(*)
         from {{ this }}
-        where {{ changed_people_filter('person_id') }}
+        where {{ changed_people_lookup('person_id') }}
         group by org_unit_code, manager_person_id, location_code, job_code, requirement_id, status
     {%- else -%}
         select 1

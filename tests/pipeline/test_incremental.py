@@ -28,6 +28,7 @@ import pytest
 
 from hrlms import pipeline
 from hrlms.sync.scim import ENTERPRISE, LmsConfig, ScimClient
+from hrlms.transform import dbt
 from hrlms.warehouse import db
 
 from ..e2e.test_people_scenario import person, scenario_mapping, write_day  # noqa: F401 (a fixture)
@@ -241,6 +242,13 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
         latest = "(select max(snapshot_id) from intermediate.int_workers_gated)"
         older = f"select count(*) from intermediate.int_workers_effective where snapshot_id < {latest}"
         assert inc.q(older)[0][0] > 0 and full.q(older) == [(0,)]
+        # The models whose tests and deletes look the change set's people up by index have that index (without
+        # it `person_id = any(array(...))` compares every row with the whole change set).
+        led_by_person = {r[0] for r in inc.q(
+            "select c.relname from pg_index i join pg_class c on c.oid = i.indrelid "
+            "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0] where a.attname = 'person_id'")}
+        indexed = {*dbt.project_vars()["person_indexed_models"], "int_learning_worker_attributes"}
+        assert indexed <= led_by_person, f"no index led by person_id: {sorted(indexed - led_by_person)}"
         m_inc, m_full = marts(inc), marts(full)
         assert set(m_inc) == set(m_full)
         for t in m_inc:

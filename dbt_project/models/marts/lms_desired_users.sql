@@ -40,14 +40,17 @@ managers as (
     select person_id, manager_person_id from {{ ref('int_managers_resolved') }}
 ),
 
--- LMS roles / entitlements of the live rule set's role rules (int_lms_role_matches), sorted
+-- LMS roles / entitlements of the live rule set's role rules (int_lms_role_matches), sorted. The change set's
+-- people are looked up by index (int_learning_worker_attributes.person_id): the view's rule predicates are
+-- estimated at 1 row, and with a semi-join on the change set PostgreSQL chose a nested loop of the change set
+-- over every match (1M workers: 270 s for 42,602 people; 3 s with the lookup).
 roles as (
     select
         person_id,
         array_agg(distinct role order by role) filter (where attribute = 'roles') as roles,
         array_agg(distinct role order by role) filter (where attribute = 'entitlements') as entitlements
     from {{ ref('int_lms_role_matches') }}
-    where ruleset = 'live' and {{ changed_people_filter('person_id') }}
+    where ruleset = 'live' and {{ changed_people_lookup('person_id') }}
     group by person_id
 ),
 

@@ -153,6 +153,14 @@ _ORG_HASHES = """
     group by 1
 """
 
+#: _ORG_HASHES without the hashes, for a build on the same org snapshot as its base (1M workers' 112,567 units:
+#: 3.9 s for the two hashings)
+_ORG_PARENTS = """
+    select nullif(upper(btrim(org_unit_code)), '') as code, min(nullif(upper(btrim(parent_org_unit_code)), '')) as parent,
+           '' as h
+    from raw_hris.org_units where _snapshot_id = %s and nullif(btrim(org_unit_code), '') is not null
+    group by 1
+"""
 
 # The reasons that change a person's own state (active, identity, manager): what their reports' and their
 # managers' rows depend on.
@@ -486,11 +494,15 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
                   where case when z.d0 is null then c.d > {lo} and c.d <= {hi} else c.d > z.d0 and c.d <= z.d1 end"""
     status = next((t for t in ("intermediate.int_learning_status", "marts.learning_compliance_status")
                    if x("select to_regclass(%s) is not null", (t,)).fetchone()[0]), None)
-    if status:
+    if status:   # one range per date column: int_learning_status indexes each (due_on + 1 > lo: due_on >= lo)
         x(f"""insert into cs_found
               select c.person_id, 'learning_dates' from (
-                  select person_id, d from {status}, unnest(array[due_on + 1, expires_on, renewal_opens_on]) d
-                  where d > {lo} and d <= {hi}) c
+                  select person_id, due_on + 1 as d from {status} where due_on >= {lo} and due_on < {hi}
+                  union all
+                  select person_id, expires_on from {status} where expires_on > {lo} and expires_on <= {hi}
+                  union all
+                  select person_id, renewal_opens_on from {status}
+                  where renewal_opens_on > {lo} and renewal_opens_on <= {hi}) c
               {in_zone}""", p)
     x(f"""insert into cs_found
           select c.person_id, 'dates' from (
@@ -540,8 +552,12 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
              where f.reason = 'completions' and d.person_id <> f.person_id""")
     mark("identity")
     # Org: units added, removed or changed (parent, name, status, type, head) and every unit below them.
-    x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
-    x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
+    if p["org"] == p["base_org"]:   # the same org file (an hourly run): no unit changed; the parents serve the walks
+        x("create temp table cs_org_cur on commit drop as " + _ORG_PARENTS, (p["org"],))
+        x("create temp table cs_org_base on commit drop as select * from cs_org_cur")
+    else:
+        x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
+        x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
     x("""create temp table cs_units on commit drop as
          with recursive changed as (
              select coalesce(c.code, b.code) as code from cs_org_cur c full join cs_org_base b on b.code = c.code
@@ -570,12 +586,15 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     seeds = "select person_id from cs_seeds"
     # The reporting chain below them (primary and temporary managers, any depth). The edges first, as a
     # table: a join on "primary or temporary manager" in the recursion is a nested loop over everyone.
-    x("""create temp table cs_edges on commit drop as
-         select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
-         union all   -- duplicates are harmless: the walk below is a union
-         select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
-    x("create index on cs_edges (manager_id)")
-    x("analyze cs_edges")
+    if x("select exists (select 1 from cs_seeds)").fetchone()[0]:
+        x("""create temp table cs_edges on commit drop as
+             select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
+             union all   -- duplicates are harmless: the walk below is a union
+             select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
+        x("create index on cs_edges (manager_id)")
+        x("analyze cs_edges")
+    else:   # nobody's own state changed (an hourly run): no chain to walk
+        x("create temp table cs_edges (manager_id text, person_id text) on commit drop")
     mark("edges")
     x(f"""insert into cs_found
           with recursive down (person_id, depth) as (

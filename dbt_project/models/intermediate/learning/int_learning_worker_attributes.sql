@@ -4,8 +4,10 @@
 --   local_date  = the run's logical moment in the worker's time zone;
 --   tenure_days = local date - (start date, else hire date).
 -- A table: the learning models join it several times and need its statistics (and it is cheap to write).
+-- Indexed on person_id: an incremental build looks the change set's people up in it (changed_people_lookup).
 {{ config(
     materialized='table',
+    indexes=[{'columns': ['person_id']}],
     post_hook="analyze {{ this }}"
 ) }}
 
