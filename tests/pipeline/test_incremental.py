@@ -204,7 +204,7 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
     with ExitStack() as stack:
         inc = stack.enter_context(side("inc", local_stack.warehouse_url, tmp_path, "changed"))
         full = stack.enter_context(side("full", local_stack.warehouse_url, tmp_path, "always"))
-        problems = []
+        problems, kept_org_days = [], set()
         for day in DAYS:
             key = run_day(inc, day, landing, tmp_path, monkeypatch)
             sc = scope(inc, key)
@@ -218,8 +218,11 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
             if got is None:
                 problems.append(f"day {day.n}: no audit.change_set_people (the change sets of issue 15)")
                 got = {}
-            timings = inc.q("select detail -> 'changes' -> 'timings' from audit.stage_runs "
-                            "where run_key = %s and stage = 'transform'", key)[0][0] or {}
+            timings, org_kept = inc.q("select detail -> 'changes' -> 'timings', detail ? 'org_models' "
+                                      "from audit.stage_runs where run_key = %s and stage = 'transform'", key)[0]
+            timings = timings or {}
+            if org_kept:
+                kept_org_days.add(day.n)
             if day.hr_edit and not day.full and "hr_edits_carried" not in timings:
                 problems.append(f"day {day.n}: the edits were not read from the staging stage's line carry "
                                 f"(steps {sorted(timings)})")
@@ -254,5 +257,10 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
         for t in m_inc:
             assert m_inc[t] - m_full[t] == Counter(), f"{t}: rows only in the incremental warehouse"
             assert m_full[t] - m_inc[t] == Counter(), f"{t}: rows only in the full rebuild"
+        # Builds on the org file of the build before kept the org models (dbt tag org_snapshot) and still ended
+        # where the full rebuilds did (the marts above); the reorg day and the full builds built them.
+        reorg = next(d.n for d in DAYS if d.n > 1 and d.orgs != DAYS[d.n - 2].orgs)
+        assert kept_org_days and reorg not in kept_org_days, sorted(kept_org_days)
+        assert not kept_org_days & {d.n for d in DAYS if d.full}, sorted(kept_org_days)
         # The scope/change-set checks last: they wait on the change sets (issue 15) being merged.
         assert not problems, "\n".join(problems)

@@ -125,6 +125,9 @@ SNAPSHOT_TABLE = "staging.stg_hris__snapshot_workers"
 #: data tests over the whole delivery log (marts.access_events): not a run's gate — a daily build skips them,
 #: tests and `dbt test --select tag:access_audit` run them
 AUDIT_TESTS = "tag:access_audit"
+#: the models that read the org snapshot and nothing else (dbt tag org_snapshot): a build on the org snapshot of the
+#: last completed build, with the same project, leaves them as they are (hrlms.pipeline.transform)
+ORG_SNAPSHOT_MODELS = "tag:org_snapshot"
 #: dbt commands that change relations: run outside the pipeline's stages they make the build ledger stale
 MUTATING = {"build", "run", "snapshot", "seed"}
 _PROJECT_PARTS = ("dbt_project.yml", "profiles.yml", "packages.yml", "models", "macros", "snapshots", "tests",
@@ -237,13 +240,17 @@ def is_staged(conn, snapshot_id: int) -> bool:
 
 def build(*, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime, select: str | None = None,
           exclude: str | None = None, unit_tests: bool = False, tracked: bool = False,
-          change_set_id: int | None = None) -> DbtResult:
+          change_set_id: int | None = None, indirect_selection: str | None = None) -> DbtResult:
     """dbt build (models, snapshots, data tests) for one run. dbt unit tests check the SQL, not the data,
     so a daily run skips them (~8 s each); CI runs them once (tests/dbt/test_dbt_unit_tests.py).
     With `change_set_id` an incremental build: the incremental person models recompute that change set's
     people only (macros/changed_people.sql). Without, a full build: `--full-refresh` recreates them (the
-    history models say full_refresh=false and keep their rows)."""
+    history models say full_refresh=false and keep their rows). `indirect_selection`: dbt's mode for the
+    tests of excluded models (default eager: a test with any parent excluded is left out; cautious keeps the
+    tests that also read a model that is built)."""
     args = ["build"] + (["--select", select] if select else []) + (["--exclude", exclude] if exclude else [])
+    if indirect_selection:
+        args += ["--indirect-selection", indirect_selection]
     if change_set_id is None:
         args.append("--full-refresh")
     if not unit_tests:
