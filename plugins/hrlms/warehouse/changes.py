@@ -166,14 +166,13 @@ _ORG_PARENTS = """
 def _by_index(x, sql: str, params: Any = None) -> None:
     """Run a recursive walk with each step's rows looked up by index (nested loops). The planner cannot know
     how many rows a step finds and guessed tens of thousands: it merge-joined every step with the whole edge
-    table (1M workers: 2.2 s per level, 7 s for day 2's reporting chains, against milliseconds by index)."""
+    table (1M workers: 2.2 s per level, 7 s for day 2's reporting chains, against milliseconds by index).
+    An error aborts the transaction, and the settings with it: nothing to restore then."""
     x("set local enable_hashjoin = off")
     x("set local enable_mergejoin = off")
-    try:
-        x(sql, params)
-    finally:
-        x("set local enable_hashjoin to default")
-        x("set local enable_mergejoin to default")
+    x(sql, params)
+    x("set local enable_hashjoin to default")
+    x("set local enable_mergejoin to default")
 
 
 # The reasons that change a person's own state (active, identity, manager): what their reports' and their
