@@ -402,10 +402,12 @@ def _send(client, ops: list[dict], limits: tuple[int, int], member_refs: list[in
     return ids
 
 
-def seed_lms(db_url: str, plan_id: int, lms, members_max: int) -> dict:
+def seed_lms(db_url: str, plan_id: int | None, lms, members_max: int, people: list[str] | None = None) -> dict:
     """Before the timed apply: put into a fresh scim2-server, through /Bulk, exactly the LMS objects plan
     `plan_id` touches, as the warehouse believes they are (sync.applied_*), then rewrite their lms_id in
     sync.applied_users / sync.applied_groups to the server's ids (set-based, from a temp table) and ANALYZE.
+    With `people` instead of a plan (bench_events at 1M: the plans are made later, by the event runs): those
+    accounts, their direct reports, and the groups they are members of.
 
     - users: the accounts of _SEED_PEOPLE, plus the managers they have as applied (so that the manager
       attribute each holds in the LMS is the one the warehouse believes), created managers first, each
@@ -425,12 +427,21 @@ def seed_lms(db_url: str, plan_id: int, lms, members_max: int) -> dict:
     out: dict = {}
     with psycopg.connect(db_url) as conn:
         conn.execute("create temp table seed_people (person_id text primary key)")
-        conn.execute(_SEED_PEOPLE, {"p": plan_id})
+        if people is None:
+            conn.execute(_SEED_PEOPLE, {"p": plan_id})
+            conn.execute("""create temp table seed_groups as
+                            select g.group_key, g.display_name from sync.applied_groups g
+                            where g.group_key in (select group_key from sync.ops where plan_id = %s
+                                                  and group_key is not null)""", (plan_id,))
+        else:
+            conn.execute("insert into seed_people select unnest(%s::text[]) on conflict do nothing", (people,))
+            conn.execute("""create temp table seed_groups as
+                            select g.group_key, g.display_name from sync.applied_groups g
+                            where g.group_key in (select m.group_key from sync.applied_memberships m
+                                                  join seed_people using (person_id))""")
+            conn.execute("""insert into seed_people select a.person_id from sync.applied_users a
+                            where a.manager_person_id = any(%s) on conflict do nothing""", (people,))
         out["plan_people"] = conn.execute("select count(*) from seed_people").fetchone()[0]
-        conn.execute("""create temp table seed_groups as
-                        select g.group_key, g.display_name from sync.applied_groups g
-                        where g.group_key in (select group_key from sync.ops where plan_id = %s
-                                              and group_key is not null)""", (plan_id,))
         memberships = conn.execute("select count(*) from sync.applied_memberships m "
                                    "join seed_groups g using (group_key)").fetchone()[0]
         out["group_memberships_applied"] = memberships

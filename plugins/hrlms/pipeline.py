@@ -166,7 +166,7 @@ def event_build(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
     snaps = event_snapshot(run_key, logical_date)
     if not snaps:
         return {}
-    stage_models(run_key, logical_date, snaps)
+    stage_models(run_key, logical_date, snaps, workers_only=True)
     gate(run_key, logical_date, snaps)
     transform(run_key, logical_date, snaps)
     return plan(run_key, logical_date, snaps)
@@ -259,9 +259,13 @@ def _unchanged(conn, run_key: str, stage: str, inputs: dict[str, Any], detail: d
     return True
 
 
-def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> None:
+def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[str, int], *,
+                 workers_only: bool = False) -> None:
     """Build the staging layer and its tests: typed views of every snapshot, and the run's workers
-    snapshot parsed once into a table (stg_hris__snapshot_workers) that the gate and the transform read."""
+    snapshot parsed once into a table (stg_hris__snapshot_workers) that the gate and the transform read.
+    `workers_only` (an event run: only worker lines changed, no learning or org file was landed): when the last
+    staging build was made by this dbt project on the same org snapshot, its views stand as they are and only
+    the workers' parsed snapshot and its tests are built."""
     from hrlms.transform import dbt
 
     detail: dict[str, Any] = {}
@@ -275,12 +279,20 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
             detail["lease_wait_s"] = lease.acquire(conn, run_key)
         inputs = {"snapshots": builds.snapshot_keys(conn, snapshots), "dbt": dbt.project_digest()}
         # lines already parsed by this project may be copied rather than parsed again (a full parse otherwise)
-        carry = builds.built_from(builds.recorded(conn, "staging"), "dbt", inputs["dbt"])
+        previous = builds.recorded(conn, "staging")
+        carry = builds.built_from(previous, "dbt", inputs["dbt"])
+        views_kept = workers_only and carry and "org_units" in snapshots and \
+            (previous["inputs"].get("snapshots") or {}).get("org_units") == \
+            builds.jsonable(inputs["snapshots"].get("org_units"))
         if _unchanged(conn, run_key, "staging", inputs, detail,
                       still_valid=lambda prev: "" if dbt.is_staged(conn, snapshots["workers"]) else
                       f"{dbt.SNAPSHOT_TABLE} no longer holds the snapshot"):
             return
-        res = dbt.run_dbt(["build", "--select", "staging", "--exclude-resource-type", "unit_test"],
+        select = "staging"
+        if views_kept:
+            select = dbt.SNAPSHOT_TABLE.split(".")[1]
+            detail["views"] = "kept: built by this dbt project on the same org snapshot (an event run's delta)"
+        res = dbt.run_dbt(["build", "--select", select, "--exclude-resource-type", "unit_test"],
                           snapshot_id=snapshots["workers"],
                           org_snapshot_id=snapshots.get("org_units", -1),
                           logical_date=logical_instant(logical_date), tracked=True, staging_carry=carry)
@@ -306,10 +318,14 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
         previous = builds.recorded(conn, "gate")
         carry_from = ((previous["inputs"].get("snapshots") or {}).get("workers") or [None])[0] \
             if builds.built_from(previous, "checks", inputs["checks"]) else None
+        org_kept = _org_gate_current(previous, inputs)
         if _unchanged(conn, run_key, "gate", inputs, detail):
             return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
+        if org_kept:      # an event or hourly run: the org file the last gate judged, by the same checks
+            detail["org_units"] = previous["detail"]["org_units"] | {"kept": "the org snapshot and the checks "
+                                                                             "of the last gate"}
         try:
-            for entity in entities:
+            for entity in (e for e in entities if not (org_kept and e == "org_units")):
                 res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
                                max_quarantine_share=settings.max_quarantine_share, docs=False,
                                carry_from=carry_from if entity == "workers" else None)
@@ -320,9 +336,22 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
                 if res.hold_reason:
                     detail[entity]["hold"] = res.hold_reason
         finally:   # the report HR reads, also (especially) for a rejected snapshot
-            build_docs(None, [run_name_for(e, snapshots[e]) for e in entities])
+            build_docs(None, [run_name_for(e, snapshots[e]) for e in entities if not (org_kept and e == "org_units")])
         builds.finished(conn, "gate", run_key, detail)
     return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
+
+
+def _org_gate_current(previous: dict[str, Any] | None, inputs: dict[str, Any]) -> bool:
+    """The last gate completed on the same org snapshot with the same checks and settings (only the workers
+    snapshot differs): its org verdicts (dq.gate_runs, dq.quarantine of that snapshot) stand."""
+    if not (builds.skipping_enabled() and previous and previous["state"] == "built"
+            and "org_units" in (previous["detail"] or {}) and "org_units" in inputs["snapshots"]):
+        return False
+
+    def but_workers(i: dict[str, Any]) -> dict[str, Any]:
+        return i | {"snapshots": {k: v for k, v in (i.get("snapshots") or {}).items() if k != "workers"}}
+
+    return but_workers(previous["inputs"]) == but_workers(builds.jsonable(inputs))
 
 
 def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, int], *,

@@ -102,6 +102,11 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert after["P0000005"] == before["P0000005"] | {"meta": after["P0000005"]["meta"]}
     ingest = stage(fresh_db, "e1", "ingest")
     assert ingest["events"]["people"] == 4 and ingest["workers"]["file_snapshot_id"] != ingest["workers"]["snapshot_id"]
+    # what events cannot change is kept: the staging views and the org file's verdicts (the daily run built both)
+    assert "views" not in stage(fresh_db, "d1", "staging") and "kept" not in stage(fresh_db, "d1", "gate")["org_units"]
+    staged, gated = stage(fresh_db, "e1", "staging"), stage(fresh_db, "e1", "gate")
+    assert staged["views"].startswith("kept") and staged["success"] == 1 and staged["lines"]["parsed"] == 4
+    assert gated["org_units"]["kept"] and gated["org_units"]["rows"] == stage(fresh_db, "d1", "gate")["org_units"]["rows"]
 
     # the same event again: landed once, nothing to send
     landed = run_events("e2", at(D1, 10, 5), event("ev-2", 2, {"Employee_ID": "P0000003", "Last_Name": "Renamed"},

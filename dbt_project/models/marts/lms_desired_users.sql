@@ -16,16 +16,38 @@
     pre_hook="{{ delete_changed_people('person_id', 'person_id') }}"
 ) }}
 
-with workers as (
+{#- An incremental build reads only the rows of the account holders whose accounts the change set touches (`wanted`,
+    found by the index on int_workers_identity.account_person_id), each table by its person_id index, and the
+    workers (not indexed: rebuilt whole by each build) in one scan, once. Joined with a semi-join on the change set
+    instead, PostgreSQL hashed every input whole (1M workers: 2.9 s for an event of 2 people; 0.3 s so). -#}
+{%- set restrict = is_incremental() and change_set_id() > 0 %}
+{%- set wanted = 'person_id = any(array(select person_id from wanted))' if restrict else 'true' %}
+with
+{%- if restrict %}
+wanted as (
+    select person_id from {{ ref('int_workers_identity') }}
+    where is_account_holder and (account_person_id = any(array{{ changed_people() }})
+                                 or account_person_id = any(array{{ accounts_of_changed_people() }}))
+),
+
+workers as materialized (
+    -- a hashed semi-join: `= any(array)` would test each of the 1M rows against the whole array
+    select * from {{ ref('workers') }} where person_id in (select person_id from wanted)
+),
+{%- else %}
+workers as (
     select * from {{ ref('workers') }}
 ),
+{%- endif %}
 
 effective as (
     select person_id, access_from_on, access_until_on, is_active from {{ ref('int_workers_effective') }}
+    where {{ wanted }}
 ),
 
 identity as (
     select person_id, account_person_id, is_account_holder from {{ ref('int_workers_identity') }}
+    where {{ wanted }}
 ),
 
 decisions as (
@@ -34,10 +56,12 @@ decisions as (
 
 placed as (
     select person_id, org_unit_name from {{ ref('int_workers_placed') }}
+    where {{ wanted }}
 ),
 
 managers as (
     select person_id, manager_person_id from {{ ref('int_managers_resolved') }}
+    where {{ wanted }}
 ),
 
 -- LMS roles / entitlements of the live rule set's role rules (int_lms_role_matches), sorted. The change set's
