@@ -57,6 +57,23 @@ def _idle(af, token: str) -> bool:
     return all(r["state"] in ("success", "failed") for r in runs)
 
 
+def _landing(folder, work):
+    """A fresh `work` folder whose landing holds the synthetic day 1 under today's date, extracted 10 minutes ago:
+    (the landing folder, day 1's moment = now). Events are applied at their run's moment (wall time): day 1 is
+    run at the same moment (a day-1 run at the synthetic data's own date would leave every date in between for
+    the first event run), and HR made the events after the file was extracted."""
+    shutil.rmtree(work, ignore_errors=True)
+    landing = work / "landing"
+    landing.mkdir(parents=True)
+    moment1 = datetime.now(timezone.utc).replace(microsecond=0)
+    past = time.time() - 600
+    for f in folder.glob(f"*_{START.isoformat()}.csv"):
+        copy = landing / f.name.replace(START.isoformat(), moment1.date().isoformat())
+        shutil.copy(f, copy)
+        os.utime(copy, (past, past))
+    return landing, moment1
+
+
 def run_size(workers: int, args) -> dict:
     from hrlms import pipeline
     from hrlms.devenv.airflow import hr_events_airflow
@@ -65,18 +82,9 @@ def run_size(workers: int, args) -> dict:
 
     folder = common.synthetic_day(workers, args.seed)
     work = common.BENCH_DIR / "work" / f"events_{workers}"
-    shutil.rmtree(work, ignore_errors=True)
-    landing = work / "landing"
-    landing.mkdir(parents=True)
-    # Events are applied at their run's moment (wall time): day 1 is run at the same moment (a day-1 run at the
-    # synthetic data's own date would leave every date in between for the first event run), day 2 a day later.
-    moment1 = datetime.now(timezone.utc).replace(microsecond=0)
+    landing, moment1 = _landing(folder, work)
     moment2 = moment1 + timedelta(days=1)
-    for f in folder.glob(f"*_{START.isoformat()}.csv"):
-        shutil.copy(f, landing / f.name.replace(START.isoformat(), moment1.date().isoformat()))
     day1 = landing / f"workers_{moment1.date().isoformat()}.csv"
-    past = time.time() - 600
-    os.utime(day1, (past, past))
     out: dict = {"workers": workers}
     with common.fresh_database("events") as url, LocalScimServer(work / "lms") as lms:
         os.environ.update({
@@ -168,15 +176,7 @@ def run_size_warehouse(workers: int, args) -> dict:
 
     folder = bench_churn.churn_days(workers, args.seed)
     work = common.BENCH_DIR / "work" / f"events_{workers}_wh"
-    shutil.rmtree(work, ignore_errors=True)
-    landing = work / "landing"
-    landing.mkdir(parents=True)
-    moment1 = datetime.now(timezone.utc).replace(microsecond=0)
-    for f in folder.glob(f"*_{START.isoformat()}.csv"):
-        shutil.copy(f, landing / f.name.replace(START.isoformat(), moment1.date().isoformat()))
-    past = time.time() - 600
-    for f in landing.iterdir():
-        os.utime(f, (past, past))
+    landing, moment1 = _landing(folder, work)
     out: dict = {"workers": workers, "mode": "warehouse-only day 1, LMS seeded with the accounts the events touch"}
     import psycopg
 
