@@ -105,35 +105,21 @@ def run_size(workers: int, args) -> dict:
         singles, burst = chosen[:args.events], chosen[args.events:]
         with hr_events_airflow(work / "airflow") as (af, token, asset_id):
             titles: dict[str, str] = {}
+            tally = [0]
 
             def post(person: str, n: int) -> float:
                 title = f"Events bench title {n}"
                 titles[person] = title
                 extra = {"event_id": f"bench-{workers}-{n}", "hr_timestamp": datetime.now(timezone.utc).isoformat(),
                          "source": "bench", "records": [{"Employee_ID": person, "Job_Title": title}]}
-                return _post(af, token, asset_id, extra)
+                return _post(af, token, asset_id, extra, tally)
 
-            latencies, read_back = [], []
             with ScimClient(lms_config_from_env()) as client:
-                for n, person in enumerate(singles):
-                    posted = post(person, n)
-                    while (done := _applied_at(url, person, posted)) is None:
-                        if time.time() - posted > args.timeout:
-                            raise common.BenchError(f"event {n} ({person}) not applied within {args.timeout} s")
-                        time.sleep(0.1)
-                    latencies.append(round(done - posted, 2))
-                    user = client.find_user(external_id=person)
-                    read_back.append(bool(user and user.get("title") == titles[person]))
-                    common.say(f"  event {n + 1}/{len(singles)}: {latencies[-1]:.1f} s")
-                    while not _idle(af, token):
-                        time.sleep(0.5)
-            if latencies:
-                out["single"] = {"events": len(latencies), "p50_s": _pct(latencies, 0.5),
-                                 "p95_s": _pct(latencies, 0.95), "max_s": max(latencies), "latencies_s": latencies,
-                                 "read_back_ok": sum(read_back)}
-                common.say(f"  single events: p50 {out['single']['p50_s']} s, p95 {out['single']['p95_s']} s")
+                if singles:
+                    out["single"] = _singles(af, token, url, singles, post, 0, args.timeout,
+                                             lambda p: (client.find_user(external_id=p) or {}).get("title") == titles[p])
 
-            out["burst"] = _burst(af, token, url, burst, post, len(singles), args.timeout)
+            out["burst"] = _burst(af, token, url, burst, post, len(singles), args.timeout) | {"post_retries": tally[0]}
             common.say(f"  burst of {len(burst)}: {out['burst']}")
 
         # the next daily file, extracted after the events, repeats them
@@ -208,54 +194,68 @@ def run_size_warehouse(workers: int, args) -> dict:
                     ScimClient(lms_config_from_env()) as client:
                 names: dict[str, str] = {}
 
+                tally = [0]
+
                 def post(person: str, n: int) -> float:
                     names[person] = f"Evt{n}"
                     extra = {"event_id": f"bench-wh-{workers}-{n}", "hr_timestamp": datetime.now(timezone.utc).isoformat(),
                              "source": "bench", "records": [{"Employee_ID": person, "Preferred_Name": names[person]}]}
-                    return _post(af, token, asset_id, extra)
+                    return _post(af, token, asset_id, extra, tally)
 
-                def one(person: str, n: int) -> float:
-                    posted = post(person, n)
-                    while (done := _applied_at(url, person, posted)) is None:
-                        if time.time() - posted > args.timeout:
-                            raise common.BenchError(f"event {n} ({person}) not applied within {args.timeout} s")
-                        time.sleep(0.1)
-                    while not _idle(af, token):
-                        time.sleep(0.5)
-                    return round(done - posted, 2)
+                def renamed(person: str) -> bool:
+                    user = client.find_user(external_id=person) or {}
+                    return (user.get("displayName") or "").startswith(names[person] + " ")
 
-                out["warm_up_s"] = one(warm, 0)
+                warm_up = _singles(af, token, url, [warm], post, 0, args.timeout, renamed, quiet=True)
+                out["warm_up_s"] = warm_up["latencies_s"][0]
                 common.say(f"  warm-up event (day 1's moment → now): {out['warm_up_s']} s")
-                latencies, read_back = [], []
-                for n, person in enumerate(singles, start=1):
-                    latencies.append(one(person, n))
-                    user = client.find_user(external_id=person)
-                    read_back.append(bool(user and (user.get("displayName") or "").startswith(names[person] + " ")))
-                    common.say(f"  event {n}/{len(singles)}: {latencies[-1]:.1f} s")
-                if latencies:
-                    out["single"] = {"events": len(latencies), "p50_s": _pct(latencies, 0.5),
-                                     "p95_s": _pct(latencies, 0.95), "max_s": max(latencies),
-                                     "latencies_s": latencies, "read_back_ok": sum(read_back)}
-                    common.say(f"  single events: p50 {out['single']['p50_s']} s, p95 {out['single']['p95_s']} s")
+                if singles:
+                    out["single"] = _singles(af, token, url, singles, post, 1, args.timeout, renamed)
                 if burst:
-                    out["burst"] = _burst(af, token, url, burst, post, 1 + args.events, args.timeout)
+                    out["burst"] = _burst(af, token, url, burst, post, 1 + args.events, args.timeout) | \
+                        {"post_retries": tally[0]}
                     common.say(f"  burst of {len(burst)}: {out['burst']}")
                 out["stages"] = _event_stages(url)
     return out
 
 
-def _post(af, token: str, asset_id: int, extra: dict) -> float:
+def _post(af, token: str, asset_id: int, extra: dict, tally: list[int]) -> float:
     """POST one asset event; returns when it was posted. As an HR relay must (at-least-once; the event id makes a
-    repeat harmless): a 5xx is retried — the local Airflow's SQLite metadata DB answers 500 ("database is
-    locked") when a burst meets task updates."""
+    repeat harmless): a 5xx is retried (counted in tally[0]) — the local Airflow's SQLite metadata DB answers 500
+    ("database is locked") when a burst meets task updates."""
     posted = time.time()
     for attempt in range(8):
         resp = af.api("POST", "/assets/events", token, json={"asset_id": asset_id, "extra": extra})
         if resp.status_code < 500:
             break
+        tally[0] += 1
         time.sleep(0.25 * 2 ** attempt)
     resp.raise_for_status()
     return posted
+
+
+def _singles(af, token: str, url: str, people: list[str], post, start: int, timeout: float, read_back,
+             quiet: bool = False) -> dict:
+    """One event per person, each posted when the run that applied the one before has ended: the latencies from
+    the POST to the LMS write, and how many `read_back(person)` confirmed in the LMS."""
+    latencies, confirmed = [], 0
+    for n, person in enumerate(people, start=start):
+        posted = post(person, n)
+        while (done := _applied_at(url, person, posted)) is None:
+            if time.time() - posted > timeout:
+                raise common.BenchError(f"event {n} ({person}) not applied within {timeout} s")
+            time.sleep(0.1)
+        latencies.append(round(done - posted, 2))
+        confirmed += bool(read_back(person))
+        if not quiet:
+            common.say(f"  event {len(latencies)}/{len(people)}: {latencies[-1]:.1f} s")
+        while not _idle(af, token):
+            time.sleep(0.5)
+    out = {"events": len(latencies), "p50_s": _pct(latencies, 0.5), "p95_s": _pct(latencies, 0.95),
+           "max_s": max(latencies), "latencies_s": latencies, "read_back_ok": confirmed}
+    if not quiet:
+        common.say(f"  single events: p50 {out['p50_s']} s, p95 {out['p95_s']} s")
+    return out
 
 
 def _burst(af, token: str, url: str, burst: list[str], post, start: int, timeout: float) -> dict:

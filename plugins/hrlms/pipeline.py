@@ -281,9 +281,7 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
         # lines already parsed by this project may be copied rather than parsed again (a full parse otherwise)
         previous = builds.recorded(conn, "staging")
         carry = builds.built_from(previous, "dbt", inputs["dbt"])
-        views_kept = workers_only and carry and "org_units" in snapshots and \
-            (previous["inputs"].get("snapshots") or {}).get("org_units") == \
-            builds.jsonable(inputs["snapshots"].get("org_units"))
+        views_kept = workers_only and _org_models_current(previous, inputs)
         if _unchanged(conn, run_key, "staging", inputs, detail,
                       still_valid=lambda prev: "" if dbt.is_staged(conn, snapshots["workers"]) else
                       f"{dbt.SNAPSHOT_TABLE} no longer holds the snapshot"):
@@ -324,8 +322,9 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
         if org_kept:      # an event or hourly run: the org file the last gate judged, by the same checks
             detail["org_units"] = previous["detail"]["org_units"] | {"kept": "the org snapshot and the checks "
                                                                              "of the last gate"}
+        judged = [e for e in entities if not (org_kept and e == "org_units")]
         try:
-            for entity in (e for e in entities if not (org_kept and e == "org_units")):
+            for entity in judged:
                 res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
                                max_quarantine_share=settings.max_quarantine_share, docs=False,
                                carry_from=carry_from if entity == "workers" else None)
@@ -336,7 +335,7 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
                 if res.hold_reason:
                     detail[entity]["hold"] = res.hold_reason
         finally:   # the report HR reads, also (especially) for a rejected snapshot
-            build_docs(None, [run_name_for(e, snapshots[e]) for e in entities if not (org_kept and e == "org_units")])
+            build_docs(None, [run_name_for(e, snapshots[e]) for e in judged])
         builds.finished(conn, "gate", run_key, detail)
     return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
 
@@ -401,10 +400,11 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
 
 
 def _org_models_current(previous: dict[str, Any] | None, inputs: dict[str, Any]) -> bool:
-    """The models tagged org_snapshot read the org snapshot and nothing else (not the workers, not the date: their
-    SCD2 snapshot finds nothing new in the same rows): they hold what this build would write when the last
-    build completed with the same dbt project on the same org snapshot. A crashed build, a dbt command run by
-    hand (the ledger forgets) or HRLMS_REBUILD=always builds them."""
+    """The last build of the stage (`previous`, the ledger's record) completed with the same dbt project on the
+    same org snapshot as `inputs` (both with "dbt" and "snapshots"). For the transform: the models tagged
+    org_snapshot read the org snapshot and nothing else (not the workers, not the date: their SCD2 snapshot finds
+    nothing new in the same rows), so they hold what this build would write; for staging: its views stand. A
+    crashed build, a dbt command run by hand (the ledger forgets) or HRLMS_REBUILD=always builds them."""
     org = inputs["snapshots"].get("org_units")
     return bool(org) and previous is not None and builds.built_from(previous, "dbt", inputs["dbt"]) and \
         (previous["inputs"].get("snapshots") or {}).get("org_units") == builds.jsonable(org)
