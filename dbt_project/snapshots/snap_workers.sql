@@ -10,15 +10,18 @@
     either puts them in the change set), and the post-hook closes the versions of those of them who left
     the gated workers. dbt's own hard_deletes: invalidate would close everyone outside the compared rows,
     so it is `ignore` and the post-hook does the same on a full build (no change set: everyone).
+    The first post-hooks index person_id and dbt_scd_id: the close above, dbt's staging query
+    (macros/snapshots/snapshot_staging_table.sql), workers_history's incremental build and the gate's
+    lookups of earlier holders find a person's versions by the first, dbt's merge closes versions by the second.
 #}
 {% snapshot snap_workers %}
 
-{{ config(post_hook="
+{{ config(post_hook=["{{ person_index() }}", "{{ person_index('dbt_scd_id') }}", "
     update {{ this }} as versions set dbt_valid_to = {{ snapshot_get_time() }}
     where versions.dbt_valid_to is null
         {%- if change_set_id() > 0 %} and versions.person_id in {{ changed_people() }}{% endif %}
         and not exists (select from {{ ref('workers') }} where person_id = versions.person_id)
-") }}
+"]) }}
 
 with workers as (
     select * from {{ ref('workers') }}

@@ -39,7 +39,9 @@ pytestmark = pytest.mark.e2e
 #: marts columns that may differ between two warehouses built from the same files. No wall-clock time: every
 #: mart derives its dates from the run's logical moment. The monthly snapshot's as_of_date names the run that
 #: wrote the row: an incremental build rewrites the month's rows of its change set's people only.
-TIMESTAMP_COLUMNS: dict[str, set[str]] = {"learning_compliance_monthly": {"as_of_date"}}
+#: workers' snapshot_id and line_no are lineage (see INCREMENTAL_INTERMEDIATE below).
+TIMESTAMP_COLUMNS: dict[str, set[str]] = {"learning_compliance_monthly": {"as_of_date"},
+                                          "workers": {"snapshot_id", "line_no"}}
 
 
 # --- two pipelines side by side ---------------------------------------------------------------------
@@ -130,7 +132,9 @@ def change_set(s: Side, key: str) -> dict[str, set[str]] | None:
 #: intermediate tables an incremental build updates in place (var incremental_person_models): compared too.
 #: Their lineage columns (the snapshot and line a row was last derived from) are left out: an unchanged
 #: person's row keeps the snapshot it was computed from, a full rebuild takes the newest.
-INCREMENTAL_INTERMEDIATE = {"int_workers_effective": {"snapshot_id", "line_no", "copy_no"},
+INCREMENTAL_INTERMEDIATE = {"int_workers_gated": {"snapshot_id", "line_no", "copy_no"},
+                            "int_workers": {"snapshot_id", "line_no"},
+                            "int_workers_effective": {"snapshot_id", "line_no", "copy_no"},
                             "int_workers_identity": set(), "int_learning_status": set(),
                             "int_identity_decisions": set(), "int_managers_resolved": set(),
                             "int_learning_compliance_counts": set()}

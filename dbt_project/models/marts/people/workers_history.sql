@@ -1,9 +1,19 @@
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['person_id']}],
+    pre_hook="{{ delete_changed_people('person_id') }}"
+) }}
 -- Who was what, where and under whom, by logical date (SCD2 from snapshots.snap_workers).
 -- A version holds on day D when valid_from_on <= D and (valid_to_on is null or D < valid_to_on):
 -- valid_to_on is the first day it no longer held (exclusive). Versions opened and replaced on the same
 -- day (a rerun of a day with corrected data) are left out.
+-- Incremental (macros/changed_people.sql): snap_workers changes only the versions of the change set's people,
+-- whose rows an incremental build deletes and inserts again (looked up by snap_workers' person_id index).
 with versions as (
     select * from {{ ref('snap_workers') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 identities as (
