@@ -8,9 +8,11 @@
     everyone, at the cost of the walk. -#}
 
 {% macro temporary_manager_in_force(w) -%}
+    {#- on the worker's local date: the run's moment in their zone (int_workers_placed.effective_time_zone) -#}
+    {%- set local_date = local_date_in(w ~ '.effective_time_zone') -%}
     ({{ w }}.temporary_manager_person_id is not null
-        and ({{ w }}.temporary_manager_from is null or {{ w }}.temporary_manager_from <= {{ w }}.local_date)
-        and ({{ w }}.temporary_manager_until is null or {{ w }}.local_date <= {{ w }}.temporary_manager_until))
+        and ({{ w }}.temporary_manager_from is null or {{ w }}.temporary_manager_from <= {{ local_date }})
+        and ({{ w }}.temporary_manager_until is null or {{ local_date }} <= {{ w }}.temporary_manager_until))
 {%- endmacro %}
 
 {% macro chosen_manager(w) -%}

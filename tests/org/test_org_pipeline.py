@@ -152,3 +152,23 @@ def test_reorg_and_leaver_propagate_in_one_run(fresh_db, landing, org_mapping):
     assert managers[pid(7)] == f"{pid(2)}:temporary"             # temporary manager in force from day 2
     assert (pid(4), "terminated_manager") in set(
         rows(fresh_db, "select person_id, issue_type from intermediate.int_data_issues_org"))
+
+
+def test_a_renamed_holding_unit_reaches_the_workers_with_unknown_codes_on_an_incremental_build(
+        fresh_db, landing, org_mapping):
+    """HR's own row for the holding unit, below the root: renaming it is no change at the top of the tree,
+    so the build stays incremental, and its members are the workers whose HR code is unknown (P11:
+    ELSEWHERE, with a manager from HR, so no fallback rule names them), not the workers whose HR code names it."""
+    people = staff() + [worker(11, Org_Unit="ELSEWHERE", Manager_ID=pid(1))]
+    land(landing, D1, people, ORGS_D1 + [("UNASSIGNED", "Unassigned", "ROOT", "holding", "ACTIVE", "")])
+    run_day(D1)
+    land(landing, D2, people, ORGS_D1 + [("UNASSIGNED", "Unassigned (review)", "ROOT", "holding", "ACTIVE", "")])
+    run_day(D2)
+
+    assert rows(fresh_db, "select full_build from audit.change_sets order by change_set_id desc limit 1") == [
+        (False,)]
+    for person in (pid(8), pid(11)):
+        assert rows(fresh_db, f"select org_unit_code, org_unit_name from marts.workers where person_id = '{person}'"
+                    ) == [("UNASSIGNED", "Unassigned (review)")]
+        assert rows(fresh_db, f"select department from marts.lms_desired_users where person_id = '{person}'") == [
+            ("Unassigned (review)",)]

@@ -1,5 +1,5 @@
 -- One effective manager per gated worker on the run's date (rules in _org__models.yml):
---   chosen = the temporary manager while the worker's local_date is within [from, until] (a missing
+--   chosen = the temporary manager while the worker's local date is within [from, until] (a missing
 --   bound is open), else the primary manager. The chosen manager is used when it is an active worker
 --   other than the worker and the worker is not where a reporting loop is cut. Otherwise:
 --   missing / unknown / self / loop-cut → org chain;
@@ -125,7 +125,7 @@ with workers as not materialized (
         temporary_manager_from,
         temporary_manager_until,
         secondary_manager_person_ids,
-        local_date,
+        effective_time_zone,
         is_active
     from {{ ref('int_workers_placed') }}
 ),

@@ -1,14 +1,18 @@
 -- Each gated worker's place in the resolved org tree: the unit HR gives when it exists in the run's
 -- org snapshot, else the holding unit (is_unknown_org_code; a missing code counts as unknown).
 -- Workers of a closed unit (status inactive) stay where HR puts them (is_org_unit_inactive).
--- Also carries the manager fields and effective dating the org models need (local_date: the run's moment in
--- the worker's zone; int_workers_effective does not store it), so they read one analysed
+-- Also carries the manager fields and effective dating the org models need (effective_time_zone: their
+-- readers compute the worker's local date from it, macro local_date_in), so they read one analysed
 -- table (the planner badly underestimates the gated view; nested loops are disabled here for that reason).
 -- Indexed on person_id: the walks of int_managers_resolved's incremental path look people up by it.
+-- Incremental (macros/changed_people.sql): an incremental build recomputes the change set's people only
+-- (a unit that was added, removed, renamed or closed puts its people in it, the holding unit's included).
 {{ config(
-    materialized='table',
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
-    pre_hook="set local enable_nestloop = off",
+    pre_hook=["set local enable_nestloop = off", "{{ delete_changed_people('person_id') }}"],
     post_hook="analyze {{ this }}"
 ) }}
 
@@ -17,7 +21,7 @@ with workers as (
         person_id,
         org_unit_code,
         employment_status,
-        {{ local_date_in('effective_time_zone') }} as local_date,
+        effective_time_zone,
         is_active,
         manager_person_id,
         temporary_manager_person_id,
@@ -25,6 +29,7 @@ with workers as (
         temporary_manager_until,
         secondary_manager_person_ids
     from {{ ref('int_workers_effective') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 units as (
@@ -49,7 +54,7 @@ placed as (
         coalesce(units.org_unit_status, (select org_unit_status from holding)) = 'inactive'
             as is_org_unit_inactive,
         workers.employment_status,
-        workers.local_date,
+        workers.effective_time_zone,
         workers.is_active,
         workers.manager_person_id,
         workers.temporary_manager_person_id,

@@ -17,7 +17,8 @@ Reasons (a person may have several):
   or one above it, changed or holds a changed person (its head may be another now);
 - manager — the HR, temporary or resolved manager of a changed person (whether they manage people may
   change). "Changed" here: new, gone, hr_edit, quarantine, identity, resolution, dates or lms;
-- org — their org unit, or one above it, was added, removed, moved, renamed, closed or got another head;
+- org — their org unit, or one above it, was added, removed, moved, renamed, closed or got another head
+  (the holding unit's people: those whose HR org code named no unit in the last build);
 - dates — one of their own dates reaches its boundary between the base build's logical moment and this
   one, in their time zone: start (minus provision_days_before_start, judged access_lead_hours ahead), the
   day after the last day (minus termination_lookahead_days), a temporary manager's first day and the day
@@ -589,6 +590,11 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
             return f"an org change at the top of the tree (unit {', '.join(roots)})"
         x("""insert into cs_found
              select r.person_id, 'org' from cs_rows r join cs_units u on u.code = r.org_unit_code""")
+        # the holding unit's members are the workers whose HR code names no unit (HR's row can rename it)
+        if x("select to_regclass('intermediate.int_workers_placed') is not null").fetchone()[0]:
+            x("""insert into cs_found
+                 select p.person_id, 'org' from intermediate.int_workers_placed p
+                 join cs_units u on u.code = p.org_unit_code where p.is_unknown_org_code""")
     mark("org")
     # People whose own state changed: what the reporting chain below them and their managers depend on
     # (a due date, a completion or a move to another unit changes nobody's manager).
