@@ -16,22 +16,16 @@
     pre_hook="{{ delete_changed_people('person_id', 'person_id') }}"
 ) }}
 
-{#- An incremental build starts from the account holders whose accounts the change set touches (`wanted`: two
-    semi-joins PostgreSQL estimates from the change set's statistics) and reads each table's rows of those people
-    only (by their person_id index when they are few, hashed when they are many), the workers in one scan. With
-    the change set as one OR of two subqueries on int_workers_identity, PostgreSQL could not estimate it and
-    hashed every input whole (1M workers: 2.9 s for an event of 2 people). The filters read `wanted` through the
-    Jinja variable of that name, which sqlfluff does not follow (hence its noqa). -#}
+{#- An incremental build starts from the account holders whose accounts the change set touches (`wanted`,
+    macro changed_account_holders) and reads each table's rows of those people only (by their person_id index
+    when they are few, hashed when they are many), the workers in one scan. The filters read `wanted` through
+    the Jinja variable of that name, which sqlfluff does not follow (hence its noqa). -#}
 {%- set restrict = is_incremental() and change_set_id() > 0 %}
 {%- set wanted = 'person_id in (select person_id from wanted)' if restrict else 'true' %}
 with
 {%- if restrict %}
 wanted as (  -- noqa: ST03
-    select person_id from {{ ref('int_workers_identity') }}
-    where is_account_holder and account_person_id in {{ changed_people() }}
-    union
-    select person_id from {{ ref('int_workers_identity') }}
-    where is_account_holder and account_person_id in {{ accounts_of_changed_people() }}
+    {{ changed_account_holders() }}
 ),
 {%- endif %}
 
