@@ -17,16 +17,10 @@
 ) }}
 
 {#- An incremental build starts from the account holders whose accounts the change set touches (`wanted`, macro
-    changed_account_holders, as lms_desired_users) and reads the workers, their place and accounts for them only
+    changed_account_holders_cte, as lms_desired_users) and reads the workers, their place and accounts for them only
     (1M workers: each input was hashed whole for an event of 2 people). sqlfluff does not follow `wanted`. -#}
-{%- set restrict = is_incremental() and change_set_id() > 0 %}
-{%- set wanted = 'person_id in (select person_id from wanted)' if restrict else 'true' %}
-with
-{%- if restrict %}
-wanted as (  -- noqa: ST03
-    {{ changed_account_holders() }}
-),
-{%- endif %}
+{%- set wanted = changed_account_holders_filter() %}
+with {{ changed_account_holders_cte() }}
 
 workers as (
     select person_id, org_unit_code from {{ ref('workers') }} where {{ wanted }}

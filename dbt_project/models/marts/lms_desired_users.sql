@@ -17,17 +17,11 @@
 ) }}
 
 {#- An incremental build starts from the account holders whose accounts the change set touches (`wanted`,
-    macro changed_account_holders) and reads each table's rows of those people only (by their person_id index
+    macro changed_account_holders_cte) and reads each table's rows of those people only (by their person_id index
     when they are few, hashed when they are many), the workers in one scan. The filters read `wanted` through
     the Jinja variable of that name, which sqlfluff does not follow (hence its noqa). -#}
-{%- set restrict = is_incremental() and change_set_id() > 0 %}
-{%- set wanted = 'person_id in (select person_id from wanted)' if restrict else 'true' %}
-with
-{%- if restrict %}
-wanted as (  -- noqa: ST03
-    {{ changed_account_holders() }}
-),
-{%- endif %}
+{%- set wanted = changed_account_holders_filter() %}
+with {{ changed_account_holders_cte() }}
 
 workers as (
     select * from {{ ref('workers') }} where {{ wanted }}
