@@ -29,18 +29,43 @@
     {%- endif -%}
 {%- endmacro %}
 
+{% macro learning_counts_bridge_relation() -%}
+    {#- int_org_units_flattened as a regclass (by schema and name: `dbt build --empty` renders a ref as a subquery) -#}
+    {%- set flattened = ref('int_org_units_flattened') -%}
+    '{{ flattened.schema }}.{{ flattened.identifier }}'::regclass
+{%- endmacro %}
+
+{% macro learning_counts_bridge_current() -%}
+    {#- True while audit.learning_counts_bridge holds the hierarchy of the int_org_units_flattened table as it stands
+        (audit.learning_counts_bridge_of names the build it was made equal to): the set differences between
+        the two are then empty and are not computed. Uncorrelated, so PostgreSQL evaluates it once and skips the
+        scans it gates. -#}
+    exists (select 1 from {{ audit_table('learning_counts_bridge_of') }} as b
+            inner join pg_catalog.pg_class as c on b.relation_oid = c.oid and b.relation_xmin = c.xmin::text
+            where c.oid = {{ learning_counts_bridge_relation() }})
+{%- endmacro %}
+
 {% macro learning_counts_bridge_keep() -%}
-    {#- Post-hook of int_learning_compliance_counts: the hierarchy its org subtrees are now summed over. -#}
+    {#- Post-hook of int_learning_compliance_counts: the hierarchy its org subtrees are now summed over, and which
+        build of int_org_units_flattened that is (nothing to compare while it has not been rebuilt). -#}
     delete from {{ audit_table('learning_counts_bridge') }} as kept
     using (
         select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
+        where not {{ learning_counts_bridge_current() }}
         except
         select ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
+        where not {{ learning_counts_bridge_current() }}
     ) as lost
     where kept.ancestor_org_unit_code = lost.ancestor_org_unit_code
         and kept.descendant_org_unit_code = lost.descendant_org_unit_code;
     insert into {{ audit_table('learning_counts_bridge') }} (ancestor_org_unit_code, descendant_org_unit_code)
     select ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
+    where not {{ learning_counts_bridge_current() }}
     except
     select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
+    where not {{ learning_counts_bridge_current() }};
+    insert into {{ audit_table('learning_counts_bridge_of') }} (only_row, relation_oid, relation_xmin)
+    select true, c.oid, c.xmin::text from pg_catalog.pg_class as c
+    where c.oid = {{ learning_counts_bridge_relation() }}
+    on conflict (only_row) do update set relation_oid = excluded.relation_oid, relation_xmin = excluded.relation_xmin
 {%- endmacro %}

@@ -81,3 +81,15 @@ create table if not exists audit.learning_counts_bridge (
     descendant_org_unit_code text not null,
     primary key (ancestor_org_unit_code, descendant_org_unit_code)
 );
+
+-- Which build of the table int_org_units_flattened audit.learning_counts_bridge was last made equal to: the
+-- relation's oid and the transaction that created or last altered its catalog row (dbt's table
+-- materialization creates a new relation on every build). While both match, the hierarchy has not been rebuilt
+-- and the counts model skips the four set differences between the two hierarchies (every pair each: ~3 s at
+-- 112,000 units for an event run, which keeps the org models). Anything else that touches the catalog row only
+-- makes the next build compare them again.
+create table if not exists audit.learning_counts_bridge_of (
+    only_row      boolean primary key default true check (only_row),
+    relation_oid  oid  not null,
+    relation_xmin text not null
+);

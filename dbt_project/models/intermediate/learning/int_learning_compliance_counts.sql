@@ -9,8 +9,9 @@
 -- the groups it touches the counts int_learning_status removed and wrote (audit.learning_status_deltas,
 -- macros/compliance_counts.sql) — through the bridge for the org subtrees, plus, for each (ancestor,
 -- descendant) pair the hierarchy gained or lost since the counts were last summed
--- (audit.learning_counts_bridge), the descendant unit's own counts added or taken away — and rewrites only
--- those groups (merge on the key). Groups left with no assignment are deleted.
+-- (audit.learning_counts_bridge; not compared while the hierarchy table has not been rebuilt since), the
+-- descendant unit's own counts added or taken away — and rewrites only those groups (merge on the key).
+-- Groups left with no assignment are deleted.
 -- `not materialized`: each aggregate reads the table itself instead of a copy of the status rows.
 {{ config(
     materialized='incremental',
@@ -61,16 +62,21 @@ kept_bridge as (
     select ancestor_org_unit_code, descendant_org_unit_code from {{ source('audit', 'learning_counts_bridge') }}
 ),
 
+-- (nothing to compare while int_org_units_flattened has not been rebuilt since: macros/compliance_counts.sql)
 bridge_gained as (
     select ancestor_org_unit_code, descendant_org_unit_code from bridge
+    where not {{ learning_counts_bridge_current() }}
     except
     select ancestor_org_unit_code, descendant_org_unit_code from kept_bridge
+    where not {{ learning_counts_bridge_current() }}
 ),
 
 bridge_lost as (
     select ancestor_org_unit_code, descendant_org_unit_code from kept_bridge
+    where not {{ learning_counts_bridge_current() }}
     except
     select ancestor_org_unit_code, descendant_org_unit_code from bridge
+    where not {{ learning_counts_bridge_current() }}
 ),
 
 by_dimension as (
