@@ -29,20 +29,10 @@
     {%- endif -%}
 {%- endmacro %}
 
-{% macro learning_counts_bridge_relation() -%}
-    {#- int_org_units_flattened as a regclass (by schema and name: `dbt build --empty` renders a ref as a subquery) -#}
-    {%- set flattened = ref('int_org_units_flattened') -%}
-    '{{ flattened.schema }}.{{ flattened.identifier }}'::regclass
-{%- endmacro %}
-
 {% macro learning_counts_bridge_current() -%}
     {#- True while audit.learning_counts_bridge holds the hierarchy of the int_org_units_flattened table as it stands
-        (audit.learning_counts_bridge_of names the build it was made equal to): the set differences between
-        the two are then empty and are not computed. Uncorrelated, so PostgreSQL evaluates it once and skips the
-        scans it gates. -#}
-    exists (select 1 from {{ audit_table('learning_counts_bridge_of') }} as b
-            inner join pg_catalog.pg_class as c on b.relation_oid = c.oid and b.relation_xmin = c.xmin::text
-            where c.oid = {{ learning_counts_bridge_relation() }})
+        (macros/relations_read.sql): the set differences between the two are then empty and are not computed. -#}
+    {{ relation_unchanged('int_learning_compliance_counts', ref('int_org_units_flattened')) }}
 {%- endmacro %}
 
 {% macro learning_counts_bridge_keep() -%}
@@ -64,8 +54,5 @@
     except
     select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
     where not {{ learning_counts_bridge_current() }};
-    insert into {{ audit_table('learning_counts_bridge_of') }} (only_row, relation_oid, relation_xmin)
-    select true, c.oid, c.xmin::text from pg_catalog.pg_class as c
-    where c.oid = {{ learning_counts_bridge_relation() }}
-    on conflict (only_row) do update set relation_oid = excluded.relation_oid, relation_xmin = excluded.relation_xmin
+    {{ relation_read('int_learning_compliance_counts', ref('int_org_units_flattened')) }}
 {%- endmacro %}

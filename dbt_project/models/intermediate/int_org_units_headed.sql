@@ -3,34 +3,58 @@
 --   2. else the active worker most often named as (primary) manager by the unit's own active workers
 --      (most_named_manager), ties → the smallest person_id;
 --   3. else no head (the fallback moves on to the parent unit).
+-- Incremental (macros/org_units_headed.sql): on the org snapshot it last judged, a build with a change set
+-- judges again only the units of the change set's people (where they are placed now and were before, and
+-- the units HR says they manage), by index; any other build judges every unit.
 {{ config(
-    materialized='table',
-    pre_hook="set local enable_nestloop = off",
-    post_hook="analyze {{ this }}"
+    materialized='incremental',
+    incremental_strategy='append',
+    on_schema_change='fail',
+    indexes=[{'columns': ['org_unit_code'], 'unique': true}],
+    pre_hook="{{ org_units_headed_prepare() }}",
+    post_hook=[
+        "delete from {{ audit_table('placed_units_before') }}",
+        "{{ relation_read('int_org_units_headed', ref('int_org_units_resolved')) }}",
+        "analyze {{ this }}"
+    ]
 ) }}
+{%- set every_unit = org_units_headed_every_unit() %}
 
-with units as (
+with
+{%- if not every_unit %}
+touched as (  -- noqa: ST03
+    {{ org_units_headed_touched() }}
+),
+{%- endif %}
+
+units as (
     select org_unit_code, manager_person_id from {{ ref('int_org_units_resolved') }}
+    {%- if not every_unit %}
+    where org_unit_code in (select touched.org_unit_code from touched)
+    {%- endif %}
 ),
 
-workers as (
-    select person_id, manager_person_id, is_active from {{ ref('int_workers_placed') }}
+members as (
+    -- the units' active workers who name a manager other than themselves
+    select org_unit_code, manager_person_id from {{ ref('int_workers_placed') }}
+    where is_active and manager_person_id <> person_id
+    {%- if not every_unit %}
+        and org_unit_code in (select touched.org_unit_code from touched)
+    {%- endif %}
 ),
 
-placed as (
-    select person_id, org_unit_code from {{ ref('int_workers_placed') }}
+active as not materialized (
+    select person_id from {{ ref('int_workers_placed') }} where is_active
 ),
 
 named as (
     select
-        placed.org_unit_code,
-        workers.manager_person_id as candidate_person_id,
+        members.org_unit_code,
+        members.manager_person_id as candidate_person_id,
         count(*) as times_named
-    from placed
-    inner join workers on placed.person_id = workers.person_id and workers.is_active
-    inner join workers as managers on workers.manager_person_id = managers.person_id and managers.is_active
-    where workers.manager_person_id <> workers.person_id
-    group by placed.org_unit_code, workers.manager_person_id
+    from members
+    inner join active on members.manager_person_id = active.person_id
+    group by members.org_unit_code, members.manager_person_id
 ),
 
 most_named as (
@@ -42,7 +66,7 @@ most_named as (
 given as (
     select units.org_unit_code, units.manager_person_id
     from units
-    inner join workers on units.manager_person_id = workers.person_id and workers.is_active
+    inner join active on units.manager_person_id = active.person_id
 ),
 
 final as (

@@ -4,16 +4,19 @@
 -- Also carries the manager fields and effective dating the org models need (effective_time_zone: their
 -- readers compute the worker's local date from it, macro local_date_in), so they read one analysed
 -- table (the planner badly underestimates the gated view; nested loops are disabled here for that reason).
--- Indexed on person_id: the walks of int_managers_resolved's incremental path look people up by it.
+-- Indexed on person_id: the walks of int_managers_resolved's incremental path look people up by it; on
+-- org_unit_code: int_org_units_headed's incremental path reads the members of the units it judges.
 -- Incremental (macros/changed_people.sql): an incremental build recomputes the change set's people only
--- (a unit that was added, removed, renamed or closed puts its people in it, the holding unit's included).
+-- (a unit that was added, removed, renamed or closed puts its people in it, the holding unit's included);
+-- its pre-hook keeps the units they were placed in (audit.placed_units_before) for int_org_units_headed.
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
-    pre_hook=["set local enable_nestloop = off", "{{ delete_changed_people('person_id') }}"],
-    post_hook="analyze {{ this }}"
+    pre_hook=["set local enable_nestloop = off", "{{ placed_units_before() }}",
+              "{{ delete_changed_people('person_id') }}"],
+    post_hook=["{{ person_index('org_unit_code') }}", "analyze {{ this }}"]
 ) }}
 
 with workers as (

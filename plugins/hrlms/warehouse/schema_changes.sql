@@ -82,14 +82,23 @@ create table if not exists audit.learning_counts_bridge (
     primary key (ancestor_org_unit_code, descendant_org_unit_code)
 );
 
--- Which build of the table int_org_units_flattened audit.learning_counts_bridge was last made equal to: the
--- relation's oid and the transaction that created or last altered its catalog row (dbt's table
--- materialization creates a new relation on every build). While both match, the hierarchy has not been rebuilt
--- and the counts model skips the four set differences between the two hierarchies (every pair each: ~3 s at
--- 112,000 units for an event run, which keeps the org models). Anything else that touches the catalog row only
--- makes the next build compare them again.
-create table if not exists audit.learning_counts_bridge_of (
-    only_row      boolean primary key default true check (only_row),
+-- Which build of a table a model last read whole (dbt macros/relations_read.sql): the relation's oid and the
+-- transaction that created or last altered its catalog row (dbt's table materialization creates a new relation
+-- on every build). While both match, the table has not been rebuilt since, and the reader skips the work only a
+-- rebuilt table needs: int_learning_compliance_counts comparing the org hierarchy with its copy (four set
+-- differences over every pair: ~3 s at 112,000 units), int_org_units_headed judging every unit's head.
+create table if not exists audit.relations_read (
+    reader        text not null,
+    relation      text not null,
     relation_oid  oid  not null,
-    relation_xmin text not null
+    relation_xmin text not null,
+    primary key (reader, relation)
+);
+
+-- The org units the people of a change set were placed in before int_workers_placed rewrote their rows (its
+-- pre-hook), until int_org_units_headed judges those units' heads again and empties the table in its own
+-- transaction (a crash in between leaves them for the next build: appended to, never replaced).
+create table if not exists audit.placed_units_before (
+    change_set_id bigint,
+    org_unit_code text not null
 );
