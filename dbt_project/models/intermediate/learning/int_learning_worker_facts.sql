@@ -12,32 +12,46 @@
 --   last_transfer_on  = the logical date the current (org unit, job code) combination began, from the
 --                       SCD2 history; null when the worker never changed unit or job since we know them.
 -- Incremental (macros/changed_people.sql): a build with a change set recomputes its people (their managers
--- are in it when a report of theirs changed).
+-- are in it when a report of theirs changed), each input read by its person_id index (1M workers: 1.5 -> 0.3 s
+-- for 2 people, 2.2 -> 1.0 s for 42,602, the same rows). Nested loops stay off: with them, the planner's
+-- estimates for the change set's people gave a 42,602-people build a plan of 322 s.
 with workers as (
     select * from {{ ref('workers') }}
-    where {{ changed_people_filter('person_id') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 effective as (
     select person_id, is_active, effective_time_zone from {{ ref('int_workers_effective') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 identity as (
     select person_id, account_person_id from {{ ref('int_workers_identity') }}
-    where is_account_holder and not is_ambiguous
+    where is_account_holder and not is_ambiguous and {{ changed_people_lookup('person_id') }}
 ),
 
 managers as (
     select person_id, manager_person_id from {{ ref('int_managers_resolved') }}
+    where {{ changed_people_lookup('person_id') }}
+),
+
+-- the reports of the change set's people: anyone (not filtered by the change set)
+reports as (
+    select person_id, manager_person_id from {{ ref('int_managers_resolved') }}
+),
+
+reports_effective as (
+    select person_id, is_active from {{ ref('int_workers_effective') }}
 ),
 
 people_managers as (
-    select distinct managers.manager_person_id as person_id
-    from managers
-    inner join effective on managers.person_id = effective.person_id
-    where effective.is_active and managers.manager_person_id is not null
-        and managers.manager_person_id <> managers.person_id
-        and {{ changed_people_filter('managers.manager_person_id') }}
+    -- the change set's people whom an active worker has as effective manager
+    select distinct reports.manager_person_id as person_id
+    from reports
+    inner join reports_effective on reports.person_id = reports_effective.person_id
+    where reports_effective.is_active and reports.manager_person_id is not null
+        and reports.manager_person_id <> reports.person_id
+        and {{ changed_people_filter('reports.manager_person_id') }}
 ),
 
 history as (
@@ -50,7 +64,7 @@ history as (
         org_unit_code,
         job_code
     from {{ ref('workers_history') }}
-    where {{ changed_people_filter('person_id') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 transfers as (
