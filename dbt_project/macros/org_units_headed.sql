@@ -21,11 +21,12 @@
 {%- endmacro %}
 
 {% macro org_units_headed_prepare() -%}
-    {#- The model's pre-hook: every unit is judged with hash joins (the planner badly underestimates the placed
-        workers' joins); an incremental build first deletes the rows it writes again. -#}
-    {%- set every_unit = org_units_headed_every_unit() -%}
-    {%- if every_unit %}set local enable_nestloop = off{% endif -%}
-    {%- if is_incremental() %}{{ ';' if every_unit }}
-    delete from {{ this }}{% if not every_unit %} where org_unit_code in ({{ org_units_headed_touched() }}){% endif %}
+    {#- The model's pre-hook: hash joins only (the planner badly underestimates the placed workers' joins, and a
+        nested loop over a few thousand changed units it takes for one is quadratic); an incremental build first
+        deletes the rows it writes again. -#}
+    set local enable_nestloop = off
+    {%- if is_incremental() %};
+    delete from {{ this }}
+    {%- if not org_units_headed_every_unit() %} where org_unit_code in ({{ org_units_headed_touched() }}){% endif %}
     {%- endif -%}
 {%- endmacro %}

@@ -5,7 +5,8 @@
 --   3. else no head (the fallback moves on to the parent unit).
 -- Incremental (macros/org_units_headed.sql): on the org snapshot it last judged, a build with a change set
 -- judges again only the units of the change set's people (where they are placed now and were before, and
--- the units HR says they manage), by index; any other build judges every unit.
+-- the units HR says they manage), their members and managers looked up by index (`= any(array(...))`: scans,
+-- not joins, so nested loops stay off on every build); any other build judges every unit.
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
@@ -35,16 +36,25 @@ units as (
 ),
 
 members as (
-    -- the units' active workers who name a manager other than themselves
+    -- the units' active workers who name a manager other than themselves (by the org_unit_code index)
     select org_unit_code, manager_person_id from {{ ref('int_workers_placed') }}
     where is_active and manager_person_id <> person_id
     {%- if not every_unit %}
-        and org_unit_code in (select touched.org_unit_code from touched)
+        and org_unit_code = any(array(select touched.org_unit_code from touched))
     {%- endif %}
 ),
 
-active as not materialized (
-    select person_id from {{ ref('int_workers_placed') }} where is_active
+active as (
+    -- the active workers among the managers named (by the person_id index)
+    select person_id from {{ ref('int_workers_placed') }}
+    where is_active
+    {%- if not every_unit %}
+        and person_id = any(array(
+            select members.manager_person_id from members
+            union
+            select units.manager_person_id from units where units.manager_person_id is not null
+        ))
+    {%- endif %}
 ),
 
 named as (
