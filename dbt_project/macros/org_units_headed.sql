@@ -11,6 +11,18 @@
                     and relation_unchanged_now('int_org_units_headed', ref('int_org_units_resolved')))) -}}
 {%- endmacro %}
 
+{% macro placed_units_before() -%}
+    {#- int_workers_placed's pre-hook (before delete_changed_people): the units its change set's people are placed
+        in as the last build left them (audit.placed_units_before), for int_org_units_headed. -#}
+    {%- if is_incremental() and change_set_id() > 0 -%}
+        insert into {{ audit_table('placed_units_before') }} (change_set_id, org_unit_code)
+        select distinct {{ change_set_id() }}, org_unit_code from {{ this }}
+        where {{ changed_people_lookup('person_id') }} and org_unit_code is not null
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
 {% macro org_units_headed_touched() -%}
     {#- A query of org_unit_code: the units whose head an incremental build judges again. -#}
     select org_unit_code from {{ audit_table('placed_units_before') }}
