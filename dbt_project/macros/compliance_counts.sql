@@ -30,29 +30,32 @@
 {%- endmacro %}
 
 {% macro learning_counts_bridge_current() -%}
-    {#- True while audit.learning_counts_bridge holds the hierarchy of the int_org_units_flattened table as it stands
-        (macros/relations_read.sql): the set differences between the two are then empty and are not computed. -#}
-    {{ relation_unchanged('int_learning_compliance_counts', ref('int_org_units_flattened')) }}
+    {#- `true` while audit.learning_counts_bridge holds the hierarchy of the int_org_units_flattened table as it
+        stands (macros/relations_read.sql), asked once where it is called: the set differences between the two are
+        then empty, and the statements gated by `not` it are skipped by PostgreSQL (a constant false filter). -#}
+    {%- set unchanged = relation_unchanged_now('int_learning_compliance_counts', ref('int_org_units_flattened')) -%}
+    {{- 'true' if unchanged else 'false' -}}
 {%- endmacro %}
 
 {% macro learning_counts_bridge_keep() -%}
     {#- Post-hook of int_learning_compliance_counts: the hierarchy its org subtrees are now summed over, and which
         build of int_org_units_flattened that is (nothing to compare while it has not been rebuilt). -#}
+    {%- set current = learning_counts_bridge_current() %}
     delete from {{ audit_table('learning_counts_bridge') }} as kept
     using (
         select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
-        where not {{ learning_counts_bridge_current() }}
+        where not {{ current }}
         except
         select ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
-        where not {{ learning_counts_bridge_current() }}
+        where not {{ current }}
     ) as lost
     where kept.ancestor_org_unit_code = lost.ancestor_org_unit_code
         and kept.descendant_org_unit_code = lost.descendant_org_unit_code;
     insert into {{ audit_table('learning_counts_bridge') }} (ancestor_org_unit_code, descendant_org_unit_code)
     select ancestor_org_unit_code, descendant_org_unit_code from {{ ref('int_org_units_flattened') }}
-    where not {{ learning_counts_bridge_current() }}
+    where not {{ current }}
     except
     select ancestor_org_unit_code, descendant_org_unit_code from {{ audit_table('learning_counts_bridge') }}
-    where not {{ learning_counts_bridge_current() }};
+    where not {{ current }};
     {{ relation_read('int_learning_compliance_counts', ref('int_org_units_flattened')) }}
 {%- endmacro %}

@@ -13,9 +13,8 @@
 {%- endmacro %}
 
 {% macro relation_unchanged(reader, relation) -%}
-    {#- SQL: true while `relation` is the build of it `reader` recorded last. Uncorrelated, so PostgreSQL
-        evaluates it once (an init plan) and skips the scans it gates. False in a unit test (the relation is
-        the test's rows, with no schema). -#}
+    {#- SQL: true while `relation` is the build of it `reader` recorded last (asked by relation_unchanged_now).
+        False in a unit test (the relation is the test's rows, with no schema). -#}
     {%- if relation.schema is none %}false{% else %}
     exists (select 1 from {{ audit_table('relations_read') }} as r
             inner join pg_catalog.pg_class as c on r.relation_oid = c.oid and r.relation_xmin = c.xmin::text
@@ -25,7 +24,8 @@
 {%- endmacro %}
 
 {% macro relation_unchanged_now(reader, relation) -%}
-    {#- relation_unchanged, asked when the model runs (false while dbt parses the project) -#}
+    {#- relation_unchanged, asked once when the model or hook is rendered to run (false while dbt parses the
+        project): the model chooses its statements by it. -#}
     {%- if not execute -%}
         {{- return(false) -}}
     {%- endif -%}

@@ -63,20 +63,21 @@ kept_bridge as (
 ),
 
 -- (nothing to compare while int_org_units_flattened has not been rebuilt since: macros/compliance_counts.sql)
+{%- set bridge_current = learning_counts_bridge_current() %}
 bridge_gained as (
     select ancestor_org_unit_code, descendant_org_unit_code from bridge
-    where not {{ learning_counts_bridge_current() }}
+    where not {{ bridge_current }}
     except
     select ancestor_org_unit_code, descendant_org_unit_code from kept_bridge
-    where not {{ learning_counts_bridge_current() }}
+    where not {{ bridge_current }}
 ),
 
 bridge_lost as (
     select ancestor_org_unit_code, descendant_org_unit_code from kept_bridge
-    where not {{ learning_counts_bridge_current() }}
+    where not {{ bridge_current }}
     except
     select ancestor_org_unit_code, descendant_org_unit_code from bridge
-    where not {{ learning_counts_bridge_current() }}
+    where not {{ bridge_current }}
 ),
 
 by_dimension as (
