@@ -104,7 +104,7 @@ def child(spec: dict) -> int:
             db.bootstrap(conn)
     t = time.perf_counter()
     out = common.run_stage(stage, key, day, snaps, plan_id=spec.get("plan_id"), shard=spec.get("shard"),
-                           shards=spec.get("shards"))
+                           shards=spec.get("shards"), defer_reporting=spec.get("defer_reporting"))
     seconds = time.perf_counter() - t + import_s
     result = {"stage": stage, "seconds": seconds, "out": out}
     if changes_profile:

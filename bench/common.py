@@ -359,15 +359,18 @@ def isolate_artifacts(work: Path, *, gx: bool = True) -> list[dict]:
 
 def run_stage(stage: str, run_key: str, day, snaps: dict | None = None, **kw):
     """One pipeline stage as its Airflow task runs it (the children of every benchmark call this).
-    `kw` for apply: plan_id, shard, shards."""
+    `kw` for apply: plan_id, shard, shards; for transform: defer_reporting."""
     from hrlms import pipeline
 
     if stage == "ingest":
         return pipeline.ingest(run_key, day)
     if stage == "completions":
         return pipeline.completions(run_key, day)
-    with_snapshots = {"staging": pipeline.stage_models, "gate": pipeline.gate, "transform": pipeline.transform,
-                      "plan": pipeline.plan}
+    if stage == "transform":    # defer_reporting: as the DAGs (the reporting tables then in stage marts)
+        return pipeline.transform(run_key, day, snaps, defer_reporting=bool(kw.get("defer_reporting")))
+    if stage == "marts":
+        return pipeline.marts(run_key, day)
+    with_snapshots = {"staging": pipeline.stage_models, "gate": pipeline.gate, "plan": pipeline.plan}
     if stage in with_snapshots:
         return with_snapshots[stage](run_key, day, snaps)
     if stage == "apply":

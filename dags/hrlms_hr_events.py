@@ -69,6 +69,14 @@ def hrlms_hr_events():
 
         return apply_shard(*current_run(), planned["plan_id"], shard=shard, shards=len(of))
 
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
+    def marts(planned: dict) -> dict:
+        """The reporting marts, in parallel with the apply (hrlms_provision's task of the same name)."""
+        from hrlms import pipeline
+
+        detail = pipeline.marts(*current_run())
+        return {"build": detail.get("build") or detail.get("skipped", "")}
+
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:
         """Runs whatever happened: gives the warehouse back, writes the run report, fails (and alerts) when
@@ -79,7 +87,9 @@ def hrlms_hr_events():
 
     planned = build(land())
     parts = shards(planned)
-    apply.partial(planned=planned, of=parts).expand(shard=parts) >> report()
+    done = report()
+    apply.partial(planned=planned, of=parts).expand(shard=parts) >> done
+    marts(planned) >> done
 
 
 hrlms_hr_events()

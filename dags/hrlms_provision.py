@@ -97,8 +97,18 @@ def hrlms_provision():
         from hrlms import pipeline
 
         conf = get_current_context()["dag_run"].conf or {}
-        pipeline.transform(*current_run(), snapshots, full_refresh=bool(conf.get("full_refresh", False)))
+        pipeline.transform(*current_run(), snapshots, full_refresh=bool(conf.get("full_refresh", False)),
+                           defer_reporting=True)
         return snapshots
+
+    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
+    def marts(planned: dict) -> dict:
+        """The reporting marts (compliance rollups, month-end figures, data-quality issues, history), after the
+        plan and in parallel with the apply: the LMS does not wait for what only analysts and HR read."""
+        from hrlms import pipeline
+
+        detail = pipeline.marts(*current_run())
+        return {"build": detail.get("build") or detail.get("skipped", "")}
 
     @task(trigger_rule="all_done", multiple_outputs=True)
     def export_enrolments() -> dict:
@@ -154,6 +164,7 @@ def hrlms_provision():
     parts = shards(planned)
     exported = export_enrolments()
     [apply.partial(planned=planned, of=parts).expand(shard=parts), routed >> decide()] >> exported >> done
+    marts(planned) >> done
 
 
 hrlms_provision()

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from hrlms.settings import REPO_ROOT
 
-STAGES = ("ingest", "completions", "staging", "gate", "transform", "plan", "apply", "export", "report")
+STAGES = ("ingest", "completions", "staging", "gate", "transform", "plan", "marts", "apply", "export", "report")
 console = Console()
 
 

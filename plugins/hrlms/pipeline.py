@@ -168,7 +168,7 @@ def event_build(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
         return {}
     stage_models(run_key, logical_date, snaps, workers_only=True)
     gate(run_key, logical_date, snaps)
-    transform(run_key, logical_date, snaps)
+    transform(run_key, logical_date, snaps, defer_reporting=True)
     return plan(run_key, logical_date, snaps)
 
 
@@ -354,10 +354,12 @@ def _org_gate_current(previous: dict[str, Any] | None, inputs: dict[str, Any]) -
 
 
 def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, int], *,
-              full_refresh: bool = False) -> dict[str, int]:
+              full_refresh: bool = False, defer_reporting: bool = False) -> dict[str, int]:
     """dbt build: intermediate + marts (+ tests) for this snapshot and logical date, after the change set
     of the build (hrlms.warehouse.changes: who changed since the last build; the plan compares only them).
-    `full_refresh` (the DAG param): build even if nothing changed, and make the change set everyone."""
+    `full_refresh` (the DAG param): build even if nothing changed, and make the change set everyone.
+    `defer_reporting` (the DAGs): an incremental build leaves the reporting tables (dbt tag reporting) to the
+    stage marts, which the DAGs run after the plan, in parallel with the apply."""
     from hrlms.transform import dbt
     from hrlms.warehouse import changes
 
@@ -388,6 +390,10 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
         if org_kept:   # an event or hourly run: the org file of the last build (its models and their own tests kept)
             exclude += f" {dbt.ORG_SNAPSHOT_MODELS}"
             detail["org_models"] = "kept: the org snapshot and the dbt project of the last build"
+        defer_reporting = defer_reporting and not cs.full_build   # a full build makes them too (the first one)
+        if defer_reporting:
+            exclude += f" {dbt.REPORTING_MODELS}"
+            detail["reporting"] = "after the plan (stage marts)"
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
                         logical_date=logical_instant(logical_date), exclude=exclude, tracked=True,
                         change_set_id=None if cs.full_build else cs.change_set_id,
@@ -396,7 +402,63 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
         detail["dbt_slowest"] = res.slowest
         changes.built(conn, cs.change_set_id)
         builds.finished(conn, "transform", run_key, detail)
+        if not defer_reporting:    # the reporting models were built with the rest: the stage marts has nothing to do
+            reporting = _reporting_inputs(conn, dbt.project_digest())
+            builds.started(conn, "marts", run_key, reporting)
+            builds.finished(conn, "marts", run_key, {"built_with": "transform"})
     return res.counts
+
+
+def _reporting_inputs(conn, dbt_digest: str) -> dict[str, Any]:
+    """What the reporting models are built from: the last completed build of the other models (its change set,
+    snapshots and moment, hrlms.warehouse.changes) and the dbt project."""
+    row = conn.execute(
+        "select change_set_id, base_change_set_id, full_build, snapshot_id, org_snapshot_id, logical_ts "
+        "from audit.change_sets where state = 'built' order by change_set_id desc limit 1").fetchone()
+    if row is None:
+        return {}
+    return {"change_set_id": row[0], "base_change_set_id": row[1], "full_build": row[2], "snapshot_id": row[3],
+            "org_snapshot_id": row[4], "logical_ts": row[5], "dbt": dbt_digest}
+
+
+def marts(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
+    """Stage 'marts': the reporting models (dbt tag reporting: compliance counts and rollups, month-end figures,
+    data-quality issues, history and review tables — nothing the plan reads), built after the plan from the
+    last completed build of the other models (a transform with defer_reporting). Incremental for that build's
+    change set when the last reporting build was the one before it; otherwise (a run whose stage marts did not
+    complete, a full build, another dbt project) every reporting model is built whole. Nothing to do when the
+    reporting models already hold that build (a rerun, an hourly run that built nothing)."""
+    from hrlms.transform import dbt
+
+    detail: dict[str, Any] = {}
+    with _stage(run_key, logical_date, "marts", detail) as conn:
+        inputs = _reporting_inputs(conn, dbt.project_digest())
+        if not inputs:
+            detail["skipped"] = "nothing built yet"
+            return detail
+        previous = builds.recorded(conn, "marts")
+        if _unchanged(conn, run_key, "marts", inputs, detail):
+            return detail
+        follows = (not inputs["full_build"] and builds.built_from(previous, "change_set_id", inputs["base_change_set_id"])
+                   and builds.built_from(previous, "dbt", inputs["dbt"]))
+        detail["build"] = "incremental" if follows else "full"
+        select, exclude = f"{dbt.REPORTING_MODELS} {dbt.REPORTING_VIEWS}", dbt.AUDIT_TESTS
+        org_kept = (builds.built_from(previous, "org_snapshot_id", inputs["org_snapshot_id"])
+                    and builds.built_from(previous, "dbt", inputs["dbt"]))
+        if org_kept:
+            exclude += f" {dbt.ORG_SNAPSHOT_MODELS}"
+            detail["org_models"] = "kept: the org snapshot and the dbt project of the last reporting build"
+        else:   # with the view they read: a staging build since may have dropped it (a view rebuilt under it)
+            select += f" {dbt.ORG_CURRENT_VIEW}"
+        res = dbt.build(snapshot_id=inputs["snapshot_id"], org_snapshot_id=inputs["org_snapshot_id"] or -1,
+                        logical_date=inputs["logical_ts"], select=select, exclude=exclude,
+                        tracked=True, change_set_id=inputs["change_set_id"] if follows else None,
+                        indirect_selection="cautious" if org_kept else None)
+        detail.update(res.counts)
+        detail["change_set_id"] = inputs["change_set_id"]
+        detail["dbt_slowest"] = res.slowest
+        builds.finished(conn, "marts", run_key, detail)
+    return detail
 
 
 def _org_models_current(previous: dict[str, Any] | None, inputs: dict[str, Any]) -> bool:
@@ -638,4 +700,4 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
 
 
 __all__ = ["ingest", "receive_events", "event_snapshot", "event_build", "completions", "export_enrolments", "decide_plan",
-           "stage_models", "gate", "transform", "plan", "apply", "apply_shards", "report", "run_all"]
+           "stage_models", "gate", "transform", "marts", "plan", "apply", "apply_shards", "report", "run_all"]

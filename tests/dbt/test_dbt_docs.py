@@ -30,3 +30,27 @@ def test_dbt_docs_generate_has_every_mart_and_exposure(fresh_db, tmp_path):
         assert exposure["depends_on"]["nodes"] and set(exposure["depends_on"]["nodes"]) <= set(models.values())
     # the child map is what the lineage graph draws: each mart an exposure reads points at it
     assert any(c.startswith("exposure.") for c in manifest["child_map"][models["workers"]])
+
+
+def test_the_reporting_tables_are_nothing_the_plan_reads(fresh_db, tmp_path):
+    """hrlms.pipeline.marts builds the models tagged reporting after the plan: no other table may read one (it
+    would read the last build's rows; a view over one is rebuilt with them), none may be a view (a table rebuilt
+    under a view drops it until the marts stage), and the plan's own inputs are not among them."""
+    from datetime import date
+
+    from hrlms.transform.dbt import run_dbt
+
+    assert run_dbt(["parse"], snapshot_id=-1, org_snapshot_id=-1, logical_date=date(2026, 1, 5),
+                   target_path=str(tmp_path / "target"), tracked=True).success
+    manifest = json.loads((tmp_path / "target" / "manifest.json").read_text())
+    nodes = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] in ("model", "snapshot")}
+    reporting = {uid for uid, n in nodes.items() if "reporting" in n["tags"]}
+    assert {nodes[u]["name"] for u in reporting} >= {"int_learning_compliance_counts", "learning_compliance_monthly",
+                                                     "dq_person_issues"}
+    readers = [(n["name"], nodes[p]["name"]) for uid, n in nodes.items() if uid not in reporting
+               for p in n["depends_on"]["nodes"] if p in reporting and n["config"]["materialized"] != "view"]
+    assert not readers, f"models that read a reporting model: {readers}"
+    assert not [nodes[u]["name"] for u in reporting if nodes[u]["config"]["materialized"] == "view"]
+    planned = {"lms_desired_users", "lms_desired_groups", "lms_desired_group_members", "int_identity_decisions",
+               "access_events", "learning_compliance_status"}
+    assert not planned & {nodes[u]["name"] for u in reporting}

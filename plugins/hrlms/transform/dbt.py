@@ -128,6 +128,13 @@ AUDIT_TESTS = "tag:access_audit"
 #: the models that read the org snapshot and nothing else (dbt tag org_snapshot): a build on the org snapshot of the
 #: last completed build, with the same project, leaves them as they are (hrlms.pipeline.transform)
 ORG_SNAPSHOT_MODELS = "tag:org_snapshot"
+#: what analysts and HR read and the LMS plan does not (dbt tag reporting): the DAGs build them after the plan
+#: (hrlms.pipeline.marts)
+REPORTING_MODELS = "tag:reporting"
+#: the views over them, rebuilt with them (a table rebuilt whole under a view drops it: cascade)
+REPORTING_VIEWS = "tag:reporting+,config.materialized:view"
+#: the view of the org snapshot the reporting org models (org_units, snap_org_units) read
+ORG_CURRENT_VIEW = "int_org_units_current"
 #: dbt commands that change relations: run outside the pipeline's stages they make the build ledger stale
 MUTATING = {"build", "run", "snapshot", "seed"}
 _PROJECT_PARTS = ("dbt_project.yml", "profiles.yml", "packages.yml", "models", "macros", "snapshots", "tests",

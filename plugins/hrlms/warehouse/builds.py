@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from psycopg.types.json import Jsonb
 
-STAGES = ("staging", "gate", "transform")
+STAGES = ("staging", "gate", "transform", "marts")
 
 
 def files_digest(paths: Iterable[Path], root: Path) -> str:
