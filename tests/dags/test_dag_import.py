@@ -19,13 +19,17 @@ def test_dagbag_has_no_import_errors(local_stack):
     dag = bag.get_dag("hrlms_provision")
     order = [t.task_id for t in dag.topological_sort()]
     assert set(order) == {"route", "decide", "ingest", "completions", "staging", "gate", "transform",
-                          "export_enrolments", "plan", "shards", "apply", "report"}
+                          "export_enrolments", "plan", "shards", "apply", "marts", "report"}
     before = {t: i for i, t in enumerate(order)}
     for a, b in [("route", "ingest"), ("route", "completions"), ("route", "decide"), ("decide", "report"),
                  ("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
                  ("transform", "plan"), ("plan", "shards"), ("shards", "apply"), ("apply", "export_enrolments"),
-                 ("decide", "export_enrolments"), ("export_enrolments", "report")]:
+                 ("decide", "export_enrolments"), ("export_enrolments", "report"), ("plan", "marts"),
+                 ("marts", "report")]:
         assert before[a] < before[b], f"{a} must run before {b}"
+    # the reporting tables alongside the apply: neither waits for the other
+    assert dag.get_task("marts").upstream_task_ids == {"plan"}
+    assert dag.get_task("marts").downstream_task_ids == {"report"}
     assert dag.get_task("report").trigger_rule == "all_done"
     # the CSV export follows the apply (or the decision on a held plan), whatever it did: it publishes
     # what the LMS got, and nothing while the plan is held
@@ -67,10 +71,10 @@ def test_task_placement_queues_and_apply_retries(local_stack):
     provision, events = bag.get_dag("hrlms_provision"), bag.get_dag("hrlms_hr_events")
     queues = {t.task_id: t.queue for t in provision.tasks}
     assert {t for t, q in queues.items() if q == "warehouse"} == {"ingest", "completions", "staging", "gate",
-                                                                   "transform", "plan"}
+                                                                   "transform", "plan", "marts"}
     assert queues["apply"] == "lms" and len(set(queues.values())) == 3     # the rest on [operators] default_queue
     assert {t.task_id: t.queue for t in events.tasks} == {
-        "land": "warehouse", "build": "warehouse", "apply": "lms", "shards": queues["route"],
+        "land": "warehouse", "build": "warehouse", "marts": "warehouse", "apply": "lms", "shards": queues["route"],
         "report": queues["route"]}
     for dag in (provision, events):
         apply = dag.get_task("apply")
