@@ -69,9 +69,9 @@ def hrlms_hr_events():
 
         return apply_shard(*current_run(), planned["plan_id"], shard=shard, shards=len(of))
 
-    @task(multiple_outputs=True, queue=WAREHOUSE_QUEUE)
-    def marts(planned: dict) -> dict:
-        """The reporting marts, in parallel with the apply (hrlms_provision's task of the same name)."""
+    @task(trigger_rule="all_done", multiple_outputs=True, queue=WAREHOUSE_QUEUE)
+    def marts() -> dict:
+        """The reporting tables, after the apply (hrlms_provision's task of the same name)."""
         from hrlms import pipeline
 
         detail = pipeline.marts(*current_run())
@@ -88,8 +88,7 @@ def hrlms_hr_events():
     planned = build(land())
     parts = shards(planned)
     done = report()
-    apply.partial(planned=planned, of=parts).expand(shard=parts) >> done
-    marts(planned) >> done
+    apply.partial(planned=planned, of=parts).expand(shard=parts) >> marts() >> done
 
 
 hrlms_hr_events()

@@ -359,7 +359,7 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
     of the build (hrlms.warehouse.changes: who changed since the last build; the plan compares only them).
     `full_refresh` (the DAG param): build even if nothing changed, and make the change set everyone.
     `defer_reporting` (the DAGs): an incremental build leaves the reporting tables (dbt tag reporting) to the
-    stage marts, which the DAGs run after the plan, in parallel with the apply."""
+    stage marts, which the DAGs run after the apply."""
     from hrlms.transform import dbt
     from hrlms.warehouse import changes
 
@@ -393,7 +393,7 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
         defer_reporting = defer_reporting and not cs.full_build   # a full build makes them too (the first one)
         if defer_reporting:
             exclude += f" {dbt.REPORTING_MODELS}"
-            detail["reporting"] = "after the plan (stage marts)"
+            detail["reporting"] = "after the apply (stage marts)"
         res = dbt.build(snapshot_id=snapshots["workers"], org_snapshot_id=snapshots.get("org_units", -1),
                         logical_date=logical_instant(logical_date), exclude=exclude, tracked=True,
                         change_set_id=None if cs.full_build else cs.change_set_id,
@@ -422,16 +422,22 @@ def _reporting_inputs(conn, dbt_digest: str) -> dict[str, Any]:
 
 
 def marts(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
-    """Stage 'marts': the reporting models (dbt tag reporting: compliance counts and rollups, month-end figures,
-    data-quality issues, history and review tables — nothing the plan reads), built after the plan from the
-    last completed build of the other models (a transform with defer_reporting). Incremental for that build's
-    change set when the last reporting build was the one before it; otherwise (a run whose stage marts did not
-    complete, a full build, another dbt project) every reporting model is built whole. Nothing to do when the
-    reporting models already hold that build (a rerun, an hourly run that built nothing)."""
+    """Stage 'marts': the reporting tables (dbt tag reporting: compliance counts, month-end figures, data-quality
+    issues, org history, completions, the identity review — nothing the plan reads) and the views over them,
+    built after the apply from the last completed build of the other models (a transform with defer_reporting).
+    Incremental for that build's change set when the last reporting build was the one before it; otherwise (a
+    run whose stage marts did not complete, another dbt project) every reporting model is built whole. Nothing
+    to do when they hold that build already (a retry, an hourly run that built nothing), or when this run's
+    transform did not complete (a decision on a held plan, a failed stage: the warehouse is not this run's)."""
     from hrlms.transform import dbt
 
     detail: dict[str, Any] = {}
     with _stage(run_key, logical_date, "marts", detail) as conn:
+        built = conn.execute("select not detail ? 'error' from audit.stage_runs where run_key = %s and stage = "
+                             "'transform' order by started_at desc limit 1", (run_key,)).fetchone()
+        if not (built and built[0]):
+            detail["skipped"] = "this run's transform did not complete: nothing of this run to build on"
+            return detail
         inputs = _reporting_inputs(conn, dbt.project_digest())
         if not inputs:
             detail["skipped"] = "nothing built yet"

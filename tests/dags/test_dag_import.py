@@ -24,12 +24,13 @@ def test_dagbag_has_no_import_errors(local_stack):
     for a, b in [("route", "ingest"), ("route", "completions"), ("route", "decide"), ("decide", "report"),
                  ("ingest", "staging"), ("staging", "gate"), ("gate", "transform"), ("completions", "transform"),
                  ("transform", "plan"), ("plan", "shards"), ("shards", "apply"), ("apply", "export_enrolments"),
-                 ("decide", "export_enrolments"), ("export_enrolments", "report"), ("plan", "marts"),
+                 ("decide", "export_enrolments"), ("export_enrolments", "report"), ("apply", "marts"),
                  ("marts", "report")]:
         assert before[a] < before[b], f"{a} must run before {b}"
-    # the reporting tables alongside the apply: neither waits for the other
-    assert dag.get_task("marts").upstream_task_ids == {"plan"}
+    # the reporting tables after the apply, whatever it did: the LMS does not wait for them, nor they for the LMS
+    assert dag.get_task("marts").upstream_task_ids == {"apply"}
     assert dag.get_task("marts").downstream_task_ids == {"report"}
+    assert dag.get_task("marts").trigger_rule == "all_done"
     assert dag.get_task("report").trigger_rule == "all_done"
     # the CSV export follows the apply (or the decision on a held plan), whatever it did: it publishes
     # what the LMS got, and nothing while the plan is held

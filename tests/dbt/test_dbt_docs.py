@@ -33,7 +33,7 @@ def test_dbt_docs_generate_has_every_mart_and_exposure(fresh_db, tmp_path):
 
 
 def test_the_reporting_tables_are_nothing_the_plan_reads(fresh_db, tmp_path):
-    """hrlms.pipeline.marts builds the models tagged reporting after the plan: no other table may read one (it
+    """hrlms.pipeline.marts builds the models tagged reporting after the apply: no other table may read one (it
     would read the last build's rows; a view over one is rebuilt with them), none may be a view (a table rebuilt
     under a view drops it until the marts stage), and the plan's own inputs are not among them."""
     from datetime import date

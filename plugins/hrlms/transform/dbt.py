@@ -128,7 +128,7 @@ AUDIT_TESTS = "tag:access_audit"
 #: the models that read the org snapshot and nothing else (dbt tag org_snapshot): a build on the org snapshot of the
 #: last completed build, with the same project, leaves them as they are (hrlms.pipeline.transform)
 ORG_SNAPSHOT_MODELS = "tag:org_snapshot"
-#: what analysts and HR read and the LMS plan does not (dbt tag reporting): the DAGs build them after the plan
+#: what analysts and HR read and the LMS plan does not (dbt tag reporting): the DAGs build them after the apply
 #: (hrlms.pipeline.marts)
 REPORTING_MODELS = "tag:reporting"
 #: the views over them, rebuilt with them (a table rebuilt whole under a view drops it: cascade)

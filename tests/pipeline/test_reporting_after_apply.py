@@ -1,4 +1,4 @@
-"""The reporting models (dbt tag reporting) built after the plan (hrlms.pipeline.marts), as the DAGs run them:
+"""The reporting models (dbt tag reporting) built after the apply (hrlms.pipeline.marts), as the DAGs run them:
 the transform leaves them alone, the stage marts brings them to the same rows as a transform that builds
 everything, incrementally when it follows the last reporting build, whole when a run's stage marts did not
 complete, and not at all when it already holds the last build. Real Postgres and dbt."""
@@ -78,8 +78,10 @@ def test_the_reporting_models_are_built_after_the_plan_and_match_a_full_build(fr
     assert q(fresh_db, "select count(*) from marts.learning_compliance_rollup")[0][0] > 0
     pipeline.plan("d1", D1, snaps)
     assert "skipped" in pipeline.marts("d1", D1)
+    # a run that built nothing (a decision on a held plan) leaves the warehouse alone
+    assert "did not complete" in pipeline.marts("decision", D1)["skipped"]
 
-    # day 2: the transform leaves the reporting tables as they were; the stage marts builds them after the plan,
+    # day 2: the transform leaves the reporting tables as they were; the stage marts builds them after the apply,
     # incrementally (it follows day 1's build), with the same rows as a build of everything
     before = reporting(fresh_db, TABLES)
     snaps = warehouse("d2", D2, defer=True)
