@@ -38,13 +38,18 @@
     {%- endif -%}
 {%- endmacro %}
 
-{% macro changed_people_lookup(column) -%}
+{% macro changed_people_lookup(column, account_column=none) -%}
     {#- changed_people_filter for an INDEXED column of a large table: `column = any(array(<the change set>))`
         is an index scan of the change set's people, where the semi-join of changed_people_filter reads the
         whole table (always so in models that turn nested loops off). Without an index on `column` it would
         test every row against the whole array: use it only on indexed columns. Everyone on a full build. -#}
     {%- if is_incremental() and change_set_id() > 0 -%}
+        {%- if account_column -%}
+        ({{ column }} = any(array{{ changed_people() }})
+            or {{ account_column }} = any(array{{ accounts_of_changed_people() }}))
+        {%- else -%}
         {{ column }} = any(array{{ changed_people() }})
+        {%- endif -%}
     {%- else -%}
         true
     {%- endif -%}
@@ -88,10 +93,10 @@
     {%- if is_incremental() and change_set_id() > 0 %}
 wanted as (  -- noqa: ST03
     select person_id from {{ ref('int_workers_identity') }}
-    where is_account_holder and account_person_id in {{ changed_people() }}
+    where is_account_holder and account_person_id = any(array{{ changed_people() }})
     union
     select person_id from {{ ref('int_workers_identity') }}
-    where is_account_holder and account_person_id in {{ accounts_of_changed_people() }}
+    where is_account_holder and account_person_id = any(array{{ accounts_of_changed_people() }})
 ),
     {%- endif %}
 {%- endmacro %}
@@ -99,7 +104,7 @@ wanted as (  -- noqa: ST03
 {% macro changed_account_holders_filter() -%}
     {#- The condition on person_id that keeps the rows of `wanted` (changed_account_holders_cte); true on a full
         build. Given to the model as a Jinja variable, which sqlfluff does not follow (hence the CTE's noqa). -#}
-    {{- 'person_id in (select person_id from wanted)' if (is_incremental() and change_set_id() > 0) else 'true' -}}
+    {{- 'person_id = any(array(select person_id from wanted))' if (is_incremental() and change_set_id() > 0) else 'true' -}}
 {%- endmacro %}
 
 {% macro local_date_in(time_zone, hours_ahead=0) -%}

@@ -12,11 +12,13 @@
     so it is `ignore` and the post-hook does the same on a full build (no change set: everyone).
     The first post-hooks index person_id and dbt_scd_id: the close above, dbt's staging query
     (macros/snapshots/snapshot_staging_table.sql), workers_history's incremental build and the gate's
-    lookups of earlier holders find a person's versions by the first, dbt's merge closes versions by the second.
+    lookups of earlier holders find a person's versions by the first, dbt's merge closes versions by the second;
+    int_identity_decisions finds the earlier holders of a decided worker's match keys by the next two.
 #}
 {% snapshot snap_workers %}
 
-{{ config(post_hook=["{{ person_index() }}", "{{ person_index('dbt_scd_id') }}", "
+{{ config(post_hook=["{{ person_index() }}", "{{ person_index('dbt_scd_id') }}", "{{ person_index('employee_number') }}",
+    "{{ person_index('work_email') }}", "
     update {{ this }} as versions set dbt_valid_to = {{ snapshot_get_time() }}
     where versions.dbt_valid_to is null
         {%- if change_set_id() > 0 %} and versions.person_id in {{ changed_people() }}{% endif %}

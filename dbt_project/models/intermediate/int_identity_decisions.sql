@@ -21,7 +21,9 @@
 -- LMS account changed, people who left). The earlier persons a decision compares against are read only
 -- for the match keys the decided workers carry. last_seen_on is null while the person is among the gated
 -- workers; when they leave (or their line is quarantined) it becomes the last day of their last version
--- in snap_workers, so no row carries the run's date.
+-- in snap_workers, so no row carries the run's date. With a change set every large relation (the history, the
+-- LMS accounts, the earlier decisions, the gated workers) is read by index (`= any(array(...))`: the decided
+-- workers' match keys and the people involved), not scanned (1M workers, 42,602 decided: the query 5.6 -> 2.7 s).
 {{ config(
     materialized='incremental',
     unique_key='person_id',
@@ -34,6 +36,9 @@
 
 {%- set rules = var('identity_match_rules') -%}
 {%- set known_rules = ['employee_number', 'work_email'] -%}
+{#- a change set: look the large relations up by index (snap_workers and sync.applied_users index every key) -#}
+{%- set lookup = is_incremental() and change_set_id() > 0 -%}
+{%- set applied_key = {'employee_number': 'employee_number', 'work_email': 'lower(email)'} -%}
 {%- for rule in rules -%}
     {%- if rule not in known_rules -%}
         {{ exceptions.raise_compiler_error("identity_match_rules: unknown rule '" ~ rule ~ "' (known: " ~ known_rules | join(', ') ~ ")") }}
@@ -42,7 +47,7 @@
 
 with workers as (
     select person_id, employee_number, work_email from {{ ref('int_workers_gated') }}
-    where {{ changed_people_filter('person_id') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 worker_keys as (
@@ -91,10 +96,20 @@ history as (
     -- versions seen before the run's logical date (the snapshot already holds today's)
     select * from {{ ref('snap_workers') }}
     where dbt_valid_from < cast('{{ run_param("logical_date") }}' as timestamp)
+    {%- if lookup %}
+        and ({% for rule in rules %}{{ rule }} = any(array(select key_value from worker_keys where rule = '{{ rule }}'))
+            {{- ' or ' if not loop.last }}{% else %}false{% endfor %})
+    {%- endif %}
 ),
 
 applied as (
     select person_id, employee_number, lower(email) as work_email from {{ source('sync', 'applied_users') }}
+    {%- if lookup %}
+    where person_id = any(array(select person_id from workers))
+        {%- for rule in rules %}
+        or {{ applied_key[rule] }} = any(array(select key_value from worker_keys where rule = '{{ rule }}'))
+        {%- endfor %}
+    {%- endif %}
 ),
 
 resolutions as (
@@ -117,7 +132,7 @@ involved as (
 previous as (
 {%- if is_incremental() %}
     select person_id, account_person_id, identity_rule, is_ambiguous, first_seen_on, decided_on from {{ this }}
-    where person_id in (select person_id from involved)
+    where person_id {{ '= any(array(' if lookup else 'in (' }}select person_id from involved){{ ')' if lookup }}
 {%- else %}
     select
         cast(null as text) as person_id,
@@ -148,8 +163,16 @@ history_people as (
         cast(min(dbt_valid_from) as date) as first_seen_on,
         max(coalesce(cast(dbt_valid_to as date), cast('{{ run_param("logical_date") }}' as date)))
             filter (where employment_status is distinct from 'terminated') as last_active_on
+    {%- if lookup %}
+    -- every version of the involved people before the run's date (the keyed `history` has only those of a key)
+    from {{ ref('snap_workers') }}
+    where
+        dbt_valid_from < cast('{{ run_param("logical_date") }}' as timestamp)
+        and person_id = any(array(select person_id from involved))
+    {%- else %}
     from history
     where person_id in (select person_id from involved)
+    {%- endif %}
     group by person_id
 ),
 
@@ -284,6 +307,7 @@ decided as (
 
 gated as (
     select person_id from {{ ref('int_workers_gated') }}
+    where {{ changed_people_lookup('person_id') }}
 ),
 
 gone_people as (

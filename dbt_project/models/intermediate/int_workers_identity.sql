@@ -12,24 +12,32 @@
 -- the account holder is the active one, then the highest person_id; the other is a data issue.
 -- Incremental (macros/changed_people.sql): the change set's people and everyone now on one of their
 -- accounts (the account's holder may be another); the change set already holds everyone who shared an
--- account with them in the last build (hrlms.warehouse.changes, reason identity).
+-- account with them in the last build (hrlms.warehouse.changes, reason identity). Their rows of the other
+-- tables are looked up by the person_id index (1M workers, 42,602 people: the query 2.3 s merging every row).
+{%- set lookup = is_incremental() and change_set_id() > 0 %}
 with workers as (
     select person_id from {{ ref('int_workers_gated') }}
-    {%- if is_incremental() and change_set_id() > 0 %}
-    where person_id in {{ changed_people() }}
-        or person_id in (
+    {%- if lookup %}
+    where person_id = any(array{{ changed_people() }})
+        or person_id = any(array(
             select person_id from {{ ref('int_identity_decisions') }}
             where account_person_id in {{ accounts_of_changed_people() }}
-        )
+        ))
     {%- endif %}
 ),
 
 effective as (
     select person_id, is_active from {{ ref('int_workers_effective') }}
+    {%- if lookup %}
+    where person_id = any(array(select person_id from workers))
+    {%- endif %}
 ),
 
 decisions as (
     select * from {{ ref('int_identity_decisions') }}
+    {%- if lookup %}
+    where person_id = any(array(select person_id from workers))
+    {%- endif %}
 ),
 
 joined as (

@@ -63,7 +63,7 @@ audience_members as (
     select 'req:' || requirement_id as group_key, account_person_id as person_id
     from {{ ref('learning_compliance_status') }}
     where status <> 'exempt' and account_person_id is not null
-        and {{ changed_people_filter('account_person_id', 'account_person_id') }}
+        and {{ changed_people_lookup('account_person_id', 'account_person_id') }}
 ),
 
 final as (

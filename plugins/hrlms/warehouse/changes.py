@@ -106,27 +106,28 @@ _PERSON_HASHES = f"""
 # here but do change its quarantine (duplicate_row), which names the person below.
 _EDITS_FROM_CARRIED_LINES = """
     insert into cs_found
-    with cur_lines as materialized (
-        select nullif(btrim(w.person_id), '') as person_id, lc.from_line_no
-        from raw_hris.workers w
-        join {carry} lc on lc.snapshot_id = %(cur)s and lc.line_no = w._line_no
-        where w._snapshot_id = %(cur)s
-    ), base_lines as materialized (
-        select nullif(btrim(person_id), '') as person_id, _line_no as line_no
-        from raw_hris.workers where _snapshot_id = %(base)s
-    ), touched as (
-        select person_id from cur_lines where from_line_no is null
+    with touched as materialized (
+        -- the people of the current lines that were parsed, not carried
+        select nullif(btrim(w.person_id), '') as person_id
+        from {carry} lc
+        join raw_hris.workers w on w._snapshot_id = %(cur)s and w._line_no = lc.line_no
+        where lc.snapshot_id = %(cur)s and lc.from_line_no is null
         union
-        select b.person_id from base_lines b
-        where not exists (select 1 from {carry} lc where lc.snapshot_id = %(cur)s and lc.from_line_no = b.line_no)
+        -- and of the base lines no current line was carried from
+        select nullif(btrim(b.person_id), '') from raw_hris.workers b
+        where b._snapshot_id = %(base)s
+          and not exists (select 1 from {carry} lc where lc.snapshot_id = %(cur)s and lc.from_line_no = b._line_no)
     )
+    -- (each snapshot's lines read for the few touched people only: 1M lines, 5,535 touched: 4.7 -> 1.7 s)
     select t.person_id,
            case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
     from touched t
-    left join (select distinct person_id from base_lines
-               where person_id in (select person_id from touched)) b on b.person_id = t.person_id
-    left join (select distinct person_id from cur_lines
-               where person_id in (select person_id from touched)) c on c.person_id = t.person_id
+    left join (select distinct nullif(btrim(person_id), '') as person_id from raw_hris.workers
+               where _snapshot_id = %(base)s and nullif(btrim(person_id), '') in (select person_id from touched)) b
+        on b.person_id = t.person_id
+    left join (select distinct nullif(btrim(person_id), '') as person_id from raw_hris.workers
+               where _snapshot_id = %(cur)s and nullif(btrim(person_id), '') in (select person_id from touched)) c
+        on c.person_id = t.person_id
     where t.person_id is not null
 """
 

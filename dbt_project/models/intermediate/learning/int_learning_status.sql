@@ -19,15 +19,16 @@
 -- The hooks count the rows deleted and written per group for int_learning_compliance_counts
 -- (macros/compliance_counts.sql). Indexed on those dates too: the change set (hrlms.warehouse.changes,
 -- learning_dates) looks up the rows whose date falls in the span since the last build (1M workers: 2.7 s
--- reading every row, 0.06 s by the indexes).
+-- reading every row, 0.06 s by the indexes), and on account_person_id: lms_desired_group_members reads the
+-- requirement audiences of the change set's accounts by it (1M workers, 42,602 people: 0.85 s reading every row).
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}, {'columns': ['due_on']}, {'columns': ['expires_on']},
-             {'columns': ['renewal_opens_on']}],
+             {'columns': ['renewal_opens_on']}, {'columns': ['account_person_id']}],
     pre_hook=["{{ learning_status_deltas(-1) }}", "{{ delete_changed_people('person_id') }}"],
-    post_hook=["{{ learning_status_deltas(1) }}", "analyze {{ this }}"]
+    post_hook=["{{ learning_status_deltas(1) }}", "{{ person_index('account_person_id') }}", "analyze {{ this }}"]
 ) }}
 
 with assignments as (
