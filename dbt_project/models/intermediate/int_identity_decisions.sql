@@ -31,6 +31,7 @@
     on_schema_change='append_new_columns',
     full_refresh=false,
     indexes=[{'columns': ['person_id']}],
+    pre_hook="{{ lookups_without_nested_loops() }}",
     post_hook="{{ person_index() }}"
 ) }}
 

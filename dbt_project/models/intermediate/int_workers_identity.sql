@@ -3,7 +3,7 @@
     incremental_strategy='append',
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}, {'columns': ['account_person_id']}],
-    pre_hook="{{ delete_changed_people('person_id', 'account_person_id') }}",
+    pre_hook=["{{ lookups_without_nested_loops() }}", "{{ delete_changed_people('person_id', 'account_person_id') }}"],
     post_hook="analyze {{ this }}"
 ) }}
 -- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.

@@ -13,7 +13,7 @@
     incremental_strategy='append',
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
-    pre_hook="{{ delete_changed_people('person_id', 'person_id') }}"
+    pre_hook=["{{ lookups_without_nested_loops() }}", "{{ delete_changed_people('person_id', 'person_id') }}"]
 ) }}
 
 {#- An incremental build starts from the account holders whose accounts the change set touches (`wanted`, macro
