@@ -112,7 +112,8 @@ wanted as (  -- noqa: ST03
 {% macro changed_account_holders_filter() -%}
     {#- The condition on person_id that keeps the rows of `wanted` (changed_account_holders_cte); true on a full
         build. Given to the model as a Jinja variable, which sqlfluff does not follow (hence the CTE's noqa). -#}
-    {{- 'person_id = any(array(select person_id from wanted))' if (is_incremental() and change_set_id() > 0) else 'true' -}}
+    {%- set lookup = 'person_id = any(array(select person_id from wanted))' -%}
+    {{- lookup if (is_incremental() and change_set_id() > 0) else 'true' -}}
 {%- endmacro %}
 
 {% macro local_date_in(time_zone, hours_ahead=0) -%}

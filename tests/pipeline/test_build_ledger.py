@@ -20,9 +20,9 @@ def q(url, sql, *args):
         return c.execute(sql, args).fetchall()
 
 
-def land(landing, day, rows):
+def land(landing, day, rows, org=ORG_CSV):
     (landing / f"workers_{day}.csv").write_text(csv_text(rows))
-    (landing / f"org_units_{day}.csv").write_text(ORG_CSV)
+    (landing / f"org_units_{day}.csv").write_text(org)
 
 
 def run(key, day):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import date
 
 from hrlms import pipeline
-from hrlms.warehouse import db
 
-from ..sources.hrfiles import ORG_CSV, csv_text, worker
+from ..sources.hrfiles import ORG_CSV, worker
+from .test_build_ledger import land, q
 
 D1, D2, D3, D4 = date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7), date(2026, 1, 8)
 ORG = ORG_CSV + "ORG0003,Engineering,ORG0001,department,ACTIVE\n"
@@ -17,16 +17,6 @@ ORG = ORG_CSV + "ORG0003,Engineering,ORG0001,department,ACTIVE\n"
 REPORTING = ("intermediate.int_learning_compliance_counts", "marts.learning_compliance_rollup",
              "marts.dq_person_issues")
 TABLES = ("intermediate.int_learning_compliance_counts", "marts.dq_person_issues")   # (the rollup: a view)
-
-
-def q(url, sql, *args):
-    with db.connect(url) as c:
-        return c.execute(sql, args).fetchall()
-
-
-def land(landing, day, rows):
-    (landing / f"workers_{day}.csv").write_text(csv_text(rows))
-    (landing / f"org_units_{day}.csv").write_text(ORG)
 
 
 def warehouse(key, day, *, defer):
@@ -71,7 +61,7 @@ def full_build(monkeypatch, key, day):
 
 def test_the_reporting_models_are_built_after_the_plan_and_match_a_full_build(fresh_db, landing, monkeypatch):
     for day in (D1, D2, D3, D4):
-        land(landing, day, people(day))
+        land(landing, day, people(day), ORG)
 
     snaps = warehouse("d1", D1, defer=True)
     # the first build is a full one: it makes the reporting tables too, the stage marts has nothing to do

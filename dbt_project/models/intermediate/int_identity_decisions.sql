@@ -97,9 +97,16 @@ history as (
     -- versions seen before the run's logical date (the snapshot already holds today's)
     select * from {{ ref('snap_workers') }}
     where dbt_valid_from < cast('{{ run_param("logical_date") }}' as timestamp)
-    {%- if lookup %}
-        and ({% for rule in rules %}{{ rule }} = any(array(select key_value from worker_keys where rule = '{{ rule }}'))
-            {{- ' or ' if not loop.last }}{% else %}false{% endfor %})
+    {%- if lookup and rules %}
+        and (
+            {%- for rule in rules %}
+            {{ 'or ' if not loop.first }}{{ rule }} = any(array(
+                select key_value from worker_keys where rule = '{{ rule }}'
+            ))
+            {%- endfor %}
+        )
+    {%- elif lookup %}
+        and false
     {%- endif %}
 ),
 
@@ -133,7 +140,11 @@ involved as (
 previous as (
 {%- if is_incremental() %}
     select person_id, account_person_id, identity_rule, is_ambiguous, first_seen_on, decided_on from {{ this }}
-    where person_id {{ '= any(array(' if lookup else 'in (' }}select person_id from involved){{ ')' if lookup }}
+    {%- if lookup %}
+    where person_id = any(array(select person_id from involved))
+    {%- else %}
+    where person_id in (select person_id from involved)
+    {%- endif %}
 {%- else %}
     select
         cast(null as text) as person_id,
