@@ -445,12 +445,12 @@ def marts(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
         previous = builds.recorded(conn, "marts")
         if _unchanged(conn, run_key, "marts", inputs, detail):
             return detail
-        follows = (not inputs["full_build"] and builds.built_from(previous, "change_set_id", inputs["base_change_set_id"])
-                   and builds.built_from(previous, "dbt", inputs["dbt"]))
+        same_project = builds.built_from(previous, "dbt", inputs["dbt"])
+        follows = (same_project and not inputs["full_build"]
+                   and builds.built_from(previous, "change_set_id", inputs["base_change_set_id"]))
         detail["build"] = "incremental" if follows else "full"
         select, exclude = f"{dbt.REPORTING_MODELS} {dbt.REPORTING_VIEWS}", dbt.AUDIT_TESTS
-        org_kept = (builds.built_from(previous, "org_snapshot_id", inputs["org_snapshot_id"])
-                    and builds.built_from(previous, "dbt", inputs["dbt"]))
+        org_kept = same_project and builds.built_from(previous, "org_snapshot_id", inputs["org_snapshot_id"])
         if org_kept:
             exclude += f" {dbt.ORG_SNAPSHOT_MODELS}"
             detail["org_models"] = "kept: the org snapshot and the dbt project of the last reporting build"
