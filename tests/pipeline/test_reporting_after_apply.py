@@ -59,7 +59,7 @@ def full_build(monkeypatch, key, day):
         warehouse(key, day, defer=False)
 
 
-def test_the_reporting_models_are_built_after_the_plan_and_match_a_full_build(fresh_db, landing, monkeypatch):
+def test_the_reporting_models_are_built_after_the_apply_and_match_a_full_build(fresh_db, landing, monkeypatch):
     for day in (D1, D2, D3, D4):
         land(landing, day, people(day), ORG)
 
