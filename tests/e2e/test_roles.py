@@ -50,7 +50,8 @@ def test_the_manager_role_follows_direct_reports(provision_dag, fresh_db, fresh_
     with db.connect(fresh_db) as c:
         changed = dict(c.execute("select person_id, changed_fields from sync.ops o join sync.plans p using (plan_id) "
                                  "where p.run_key = %s and op_type = 'update_user'", (run.run_id,)).fetchall())
-    assert changed == {"P03": ["roles"], "P04": ["roles"]}
+    # P04's update sets their new manager P02 too (its set_manager then sends nothing)
+    assert changed == {"P03": ["roles"], "P04": ["roles", "manager"]}
 
     rerun = _run(provision_dag, D2)
     with db.connect(fresh_db) as c:

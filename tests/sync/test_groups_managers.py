@@ -137,6 +137,29 @@ def test_membership_changes_are_add_remove_chunks(conn, client, monkeypatch):
     assert lms_members(client, conn, "org:ORG2") == [pid(1), pid(2)]
 
 
+def test_a_groups_adds_in_one_batch_are_one_patch(conn, client):
+    """The plan cuts a group's new members into ops of MEMBER_CHUNK; the apply sends the ops of one group
+    in a batch as one PATCH (an LMS reads and writes the group whole on each), each op recorded applied."""
+    n = MEMBER_CHUNK + 20
+    people = [person(i) for i in range(1, n + 1)]
+    set_desired(conn, people, {"org:ORG1": "Big"}, {"org:ORG1": range(1, n + 1)})
+    p1 = make_plan(conn, logical_date=D, snapshot_id=1)
+    sent = []
+    orig = client.bulk
+    client.bulk = lambda operations: (sent.extend(operations), orig(operations))[1]
+    apply_plan(conn, p1.plan_id, client, use_bulk=True)
+    client.bulk = orig
+    g1 = conn.execute("select lms_id from sync.applied_groups where group_key = 'org:ORG1'").fetchone()[0]
+    patches = [o for o in sent if o["method"] == "PATCH" and o["path"] == f"/Groups/{g1}"]
+    assert len(patches) == 1
+    assert [(o["op"], len(o["value"])) for o in patches[0]["data"]["Operations"]] == [("add", n)]
+    assert {(t, s, len(m)) for t, _k, m, _p, s in op_rows(conn, p1.plan_id) if t == "add_members"} == {
+        ("add_members", "applied", MEMBER_CHUNK), ("add_members", "applied", 20)}
+    assert len(lms_members(client, conn, "org:ORG1")) == n
+    assert conn.execute("select count(*) from sync.applied_memberships").fetchone()[0] == n
+    assert make_plan(conn, logical_date=D, snapshot_id=1).counts == {}
+
+
 def test_group_gone_from_desired_loses_members_but_stays(conn, client):
     people = [person(i) for i in range(1, 4)]
     set_desired(conn, people, {"org:ORG1": "A", "org:ORG2": "B"}, {"org:ORG1": [1, 2], "org:ORG2": [3]})

@@ -15,7 +15,7 @@ import scim2_server
 
 from hrlms.devenv.scim import LocalScimServer
 from hrlms.sync import plan as plan_module
-from hrlms.sync.apply import _claim, apply_plan
+from hrlms.sync.apply import _claim, apply_plan, guarded_removal_min_members
 from hrlms.sync.plan import make_plan
 from hrlms.sync.scim import LmsConfig, ScimClient, add_members_body
 
@@ -30,6 +30,13 @@ PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 def conn(fresh_db):
     with desired_state_db(fresh_db) as c:
         yield c
+
+
+@pytest.fixture(autouse=True)
+def guard_every_group(monkeypatch):
+    """These groups are small: read + guarded replace for all of them (the default leaves groups under 100
+    members to filtered removes inside /Bulk: test_small_groups_get_filtered_removes_in_bulk)."""
+    monkeypatch.setenv("HRLMS_SCIM_GUARDED_REMOVAL_MIN_MEMBERS", "0")
 
 
 @dataclass
@@ -270,3 +277,30 @@ def test_unknown_setting_is_refused(monkeypatch):
     monkeypatch.setenv("HRLMS_SCIM_MEMBER_REMOVAL", "replace")
     with pytest.raises(ValueError, match="HRLMS_SCIM_MEMBER_REMOVAL"):
         ScimClient(LmsConfig("http://127.0.0.1:9", "t"))
+
+
+def test_small_groups_get_filtered_removes_in_bulk(conn, client, monkeypatch):
+    """Under HRLMS_SCIM_GUARDED_REMOVAL_MIN_MEMBERS recorded members a group's removals are filtered removes
+    sent inside /Bulk (no read); from it on, read + guarded replace. Same outcomes and records."""
+    monkeypatch.setenv("HRLMS_SCIM_GUARDED_REMOVAL_MIN_MEMBERS", "6")
+    provision(conn, client, {"org:ORG1": list(range(1, 11)), "org:ORG2": [1, 2, 3, 4]})
+    p = day2(conn, {"org:ORG1": [8, 9, 10], "org:ORG2": [1, 2]})
+    log = record(client)
+    res = apply_plan(conn, p.plan_id, client, use_bulk=True)
+    assert res.escrow == res.dead_letter == 0
+    assert statuses(conn, p.plan_id) == {"remove_members": ["applied"] * 2}
+    g1, g2 = gid(conn, "org:ORG1"), gid(conn, "org:ORG2")
+    # ORG1 (10 recorded members): one read and one guarded replace; ORG2 (4): two filtered removes in /Bulk
+    assert [s.path for s in log if s.method == "GET" and s.path.startswith("/Groups/")] == [f"/Groups/{g1}"]
+    patches = member_patches(log)
+    assert sorted((path, op["op"]) for path, op, _v in patches) == sorted(
+        [(f"/Groups/{g1}", "replace"), (f"/Groups/{g2}", "remove"), (f"/Groups/{g2}", "remove")])
+    bulk = [o for s in log if s.path == "/Bulk" for o in s.body["Operations"]]
+    assert [o["path"] for o in bulk] == [f"/Groups/{g2}"]
+    assert lms_members(client, conn, "org:ORG1") == [pid(8), pid(9), pid(10)]
+    assert lms_members(client, conn, "org:ORG2") == [pid(1), pid(2)]
+    assert applied_memberships(conn) == {"org:ORG1": [pid(8), pid(9), pid(10)], "org:ORG2": [pid(1), pid(2)]}
+    assert make_plan(conn, logical_date=D, snapshot_id=2).counts == {}
+    monkeypatch.setenv("HRLMS_SCIM_GUARDED_REMOVAL_MIN_MEMBERS", "-1")
+    with pytest.raises(ValueError, match="HRLMS_SCIM_GUARDED_REMOVAL_MIN_MEMBERS"):
+        guarded_removal_min_members()
