@@ -303,11 +303,12 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
 
 def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
     """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise."""
-    from hrlms.quality.gate import build_docs, gate_inputs, run_gate, run_name_for
+    from hrlms.quality.gate import build_docs, gate_inputs, preload_gx, run_gate, run_name_for
 
     settings = Settings.from_env()
     detail: dict[str, Any] = {}
-    entities = [e for e in ("org_units", "workers") if e in snapshots]
+    # workers first: their shared-value checks (SQL) run while GX is imported, which the checks of both need
+    entities = [e for e in ("workers", "org_units") if e in snapshots]
     with _stage(run_key, logical_date, "gate", detail) as conn:
         inputs = gate_inputs(builds.snapshot_keys(conn, {e: snapshots[e] for e in entities}),
                              max_drop_share=settings.max_drop_share,
@@ -319,6 +320,7 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
         org_kept = _org_gate_current(previous, inputs)
         if _unchanged(conn, run_key, "gate", inputs, detail):
             return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
+        preload_gx()      # while the shared-value checks run in the warehouse
         if org_kept:      # an event or hourly run: the org file the last gate judged, by the same checks
             detail["org_units"] = previous["detail"]["org_units"] | {"kept": "the org snapshot and the checks "
                                                                              "of the last gate"}

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -170,24 +171,36 @@ shared as (
         select 'employee_number', employee_number from lines where employee_number is not null
         group by employee_number having min(person_id) <> max(person_id)
         union all
+        -- one account per fresh value, looked up by index: LIMIT keeps the planner from flattening the
+        -- lookup into a join, which (fresh is estimated at every line, not the few changed ones) hashed
+        -- every account once per key (3.4 s at 1M)
         select 'work_email', f.work_email from fresh f
-        join sync.applied_users a on lower(a.email) = f.work_email and a.person_id <> f.person_id
+        cross join lateral (select 1 from sync.applied_users a
+                            where lower(a.email) = f.work_email and a.person_id <> f.person_id limit 1) a
+        where f.work_email is not null
         union all
         select 'user_name', f.user_name from fresh f
-        join sync.applied_users a on lower(a.user_name) = f.user_name and a.person_id <> f.person_id
+        cross join lateral (select 1 from sync.applied_users a
+                            where lower(a.user_name) = f.user_name and a.person_id <> f.person_id limit 1) a
+        where f.user_name is not null
         union all
         select 'employee_number', f.employee_number from fresh f
-        join sync.applied_users a on a.employee_number = f.employee_number and a.person_id <> f.person_id
+        cross join lateral (select 1 from sync.applied_users a
+                            where a.employee_number = f.employee_number and a.person_id <> f.person_id
+                            limit 1) a
+        where f.employee_number is not null
     ) found
 ),
 claims as (
-    select l.line_no, l.person_id, s.kind, s.v from shared s
+    -- with what contenders and the final select read of the line: joining lines again for it hashed or
+    -- sorted every line for a few claims
+    select l.line_no, l.person_id, s.kind, s.v, l.hire_date, l.start_date, l.username from shared s
     join lines l on s.kind = 'work_email' and l.work_email = s.v
     union all
-    select l.line_no, l.person_id, s.kind, s.v from shared s
+    select l.line_no, l.person_id, s.kind, s.v, l.hire_date, l.start_date, l.username from shared s
     join lines l on s.kind = 'user_name' and coalesce(l.username, l.work_email) = s.v
     union all
-    select l.line_no, l.person_id, s.kind, s.v from shared s
+    select l.line_no, l.person_id, s.kind, s.v, l.hire_date, l.start_date, l.username from shared s
     join lines l on s.kind = 'employee_number' and l.employee_number = s.v
 ),
 lms_claims as (
@@ -200,7 +213,10 @@ lms_claims as (
     select a.person_id, a.is_active, s.kind, s.v from shared s
     join sync.applied_users a on s.kind = 'employee_number' and a.employee_number = s.v
 ),
-decided as (
+-- inlined: read by index, with the table's statistics (one decision per person). Materialized, its 1M
+-- rows had no statistics, every join on it was estimated thousands of times too large, and the hash of
+-- `own` below, sized for billions of rows, cycled through 1024 batches (20 s at 1M with 200 conflicts)
+decided as not materialized (
     {decided}
 ),
 present as (
@@ -249,18 +265,17 @@ contenders as (
         cast(null as date) as hire_date, cast(null as date) as start_date, h.account as tie
     from lms_claims h
     union all
-    select c.kind, c.v, o.account, case when {had_it} then 1 else 2 end, false, l.hire_date, l.start_date,
+    select c.kind, c.v, o.account, case when {had_it} then 1 else 2 end, false, c.hire_date, c.start_date,
         c.person_id
     from claims c
     join own o on o.person_id = c.person_id
-    join lines l on l.line_no = c.line_no
 ),
 holder as (
     select distinct on (kind, v) kind, v, account from contenders
     order by kind, v, tier, inactive, hire_date nulls last, start_date nulls last, tie, account
 ),
 conflicts as (
-    select c.line_no, c.person_id, c.kind, c.v, h.account,
+    select c.line_no, c.person_id, c.kind, c.v, c.username, h.account,
         (select min(c2.person_id) from claims c2 join own o2 on o2.person_id = c2.person_id
          where c2.kind = c.kind and c2.v = c.v and o2.account = h.account) as holder_person_id
     from claims c
@@ -272,8 +287,7 @@ select %(sid)s, c.line_no,
     case c.kind {rule_names} end,
     c.v, coalesce(c.holder_person_id, c.account)
 from conflicts c
-join lines l on l.line_no = c.line_no
-where not (c.kind = 'user_name' and l.username is null
+where not (c.kind = 'user_name' and c.username is null
            and exists (select 1 from conflicts e where e.line_no = c.line_no and e.kind = 'work_email'))
 """
 
@@ -379,12 +393,35 @@ def gx_lock() -> Iterator[None]:
         yield
 
 
-def get_context():
-    """The committed GX file context under expectations/, synchronised with quality/suites.py (take
-    gx_lock() around its use)."""
+def _import_gx():
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
+    import great_expectations.expectations  # noqa: F401  (the suites' expectation classes)
+
+    return gx
+
+
+def preload_gx() -> threading.Thread:
+    """Import GX (~3.5 s of a fresh interpreter) in a background thread while the gate's own SQL runs (the
+    key conflicts: seconds at 1M workers, in PostgreSQL, on the other core). Whoever needs GX meanwhile waits
+    for that import (Python's import lock) instead of starting a second one; a failed import fails again,
+    with its error, where GX is used."""
+    def run() -> None:
+        try:
+            _import_gx()
+        except Exception as exc:          # reported by the import that needs it
+            log.debug("GX preload failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="gx-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def get_context():
+    """The committed GX file context under expectations/, synchronised with quality/suites.py (take
+    gx_lock() around its use)."""
+    gx = _import_gx()
 
     from hrlms.quality.suites import SUITES
 
@@ -567,7 +604,7 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
     `max_growth_factor` None = HRLMS_MAX_GROWTH_FACTOR (default 5). `carry_from`: a workers snapshot that
     these same checks gated completely (the caller knows: hrlms.pipeline.gate); lines the staging stage
     carried from it keep its row verdicts (carried_verdicts) instead of being checked again."""
-    from hrlms.quality.suites import SUITES  # imports GX: here, not when the module is imported
+    from hrlms.quality.suites import SUITES
     from hrlms.transform.dbt import LINE_CARRY_TABLE
 
     snap = _snapshot(conn, snapshot_id)
