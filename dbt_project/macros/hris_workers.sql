@@ -170,6 +170,9 @@ create unlogged table if not exists {{ carry }} (
     from_snapshot_id bigint, from_line_no bigint);
 truncate {{ carry }};
 {%- if held %}
+-- hash joins only: the copies (almost always none) are estimated at a third of the lines, and a merge join
+-- with them sorted all the lines (1M) by line number
+set local enable_mergejoin = off;
 insert into {{ carry }} (snapshot_id, line_no, row_hash, copy_no, from_snapshot_id, from_line_no)
 with lines as materialized (
     -- (sources unaliased: `dbt build --empty` turns them into subqueries with an alias of their own)
@@ -198,6 +201,7 @@ held as (
 select {{ sid }}, lines.line_no, lines.row_hash, coalesce(copies.copy_no, 1), held.snapshot_id, held.line_no
 from lines
 left join copies on copies.line_no = lines.line_no
-left join held on held.row_hash = lines.row_hash
+left join held on held.row_hash = lines.row_hash;
+reset enable_mergejoin
 {%- endif %}
 {%- endmacro %}
