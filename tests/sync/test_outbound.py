@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from datetime import date
 
 import pytest
@@ -81,6 +82,17 @@ def _people(**changes) -> list[dict]:
 
 
 def _writes(server: LocalScimServer) -> list[str]:
+    """The write requests in the LMS's access log. The server logs a request after answering it, so a read
+    is sent first and waited for in the log: every request answered before it is logged by then."""
+    def reads() -> int:
+        return server.log_path.read_text().count('"GET /ServiceProviderConfig')
+
+    seen = reads()
+    with ScimClient(LmsConfig(server.base_url, server.token)) as probe:
+        probe.service_provider_config()
+    deadline = time.monotonic() + 10
+    while reads() <= seen and time.monotonic() < deadline:
+        time.sleep(0.02)
     return [line for line in server.log_path.read_text().splitlines()
             if any(f'"{m} ' in line for m in ("POST", "PATCH", "PUT", "DELETE"))]
 
