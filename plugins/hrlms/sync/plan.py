@@ -334,21 +334,11 @@ def _settle(conn: psycopg.Connection) -> None:
     for plan_id, mode in conn.execute(
             "select plan_id, scope_mode from sync.plans where not scope_settled and scope_mode is not null "
             "and status in ('applied', 'partial') order by plan_id").fetchall():
-        if mode == "full":
-            # everyone was in scope: only the marks made since the plan stay. Kept aside and the table emptied
-            # (deleting the 1M marks of an initial load row by row took 3 s of the next day's plan); in the
-            # caller's transaction, so a crash keeps them all
-            conn.execute("""create temp table dirty_kept on commit drop as select * from sync.dirty_people
-                            where marked_at >= (select created_at from sync.plans where plan_id = %(p)s)""",
-                         {"p": plan_id})
-            conn.execute("truncate sync.dirty_people")
-            conn.execute("insert into sync.dirty_people select * from dirty_kept")
-            conn.execute("drop table dirty_kept")
-        else:
-            conn.execute("""delete from sync.dirty_people d
-                            where d.marked_at < (select created_at from sync.plans where plan_id = %(p)s)
-                              and d.person_id in (select person_id from sync.plan_scope s where s.plan_id = %(p)s)""",
-                         {"p": plan_id})
+        scope = ("" if mode == "full" else
+                 "and d.person_id in (select person_id from sync.plan_scope s where s.plan_id = %(p)s)")
+        conn.execute(f"""delete from sync.dirty_people d
+                         where d.marked_at < (select created_at from sync.plans where plan_id = %(p)s) {scope}""",
+                     {"p": plan_id})
         conn.execute(f"""insert into sync.dirty_people (person_id, reasons)
                          select person_id, array['pending'] from ({_unfinished_people('%(p)s')}) u
                          where person_id is not null on conflict do nothing""", {"p": plan_id})
