@@ -137,19 +137,18 @@ def test_removals_are_one_guarded_replace_per_group_others_untouched(conn, clien
     assert statuses(conn, p.plan_id) == {"remove_members": ["applied"] * 4, "add_members": ["applied"]}
 
     g1, g2 = gid(conn, "org:ORG1"), gid(conn, "org:ORG2")
-    # One read and one guarded replace per group, whatever the number of its ops; no filtered remove.
+    # One read and one guarded replace per group, whatever the number of its ops; no filtered remove, and the
+    # add to ORG1 is in ORG1's replace (the group is written once): nothing goes through /Bulk.
     reads = [s.path for s in log if s.method == "GET" and s.path.startswith("/Groups/")]
     assert sorted(reads) == sorted([f"/Groups/{g1}", f"/Groups/{g2}"])
     assert all(s.params == {"attributes": "members"} for s in log if s.method == "GET" and s.path in reads)
     patches = member_patches(log)
     assert sorted((path, op["op"]) for path, op, _v in patches) == sorted(
-        [(f"/Groups/{g1}", "add"), (f"/Groups/{g1}", "replace"), (f"/Groups/{g2}", "replace")])
+        [(f"/Groups/{g1}", "replace"), (f"/Groups/{g2}", "replace")])
     replaces = [s for s in log if s.method == "PATCH" and s.body["Operations"][0]["op"] == "replace"]
     assert len(replaces) == 2 and all(s.if_match and s.if_match.startswith('W/"') and s.status == 204
                                       for s in replaces)
-    # ...sent after the /Bulk carrying the add (phase 2 of a batch), so the read saw the added member.
-    if use_bulk:
-        assert [s.path for s in log if s.method != "GET"][0] == "/Bulk"
+    assert not [s for s in log if s.path == "/Bulk"]
 
     assert lms_members(client, conn, "org:ORG1") == [pid(8), pid(9), pid(10), pid(11), "X1"]
     assert lms_members(client, conn, "org:ORG2") == [pid(1), pid(2)]
@@ -158,6 +157,30 @@ def test_removals_are_one_guarded_replace_per_group_others_untouched(conn, clien
                                                                       "display": "Stranger"}
     assert applied_memberships(conn) == {"org:ORG1": [pid(8), pid(9), pid(10), pid(11)],
                                          "org:ORG2": [pid(1), pid(2)]}
+    assert make_plan(conn, logical_date=D, snapshot_id=2).counts == {}
+
+
+@pytest.mark.parametrize("use_bulk", [True, False], ids=["bulk", "singles"])
+def test_a_groups_adds_and_removals_meet_in_one_batch_and_one_write(conn, client, use_bulk):
+    """The plan orders ops by type (ORG1's and ORG2's removals, then ORG1's add): claimed by op id, batches of
+    two would read and write ORG1 twice (a replace, then an add). Claimed group by group, ORG1's ops meet in
+    one batch and go as one read + guarded replace that also adds."""
+    provision(conn, client, {"org:ORG1": [1, 2, 3, 4], "org:ORG2": [5, 6, 7]})
+    p = day2(conn, {"org:ORG1": [1, 2, 8], "org:ORG2": [5, 6]})
+    assert p.counts == {"remove_members": 2, "add_members": 1}
+    first_two = [r[0] for r in conn.execute("select op_type from sync.ops where plan_id = %s order by op_id limit 2",
+                                            (p.plan_id,))]
+    assert first_two == ["remove_members", "remove_members"]
+    log = record(client)
+    res = apply_plan(conn, p.plan_id, client, batch_size=2, use_bulk=use_bulk)
+    assert res.escrow == res.dead_letter == 0 and dict(res.applied) == {"remove_members": 2, "add_members": 1}
+    g1, g2 = gid(conn, "org:ORG1"), gid(conn, "org:ORG2")
+    assert sorted((path, op["op"]) for path, op, _v in member_patches(log)) == sorted(
+        [(f"/Groups/{g1}", "replace"), (f"/Groups/{g2}", "replace")])
+    assert [s.path for s in log if s.method == "GET"].count(f"/Groups/{g1}") == 1
+    assert lms_members(client, conn, "org:ORG1") == [pid(1), pid(2), pid(8)]
+    assert lms_members(client, conn, "org:ORG2") == [pid(5), pid(6)]
+    assert applied_memberships(conn) == {"org:ORG1": [pid(1), pid(2), pid(8)], "org:ORG2": [pid(5), pid(6)]}
     assert make_plan(conn, logical_date=D, snapshot_id=2).counts == {}
 
 

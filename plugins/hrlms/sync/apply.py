@@ -260,6 +260,7 @@ def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str],
                                 f"{', '.join(missing[:10])}{' …' if len(missing) > 10 else ''}")
         if resolved:
             op["sent_members"] = resolved
+            op["add_ids"] = [users[p] for p in resolved]
             op["request"] = {"method": "PATCH", "path": f"/Groups/{group_id}",
                              "data": add_members_body([users[p] for p in resolved])}
         return
@@ -309,19 +310,33 @@ def guarded_removal_min_members() -> int:
     return int(value)
 
 
+def _with_removals(ops: list[dict[str, Any]], client: ScimClient) -> list[dict[str, Any]]:
+    """The ops of a batch that go as read + guarded replace (_remove_members): the guarded removals (_guarded)
+    and the member adds of the groups they are on, when the client does guarded replaces. A group the batch
+    both adds to and removes from is read and written once: the LMS may read and write a group whole on each
+    write (scim2-server: ~1 s per write of a 1M-member group, the requirement groups everyone is in gain and
+    lose members every day)."""
+    if not (any(_guarded(op) for op in ops) and client.guarded_member_removal()):
+        return []
+    groups = {op["target"] for op in ops if _guarded(op)}
+    return [op for op in ops if _guarded(op) or (op["op_type"] == "add_members" and op["request"]
+                                                 and op["target"] in groups)]
+
+
 def _remove_members(client: ScimClient, ops: list[dict[str, Any]], guard: _FailureGuard | None,
                     pool: ThreadPoolExecutor | None) -> dict[int, Outcome]:
     """Member removals as read + replace guarded by the group's version (ScimClient.remove_members), as
-    single requests, one read + replace per group for all of `ops` on it (`pool` threads at a time).
+    single requests, one read + replace per group for all of `ops` on it (`pool` threads at a time); the
+    batch's member adds on those groups (_with_removals) are in the same replace.
 
     Why not inside /Bulk: two ops on one group in one /Bulk request would carry the same version, and the
     second would always fail with 412 (so would a replace after an add_members on that group in the same
     request); the read must come right before the write anyway, and a 412 is retried by reading that one
-    group again rather than re-sending part of a /Bulk. Sent after the batch's /Bulk requests (its
-    add_members included), the read sees them; one job per group means the batch's own requests never
+    group again rather than re-sending part of a /Bulk. Sent after the batch's /Bulk requests, the read
+    sees them; one job per group means the batch's own requests never
     race for a group's version (another shard or client may: 412, read again). A replace never has to
-    fit in the /Bulk maxPayloadSize either. Each op's outcome is the one its filtered remove would have
-    had: applied with its members, or the request's failure (escrow / dead letter)."""
+    fit in the /Bulk maxPayloadSize either. Each op's outcome is the one its filtered remove (or its add)
+    would have had: applied with its members, or the request's failure (escrow / dead letter)."""
     by_group: dict[str, list[dict[str, Any]]] = {}
     for op in ops:
         by_group.setdefault(op["target"], []).append(op)
@@ -330,9 +345,10 @@ def _remove_members(client: ScimClient, ops: list[dict[str, Any]], guard: _Failu
         if guard and guard.tripped:
             return [_released(op) for op in group_ops]
         group_id = group_ops[0]["target"]
-        ids = list(dict.fromkeys(i for op in group_ops for i in op["remove_ids"]))
+        ids = list(dict.fromkeys(i for op in group_ops for i in op.get("remove_ids") or []))
+        added = list(dict.fromkeys(i for op in group_ops for i in op.get("add_ids") or []))
         try:
-            client.remove_members(group_id, ids)
+            client.remove_members(group_id, ids, add=added)
             outs = [_settle(op, _outcome(op, lms_id=group_id)) for op in group_ops]
         except ScimError as exc:
             outs = [_failed(_outcome(op, lms_id=group_id), exc) for op in group_ops]
@@ -436,12 +452,12 @@ def _execute_bulk(client: ScimClient, ops: list[dict[str, Any]], limits: tuple[i
     outcomes: dict[int, Outcome] = {}
     singles = []
     reqs = []
-    removals = []
-    guarded = any(_guarded(op) for op in ops) and client.guarded_member_removal()
+    removals = _with_removals(ops, client)
+    replaced = {op["op_id"] for op in removals}
     for op in ops:
-        if guarded and _guarded(op):
-            removals.append(op)
-        elif op["request"]:
+        if op["op_id"] in replaced:
+            continue
+        if op["request"]:
             reqs.append((op, op["request"]))
         elif op["op_type"] in _CREATES:
             singles.append(op)
@@ -500,9 +516,9 @@ def _execute_singles(pool: ThreadPoolExecutor, client: ScimClient, ops: list[dic
                      guard: _FailureGuard) -> list[Outcome]:
     """One request (or a few: lookups) per op, `pool` threads at a time; released once `guard` trips.
     Guarded member removals go last, one read + replace per group (see _remove_members)."""
-    guarded = any(_guarded(op) for op in ops) and client.guarded_member_removal()
-    removals = [op for op in ops if guarded and _guarded(op)]
-    others = [op for op in ops if not (guarded and _guarded(op))]
+    removals = _with_removals(ops, client)
+    replaced = {op["op_id"] for op in removals}
+    others = [op for op in ops if op["op_id"] not in replaced]
     outcomes = {op["op_id"]: out for op, out in zip(others, pool.map(
         lambda op: _released(op) if guard.tripped else _run_one(client, op, guard), others))}
     if removals:
@@ -564,7 +580,8 @@ def _create_group(client: ScimClient, group_key: str, desired: dict[str, Any], *
 def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str = "0") -> list[dict[str, Any]]:
     """Claim up to batch_size pending ops that are not deferred (next_attempt_at in the future): phase 1
     first; phase 2 only once no phase-1 op of the plan is sending or pending-and-due (a batch never mixes
-    phases). A create whose person/group had an earlier create attempt is flagged verify_first."""
+    phases; phase 2 group by group, so that a group's ops meet in one batch: _with_removals). A create whose
+    person/group had an earlier create attempt is flagged verify_first."""
     with conn.transaction():
         rows = conn.execute(
             """with claimed as (
@@ -574,7 +591,9 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str 
                           select 1 from sync.ops first where first.plan_id = %(p)s and first.phase = 1
                           and (first.status = 'sending' or (first.status = 'pending' and (
                                first.next_attempt_at is null or first.next_attempt_at <= clock_timestamp())))))
-                   order by phase, op_id for update skip locked limit %(n)s)
+                   -- phase 2 by group: a group's ops in one batch (its adds and removals one write)
+                   order by phase, case when phase = 2 then group_key end nulls first, op_id
+                   for update skip locked limit %(n)s)
                update sync.ops o set status = 'sending', attempts = o.attempts + 1, claimed_by = %(w)s,
                    verify_first = o.verify_first
                        or (o.op_type = 'create_user' and exists (

@@ -486,14 +486,16 @@ class ScimClient:
         version = resp.headers.get("ETag") or (body.get("meta") or {}).get("version")
         return list(body.get("members") or []), version
 
-    def remove_members(self, group_lms_id: str, member_lms_ids: list[str]) -> bool:
-        """Remove these members from the group; False when nothing was written (none of them is a member).
-        Guarded form (guarded_member_removal): read the members and version, then one replace by the
-        members left, sent with If-Match; on 412 read again and retry (HRLMS_LMS_MAX_ATTEMPTS reads in all,
-        backoff between them); PreconditionFailed (transient: escrow) after the last. Ids are compared
-        exactly. Filter form otherwise: one filtered remove per member, always sent. Both are idempotent: a
-        rerun reads the group as it is now (or removes absent members: 204)."""
+    def remove_members(self, group_lms_id: str, member_lms_ids: list[str], add: list[str] = ()) -> bool:
+        """Remove these members from the group (and add the members `add`, in the same write); False when
+        nothing was written (none of them is a member, every one of `add` is). Guarded form
+        (guarded_member_removal): read the members and version, then one replace by the members left (and
+        the added ones), sent with If-Match; on 412 read again and retry (HRLMS_LMS_MAX_ATTEMPTS reads in
+        all, backoff between them); PreconditionFailed (transient: escrow) after the last. Ids are compared
+        exactly. Filter form otherwise: one filtered remove per member (after one add of `add`), always
+        sent. Both are idempotent: a rerun reads the group as it is now (or removes absent members: 204)."""
         path = f"/Groups/{group_lms_id}"
+        add = [i for i in dict.fromkeys(add) if i not in set(member_lms_ids)]
         if self.guarded_member_removal():
             gone = set(member_lms_ids)
             attempt = 0
@@ -503,17 +505,22 @@ class ScimClient:
                 if not version:    # no version to guard the replace with: the filter form instead
                     break
                 kept = [m for m in members if m.get("value") not in gone]
-                if len(kept) == len(members):
+                present = {m.get("value") for m in kept}
+                added = [{"value": i} for i in add if i not in present]
+                if len(kept) == len(members) and not added:
                     return False
                 try:
-                    self.patch(path, replace_members_body(kept), if_match=version)
+                    self.patch(path, replace_members_body(kept + added), if_match=version)
                     return True
                 except PreconditionFailed:
                     if attempt >= self.max_attempts:
                         self.stats.add(gave_up="412")
                         raise
                     self._pause(self._backoff(attempt), "412")
-        self.patch(path, remove_members_body(member_lms_ids))
+        body = remove_members_body(member_lms_ids)
+        if add:
+            body["Operations"] = add_members_body(add)["Operations"] + body["Operations"]
+        self.patch(path, body)
         return True
 
     def create_group(self, payload: dict[str, Any]) -> dict[str, Any]:
