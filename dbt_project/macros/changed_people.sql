@@ -147,3 +147,21 @@ wanted as (  -- noqa: ST03
         {%- do return(relation) -%}
     {%- endif -%}
 {%- endmacro %}
+
+{% macro analyze_built() -%}
+    {#- A post-hook: fresh statistics for the planner's joins over the table just built. A table (re)created by this
+        build is analyzed (it has none); an incremental model on a build with a change set rewrote a few percent
+        of its rows, and keeps the statistics it has — autovacuum re-analyzes a table once a tenth of its rows
+        changed, as for any table — unless it has none yet (1M workers: 13 analyzes, 0.1-0.5 s each, 5.5 s of a
+        day's transform, several on its longest chain). -#}
+    {%- if model.config.materialized in ('incremental', 'snapshot') and change_set_id() > 0 -%}
+    do $analyze$ begin
+        if not exists (select from pg_catalog.pg_stat_user_tables where relid = '{{ this }}'::regclass
+                       and coalesce(last_analyze, last_autoanalyze) is not null) then
+            analyze {{ this }};
+        end if;
+    end $analyze$
+    {%- else -%}
+    analyze {{ this }}
+    {%- endif -%}
+{%- endmacro %}

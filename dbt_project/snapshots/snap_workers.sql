@@ -9,7 +9,9 @@
     (every attribute compared here is one of their own HR fields or their org unit's name, and a change of
     either puts them in the change set), and the post-hook closes the versions of those of them who left
     the gated workers. dbt's own hard_deletes: invalidate would close everyone outside the compared rows,
-    so it is `ignore` and the post-hook does the same on a full build (no change set: everyone).
+    so it is `ignore` and the post-hook does the same on a full build (no change set: everyone). With a change set
+    it looks those people up in `workers` by index: as an anti-join PostgreSQL hashed every worker's row for it
+    (1M workers, 42,602 people: 1.6 s -> 0.13 s, for the few leavers it closes).
     The first post-hooks index person_id and dbt_scd_id: the close above, dbt's staging query
     (macros/snapshots/snapshot_staging_table.sql), workers_history's incremental build and the gate's
     lookups of earlier holders find a person's versions by the first, dbt's merge closes versions by the second;
@@ -21,8 +23,14 @@
     "{{ person_index('work_email') }}", "
     update {{ this }} as versions set dbt_valid_to = {{ snapshot_get_time() }}
     where versions.dbt_valid_to is null
-        {%- if change_set_id() > 0 %} and versions.person_id in {{ changed_people() }}{% endif %}
+    {%- if change_set_id() > 0 %}
+        and versions.person_id = any(array(
+            select person_id from {{ changed_people() }} as changed
+            except
+            select person_id from {{ ref('workers') }} where person_id = any(array{{ changed_people() }})))
+    {%- else %}
         and not exists (select from {{ ref('workers') }} where person_id = versions.person_id)
+    {%- endif %}
 "]) }}
 
 with workers as (

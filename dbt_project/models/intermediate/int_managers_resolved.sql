@@ -20,7 +20,7 @@
     indexes=[{'columns': ['person_id']}],
     pre_hook=["{{ 'select 1' if is_incremental() and change_set_id() > 0 else 'set local enable_nestloop = off' }}",
               "set local jit = off", "{{ delete_changed_people('person_id') }}"],
-    post_hook="analyze {{ this }}"
+    post_hook="{{ analyze_built() }}"
 ) }}
 -- Incremental (macros/changed_people.sql): a build with a change set resolves only its people (the change
 -- set holds the reports of a manager who changed or left, and people whose org-chain fallback may name

@@ -16,7 +16,7 @@
     post_hook=[
         "delete from {{ audit_table('placed_units_before') }}",
         "{{ relation_read('int_org_units_headed', ref('int_org_units_resolved')) }}",
-        "analyze {{ this }}"
+        "{{ analyze_built() }}"
     ]
 ) }}
 {%- set every_unit = org_units_headed_every_unit() %}

@@ -4,7 +4,7 @@
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
     pre_hook="{{ delete_changed_people('person_id') }}",
-    post_hook="analyze {{ this }}"
+    post_hook="{{ analyze_built() }}"
 ) }}
 -- The clean workers (int_workers_gated) in their place in the resolved org tree (int_workers_placed): an
 -- unknown or missing org code puts the worker in the holding unit, so the LMS department follows. The

@@ -4,7 +4,7 @@
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
     pre_hook="{{ delete_changed_people('person_id') }}",
-    post_hook="analyze {{ this }}"
+    post_hook="{{ analyze_built() }}"
 ) }}
 -- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.
 -- Effective dating per worker: the run's logical moment seen in the worker's own time zone.

@@ -4,7 +4,7 @@
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}, {'columns': ['account_person_id']}],
     pre_hook=["{{ lookups_without_nested_loops() }}", "{{ delete_changed_people('person_id', 'account_person_id') }}"],
-    post_hook="analyze {{ this }}"
+    post_hook="{{ analyze_built() }}"
 ) }}
 -- A table (not a view) with fresh statistics: downstream joins plan badly on view estimates.
 -- The LMS account of every gated worker of the run (from the durable map int_identity_decisions).

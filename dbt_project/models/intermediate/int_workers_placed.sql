@@ -16,7 +16,7 @@
     indexes=[{'columns': ['person_id']}],
     pre_hook=["set local enable_nestloop = off", "{{ placed_units_before() }}",
               "{{ delete_changed_people('person_id') }}"],
-    post_hook=["{{ person_index('org_unit_code') }}", "analyze {{ this }}"]
+    post_hook=["{{ person_index('org_unit_code') }}", "{{ analyze_built() }}"]
 ) }}
 
 with workers as (

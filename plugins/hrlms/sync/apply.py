@@ -28,8 +28,9 @@ Member removals on an LMS with ETags from a group of HRLMS_SCIM_GUARDED_REMOVAL_
 (default 100; smaller groups get filtered removes inside /Bulk) are a read of the group + one replace of
 its members guarded by If-Match (ScimClient.remove_members; HRLMS_SCIM_MEMBER_REMOVAL=filter keeps the
 filtered removes): sent as single requests after the batch's /Bulk requests, one per group and batch
-(the removals of all the batch's ops on that group together), see _remove_members. Their outcomes and records are those of the
-filtered removes: every op whose members were resolved is applied with its members, also when the read
+(the removals of all the batch's ops on that group together, and its member adds: one write per group;
+phase 2 is claimed group by group so that they meet), see _remove_members. Their outcomes and records
+are those of the filtered removes (or of the adds): every op whose members were resolved is applied with its members, also when the read
 showed none of them left in the group (nothing written then).
 
 Transport failures (the SCIM client has already retried what is safe to retry, see hrlms.sync.scim):

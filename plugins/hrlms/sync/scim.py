@@ -31,7 +31,8 @@ Why not a generic client: we need exact control of what is retried. The transpor
   (`/ServiceProviderConfig` etag.supported, read once per client) and `HRLMS_SCIM_MEMBER_REMOVAL` is
   `auto` (the default), the group's members and version are read (`GET /Groups/{id}?attributes=members`)
   and the members left are written with one `replace` of `members`, sent with `If-Match: <version>`.
-  A 412 (someone changed the group since the read) reads again and retries, up to
+  Members to add in the same write (`add`: the apply's adds to a group it removes from) are in that
+  replace. A 412 (someone changed the group since the read) reads again and retries, up to
   `HRLMS_LMS_MAX_ATTEMPTS` reads, with the same backoff (retry reason "412"). Nothing is sent when none
   of the members to remove is in the group. Otherwise (`filter`, no ETag support, or a read without a
   version) one `remove` per member with a `members[value eq "…"]` filter: an LMS without versioning is

@@ -572,23 +572,27 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     else:
         x("create temp table cs_org_cur on commit drop as " + _ORG_HASHES, (p["org"],))
         x("create temp table cs_org_base on commit drop as " + _ORG_HASHES, (p["base_org"],))
-        x("""create temp table cs_units on commit drop as
-             with recursive changed as (
-                 select coalesce(c.code, b.code) as code from cs_org_cur c full join cs_org_base b on b.code = c.code
-                 where c.h is distinct from b.h
-             ), below (code, depth) as (
-                 select code, 0 from changed
+        x("analyze cs_org_cur")
+        x("analyze cs_org_base")
+        x("""create temp table cs_org_changed on commit drop as
+             select coalesce(c.code, b.code) as code,
+                    c.code is not null and c.parent is null or b.code is not null and b.parent is null as at_top
+             from cs_org_cur c full join cs_org_base b on b.code = c.code
+             where c.h is distinct from b.h""")
+        roots = [r[0] for r in x("select code from cs_org_changed where at_top order by 1 limit 3").fetchall()]
+        if roots:
+            return f"an org change at the top of the tree (unit {', '.join(roots)})"
+        # every unit below a changed one, walked down by index (joined with every unit per level: 0.7 s at 1M)
+        x("create index on cs_org_cur (parent)")
+        _by_index(x, """create temp table cs_units on commit drop as
+             with recursive below (code, depth) as (
+                 select code, 0 from cs_org_changed
                  union
                  select c.code, below.depth + 1 from below join cs_org_cur c on c.parent = below.code
                  where below.depth < 64
              )
              select distinct code from below""")
-        roots = [r[0] for r in x(
-            """select coalesce(c.code, b.code) from cs_org_cur c full join cs_org_base b on b.code = c.code
-               where c.h is distinct from b.h and (c.code is not null and c.parent is null or b.code is not null
-                                                   and b.parent is null) order by 1 limit 3""").fetchall()]
-        if roots:
-            return f"an org change at the top of the tree (unit {', '.join(roots)})"
+        x("analyze cs_units")   # so the members' join below hashes the few units, not every worker's row
         x("""insert into cs_found
              select r.person_id, 'org' from cs_rows r join cs_units u on u.code = r.org_unit_code""")
         # the holding unit's members are the workers whose HR code names no unit (HR's row can rename it)

@@ -23,7 +23,7 @@
         "delete from {{ this }} where assigned = 0",
         "{{ learning_counts_bridge_keep() }}",
         "delete from {{ audit_table('learning_status_deltas') }}",
-        "analyze {{ this }}"
+        "{{ analyze_built() }}"
     ]
 ) }}
 {%- set statuses = ['completed', 'in_progress', 'not_started', 'overdue', 'expired', 'exempt'] %}

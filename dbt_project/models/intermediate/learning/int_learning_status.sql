@@ -28,7 +28,7 @@
     indexes=[{'columns': ['person_id']}, {'columns': ['due_on']}, {'columns': ['expires_on']},
              {'columns': ['renewal_opens_on']}, {'columns': ['account_person_id']}],
     pre_hook=["{{ learning_status_deltas(-1) }}", "{{ delete_changed_people('person_id') }}"],
-    post_hook=["{{ learning_status_deltas(1) }}", "{{ person_index('account_person_id') }}", "analyze {{ this }}"]
+    post_hook=["{{ learning_status_deltas(1) }}", "{{ person_index('account_person_id') }}", "{{ analyze_built() }}"]
 ) }}
 
 with assignments as (

@@ -4,7 +4,7 @@
     on_schema_change='fail',
     indexes=[{'columns': ['person_id']}],
     pre_hook=["set local enable_nestloop = off", "{{ delete_changed_people('person_id') }}"],
-    post_hook="analyze {{ this }}"
+    post_hook="{{ analyze_built() }}"
 ) }}
 -- What an assignment rule can test, per gated worker of the run, that does not move with the calendar
 -- (int_learning_worker_attributes adds the local date and the tenure):

@@ -30,7 +30,7 @@
     on_schema_change='append_new_columns',
     full_refresh=false,
     pre_hook="set local enable_nestloop = off",
-    post_hook=["{{ person_index('person_id') }}", "analyze {{ this }}"]
+    post_hook="{{ person_index('person_id') }}"
 ) }}
 
 {%- set logical_date = "cast('" ~ run_param('logical_date') ~ "' as date)" %}

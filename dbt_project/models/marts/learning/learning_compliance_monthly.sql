@@ -13,7 +13,7 @@
     on_schema_change='append_new_columns',
     full_refresh=false,
     post_hook=["create index if not exists {{ this.identifier }}__month_person on {{ this }} (month_end_on, person_id)",
-               "analyze {{ this }}"]
+               "{{ analyze_built() }}"]
 ) }}
 {%- set month_end -%}
     cast(date_trunc('month', cast('{{ run_param("logical_date") }}' as date)) + interval '1 month - 1 day' as date)

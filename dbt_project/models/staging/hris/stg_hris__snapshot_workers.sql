@@ -2,7 +2,7 @@
     materialized='table',
     unlogged=true,
     pre_hook="{{ hris_line_carry() }}",
-    post_hook="analyze {{ this }}"
+    post_hook=["reset work_mem", "reset hash_mem_multiplier", "analyze {{ this }}"]
 ) }}
 -- The typed rows of this run's workers snapshot, parsed once per run by the staging stage. The quality
 -- gate and the intermediate models read this table: at 1M workers each query over the staging view
@@ -19,7 +19,8 @@
 {%- set held = run_param('staging_carry') | int == 1 and
     adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) is not none %}
 {%- if held %}
-with carry as (
+with carry as not materialized (
+    -- read twice, inlined: each use is planned with the carry's statistics (the pre-hook's analyze)
     select line_no, copy_no, from_snapshot_id, from_line_no
     from {{ hris_line_carry_relation() }}
     where snapshot_id = {{ sid }}
