@@ -162,19 +162,19 @@ def test_removals_are_one_guarded_replace_per_group_others_untouched(conn, clien
 
 @pytest.mark.parametrize("use_bulk", [True, False], ids=["bulk", "singles"])
 def test_a_groups_adds_and_removals_meet_in_one_batch_and_one_write(conn, client, use_bulk):
-    """The plan orders ops by type (ORG1's and ORG2's removals, then ORG1's add): claimed by op id, batches of
-    two would read and write ORG1 twice (a replace, then an add). Claimed group by group, ORG1's ops meet in
-    one batch and go as one read + guarded replace that also adds."""
+    """Ordered by type (ORG2's and ORG1's removals, then ORG1's add), batches of two would read and write ORG1
+    twice (a replace, then an add). The plan orders them group by group, the most changes first: ORG1's ops meet
+    in one batch and go as one read + guarded replace that also adds."""
     provision(conn, client, {"org:ORG1": [1, 2, 3, 4], "org:ORG2": [5, 6, 7]})
     p = day2(conn, {"org:ORG1": [1, 2, 8], "org:ORG2": [5, 6]})
     assert p.counts == {"remove_members": 2, "add_members": 1}
-    first_two = [r[0] for r in conn.execute("select op_type from sync.ops where plan_id = %s order by op_id limit 2",
-                                            (p.plan_id,))]
-    assert first_two == ["remove_members", "remove_members"]
+    g1, g2 = gid(conn, "org:ORG1"), gid(conn, "org:ORG2")
+    planned = conn.execute("select group_key, op_type from sync.ops where plan_id = %s order by op_id",
+                           (p.plan_id,)).fetchall()
+    assert planned == [("org:ORG1", "remove_members"), ("org:ORG1", "add_members"), ("org:ORG2", "remove_members")]
     log = record(client)
     res = apply_plan(conn, p.plan_id, client, batch_size=2, use_bulk=use_bulk)
     assert res.escrow == res.dead_letter == 0 and dict(res.applied) == {"remove_members": 2, "add_members": 1}
-    g1, g2 = gid(conn, "org:ORG1"), gid(conn, "org:ORG2")
     assert sorted((path, op["op"]) for path, op, _v in member_patches(log)) == sorted(
         [(f"/Groups/{g1}", "replace"), (f"/Groups/{g2}", "replace")])
     assert [s.path for s in log if s.method == "GET"].count(f"/Groups/{g1}") == 1

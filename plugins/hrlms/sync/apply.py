@@ -29,7 +29,7 @@ Member removals on an LMS with ETags from a group of HRLMS_SCIM_GUARDED_REMOVAL_
 its members guarded by If-Match (ScimClient.remove_members; HRLMS_SCIM_MEMBER_REMOVAL=filter keeps the
 filtered removes): sent as single requests after the batch's /Bulk requests, one per group and batch
 (the removals of all the batch's ops on that group together, and its member adds: one write per group;
-phase 2 is claimed group by group so that they meet), see _remove_members. Their outcomes and records
+the plan orders phase 2 group by group so that they meet), see _remove_members. Their outcomes and records
 are those of the filtered removes (or of the adds): every op whose members were resolved is applied with its members, also when the read
 showed none of them left in the group (nothing written then).
 
@@ -581,8 +581,8 @@ def _create_group(client: ScimClient, group_key: str, desired: dict[str, Any], *
 def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str = "0") -> list[dict[str, Any]]:
     """Claim up to batch_size pending ops that are not deferred (next_attempt_at in the future): phase 1
     first; phase 2 only once no phase-1 op of the plan is sending or pending-and-due (a batch never mixes
-    phases; phase 2 group by group, so that a group's ops meet in one batch: _with_removals). A create whose
-    person/group had an earlier create attempt is flagged verify_first."""
+    phases; the plan orders phase 2 group by group, so that a group's ops meet in one batch: _with_removals). A
+    create whose person/group had an earlier create attempt is flagged verify_first."""
     with conn.transaction():
         rows = conn.execute(
             """with claimed as (
@@ -592,9 +592,7 @@ def _claim(conn: psycopg.Connection, plan_id: int, batch_size: int, worker: str 
                           select 1 from sync.ops first where first.plan_id = %(p)s and first.phase = 1
                           and (first.status = 'sending' or (first.status = 'pending' and (
                                first.next_attempt_at is null or first.next_attempt_at <= clock_timestamp())))))
-                   -- phase 2 by group: a group's ops in one batch (its adds and removals one write)
-                   order by phase, case when phase = 2 then group_key end nulls first, op_id
-                   for update skip locked limit %(n)s)
+                   order by phase, op_id for update skip locked limit %(n)s)
                update sync.ops o set status = 'sending', attempts = o.attempts + 1, claimed_by = %(w)s,
                    verify_first = o.verify_first
                        or (o.op_type = 'create_user' and exists (

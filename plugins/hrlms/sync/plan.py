@@ -427,7 +427,11 @@ def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped
             f"""insert into sync.ops (plan_id, group_key, op_type, members, payload, phase)
                 select %(plan_id)s, c.group_key, c.op_type, c.members, c.payload, 2
                 from ({members_sql(scoped)}) c
-                order by c.op_type desc, c.group_key, c.members[1]""",
+                -- group by group (apply claims by op id: a group's adds and removals meet in one batch and go as
+                -- one write), the groups with the most changes first (the big groups' reads and writes are the
+                -- slowest requests of an apply: started first, the other shards send the rest meanwhile)
+                order by sum(cardinality(c.members)) over (partition by c.group_key) desc, c.group_key,
+                         c.op_type desc, c.members[1]""",
             {"plan_id": plan_id, "snapshot_id": snapshot_id, "chunk": MEMBER_CHUNK})
 
 
