@@ -416,13 +416,7 @@ def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped
                 from ({GROUPS_SQL}) g
                 order by g.op_type, g.group_key""",
             {"plan_id": plan_id})
-    if has_manager:
-        execute(
-            f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, phase)
-                select %(plan_id)s, m.person_id, m.op_type, m.changed_fields, m.payload, 2
-                from ({manager_sql(scoped)}) m order by m.person_id""",
-            {"plan_id": plan_id, "snapshot_id": snapshot_id})
-    if has_groups:
+    if has_groups:   # before the managers' ops: the big groups' slow writes are claimed first
         execute(
             f"""insert into sync.ops (plan_id, group_key, op_type, members, payload, phase)
                 select %(plan_id)s, c.group_key, c.op_type, c.members, c.payload, 2
@@ -433,6 +427,12 @@ def _insert_ops(conn: psycopg.Connection, plan_id: int, snapshot_id: int, scoped
                 order by sum(cardinality(c.members)) over (partition by c.group_key) desc, c.group_key,
                          c.op_type desc, c.members[1]""",
             {"plan_id": plan_id, "snapshot_id": snapshot_id, "chunk": MEMBER_CHUNK})
+    if has_manager:
+        execute(
+            f"""insert into sync.ops (plan_id, person_id, op_type, changed_fields, payload, phase)
+                select %(plan_id)s, m.person_id, m.op_type, m.changed_fields, m.payload, 2
+                from ({manager_sql(scoped)}) m order by m.person_id""",
+            {"plan_id": plan_id, "snapshot_id": snapshot_id})
 
 
 _OP_ROWS = """
