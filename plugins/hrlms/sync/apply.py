@@ -30,8 +30,8 @@ its members guarded by If-Match (ScimClient.remove_members; HRLMS_SCIM_MEMBER_RE
 filtered removes): sent as single requests after the batch's /Bulk requests, one per group and batch
 (the removals of all the batch's ops on that group together, and its member adds: one write per group;
 the plan orders phase 2 group by group so that they meet), see _remove_members. Their outcomes and records
-are those of the filtered removes (or of the adds): every op whose members were resolved is applied with its members, also when the read
-showed none of them left in the group (nothing written then).
+are those of the filtered removes (or of the adds): every op whose members were resolved is applied with
+its members, also when the read showed none of them left in the group (nothing written then).
 
 Transport failures (the SCIM client has already retried what is safe to retry, see hrlms.sync.scim):
 - permanent (4xx other than 409-linked and 429) → dead_letter with the LMS's message;
@@ -262,8 +262,7 @@ def _prepare(op: dict[str, Any], users: dict[str, str], groups: dict[str, str],
         if resolved:
             op["sent_members"] = resolved
             op["add_ids"] = [users[p] for p in resolved]
-            op["request"] = {"method": "PATCH", "path": f"/Groups/{group_id}",
-                             "data": add_members_body([users[p] for p in resolved])}
+            op["request"] = {"method": "PATCH", "path": f"/Groups/{group_id}", "data": add_members_body(op["add_ids"])}
         return
     if t == "remove_members":
         # Someone without an LMS id cannot be a member in the LMS: their applied row just goes.

@@ -496,9 +496,9 @@ class ScimClient:
         exactly. Filter form otherwise: one filtered remove per member (after one add of `add`), always
         sent. Both are idempotent: a rerun reads the group as it is now (or removes absent members: 204)."""
         path = f"/Groups/{group_lms_id}"
-        add = [i for i in dict.fromkeys(add) if i not in set(member_lms_ids)]
+        gone = set(member_lms_ids)
+        add = [i for i in dict.fromkeys(add) if i not in gone]
         if self.guarded_member_removal():
-            gone = set(member_lms_ids)
             attempt = 0
             while True:
                 attempt += 1
