@@ -165,11 +165,14 @@ flagged as (
     {%- set carry = hris_line_carry_relation() -%}
     {%- set held = run_param('staging_carry') | int == 1 and
         adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) is not none -%}
+    {%- set delta = run_param('staging_delta') | int -%}
 create unlogged table if not exists {{ carry }} (
     snapshot_id bigint not null, line_no bigint not null, row_hash text not null, copy_no bigint not null,
     from_snapshot_id bigint, from_line_no bigint);
 truncate {{ carry }};
-{%- if held %}
+{%- if held and delta > 0 %}
+{{ hris_line_carry_delta(sid, delta) }}
+{%- elif held %}
 -- hash joins only: the copies (almost always none) are estimated at a third of the lines, and a merge join
 -- with them sorted all the lines (1M) by line number
 set local enable_mergejoin = off;
@@ -211,4 +214,60 @@ analyze {{ carry }};
 set local work_mem = '100MB';
 set local hash_mem_multiplier = 1
 {%- endif %}
+{%- endmacro %}
+
+{% macro hris_line_carry_delta(sid, held_sid) -%}
+    {#- hris_line_carry for an event-built snapshot whose file is the file of the snapshot the table holds
+        (hrlms.transform.dbt.staging_delta checked it: the run parameter staging_delta names the held snapshot).
+        Both are that file's lines, at the file's line numbers, except the lines of people events changed,
+        which come after the file's last line (hrlms.sources.events.overlay); the held snapshot's event people
+        are among this one's. So every file line of a person no event changed is the held line of the same
+        number — carried without hashing the million lines — and only the event lines are hashed and compared
+        with the held event lines. The same rows as the hashing carry. -#}
+insert into {{ hris_line_carry_relation() }} (snapshot_id, line_no, row_hash, copy_no, from_snapshot_id, from_line_no)
+-- this snapshot's event lines follow the file's last line; their people are every person an event changed
+with event_lines as materialized (
+    select line_no, person_id from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}
+),
+
+lines as materialized (
+    select _line_no as line_no, {{ hris_worker_row_hash() }} as row_hash
+    from {{ source('hris', 'workers') }}
+    where _snapshot_id = {{ sid }} and _line_no >= (select min(line_no) from event_lines)
+),
+
+copies as (
+    select line_no, row_number() over (partition by row_hash order by line_no) as copy_no
+    from lines
+    where row_hash in (select row_hash from lines group by row_hash having count(*) > 1)
+),
+
+held as (
+    -- the first copy of each held line of those people (event lines, or file lines an event now repeats)
+    select h.snapshot_id, h.line_no, h.row_hash
+    from {{ this }} as h
+    where h.copy_no = 1
+      and (h.line_no >= (select min(line_no) from event_lines) or h.person_id in (select person_id from event_lines))
+)
+
+-- (`not in` with a subquery: a hashed lookup per row; `<> all(array)` compared every row with every person)
+select {{ sid }}, h.line_no, h.row_hash, h.copy_no, h.snapshot_id, h.line_no
+from {{ this }} as h
+where h.line_no < (select min(line_no) from event_lines)
+  and (h.person_id is null or h.person_id not in (select person_id from event_lines))
+union all
+select {{ sid }}, lines.line_no, lines.row_hash, coalesce(copies.copy_no, 1), held.snapshot_id, held.line_no
+from lines
+left join copies on copies.line_no = lines.line_no
+left join held on held.row_hash = lines.row_hash;
+-- a line the carry missed or repeated would be lost or doubled in the parsed table: refuse instead
+do $$ begin
+    if (select count(*) from {{ hris_line_carry_relation() }}) <> (select row_count from {{ source('hris', 'snapshots') }}
+                                               where snapshot_id = {{ sid }}) then
+        raise exception 'stg_hris__snapshot_line_carry: the delta carry of snapshot {{ sid }} from {{ held_sid }} does not cover its lines once each';
+    end if;
+end $$;
+analyze {{ hris_line_carry_relation() }};
+set local work_mem = '100MB';
+set local hash_mem_multiplier = 1
 {%- endmacro %}

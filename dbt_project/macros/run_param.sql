@@ -2,7 +2,9 @@
     {#- The run's parameters: snapshot_id, org_snapshot_id (raw_hris snapshot ids), logical_date (UTC date)
         and logical_ts (the run's logical moment); change_set_id: the change set of an incremental build
         (macros/changed_people.sql), -1 for a full one; staging_carry: 1 when the staging stage lets
-        stg_hris__snapshot_workers copy the lines it already parsed (macros/hris_workers.sql). hrlms.transform.dbt sets them as HRLMS_RUN_<NAME>
+        stg_hris__snapshot_workers copy the lines it already parsed (macros/hris_workers.sql); staging_delta:
+        the snapshot the table holds when the run's snapshot is built from the same file by events
+        (macros/hris_workers.sql#hris_line_carry_delta), -1 otherwise. hrlms.transform.dbt sets them as HRLMS_RUN_<NAME>
         environment variables rather than --vars: any change of --vars makes dbt re-parse the whole
         project (~5 s per invocation, twice per run). A --vars value or a unit test's `overrides: vars:`
         still wins; the defaults make `dbt parse` / `dbt ls` work. -#}
@@ -13,6 +15,7 @@
         'logical_ts': '1970-01-01T00:00:00+00:00',
         'change_set_id': '-1',
         'staging_carry': '0',
+        'staging_delta': '-1',
     } -%}
     {%- if name not in defaults -%}
         {{ exceptions.raise_compiler_error("run_param: unknown run parameter '" ~ name ~ "'") }}

@@ -150,10 +150,6 @@ def event_snapshot(run_key: str, logical_date: date | datetime) -> dict[str, Any
         if older := events.older_than_file(conn, run_key, ov.base_snapshot_id):
             # HR made these before the file this run builds on was extracted: the file is their reference
             detail["events"]["older_than_file"] = older[:200]
-        from hrlms.transform.dbt import staged_snapshot
-
-        keep = {ov.snapshot_id, ov.base_snapshot_id, *built.values(), staged_snapshot(conn) or ov.snapshot_id}
-        detail["events"]["pruned_snapshots"] = events.prune(conn, keep)
     snaps = {"workers": ov.snapshot_id, "rows": rows}
     if "org_units" in built:
         snaps["org_units"] = built["org_units"]
@@ -290,14 +286,18 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
         if views_kept:
             select = dbt.SNAPSHOT_TABLE.split(".")[1]
             detail["views"] = "kept: built by this dbt project on the same org snapshot (an event run's delta)"
+        # an event-built snapshot of the held snapshot's file: its unchanged lines are known by number
+        delta = dbt.staging_delta(conn, snapshots["workers"]) if carry else None
         res = dbt.run_dbt(["build", "--select", select, "--exclude-resource-type", "unit_test"],
                           snapshot_id=snapshots["workers"],
                           org_snapshot_id=snapshots.get("org_units", -1),
-                          logical_date=logical_instant(logical_date), tracked=True, staging_carry=carry)
+                          logical_date=logical_instant(logical_date), tracked=True, staging_carry=carry,
+                          staging_delta=delta)
         if not res.success:
             raise dbt.DbtError("dbt staging failed: " + "; ".join(res.failures))
         detail.update(res.counts)
-        detail["lines"] = dbt.staged_lines(conn, snapshots["workers"])
+        detail["lines"] = dbt.staged_lines(conn, snapshots["workers"]) | \
+            ({"by_line_number_from": delta} if delta else {})
         builds.finished(conn, "staging", run_key, detail)
 
 
@@ -660,6 +660,24 @@ class RunFailed(RuntimeError):
     """A stage of this run failed (e.g. the snapshot was rejected): the run must end failed."""
 
 
+def _prune_event_snapshots(conn, run_key: str) -> int:
+    """Delete the raw lines of the event-built snapshots no build refers to any more (hrlms.sources.events.prune):
+    after the apply, off the path from an HR event to the LMS, and only while this run holds the warehouse
+    (another run's snapshot in the making is not built or staged yet). Returns the snapshots pruned."""
+    from hrlms.sources import events
+    from hrlms.transform.dbt import staged_snapshot
+    from hrlms.warehouse import lease
+
+    if lease.holder(conn) != run_key or not events.has_events(conn):
+        return 0
+    row = conn.execute("select detail -> 'workers' from audit.stage_runs where run_key = %s and stage = 'ingest'",
+                       (run_key,)).fetchone()
+    mine = row[0] if row and row[0] else {}
+    keep = {*_last_built(conn).values(), staged_snapshot(conn),
+            *(mine.get(k) for k in ("snapshot_id", "file_snapshot_id"))} - {None}
+    return events.prune(conn, keep)
+
+
 def report(run_key: str, logical_date: date | datetime) -> str:
     """Write the run report (JSON + HTML) next to the Data Docs; returns its path.
 
@@ -672,7 +690,11 @@ def report(run_key: str, logical_date: date | datetime) -> str:
     settings = Settings.from_env()
     with db.connect() as conn:
         db.bootstrap(conn)
+        pruned = _prune_event_snapshots(conn, run_key)
         lease.release(conn, run_key)       # whatever happened: the next run may build
+        if pruned:
+            conn.execute("update audit.stage_runs set detail = jsonb_set(detail, '{events,pruned_snapshots}', %s) "
+                         "where run_key = %s and stage = 'ingest' and detail ? 'events'", (Jsonb(pruned), run_key))
         row = conn.execute("select detail ->> 'plan_id' from audit.stage_runs where run_key = %s "
                            "and stage in ('plan', 'decision') order by started_at desc limit 1",
                            (run_key,)).fetchone()

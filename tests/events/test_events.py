@@ -61,6 +61,20 @@ def stage(url: str, key: str, name: str) -> dict:
     return row[0] if row else {}
 
 
+def staged_as_parsed(url: str, key: str) -> int:
+    """Rows in which the run's parsed snapshot (carried line by line from the held one) differs from every line of
+    it parsed afresh (the staging view)."""
+    sid = stage(url, key, "ingest")["workers"]["snapshot_id"]
+    with db.connect(url) as c:
+        return c.execute(
+            """select count(*) from (
+                 (select * from staging.stg_hris__snapshot_workers
+                  except all select * from staging.stg_hris__workers where snapshot_id = %(sid)s)
+                 union all
+                 (select * from staging.stg_hris__workers where snapshot_id = %(sid)s
+                  except all select * from staging.stg_hris__snapshot_workers)) d""", {"sid": sid}).fetchone()[0]
+
+
 def writes(url: str, key: str) -> int:
     return int((stage(url, key, "apply") or {}).get("writes") or 0)
 
@@ -106,6 +120,9 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert "views" not in stage(fresh_db, "d1", "staging") and "kept" not in stage(fresh_db, "d1", "gate")["org_units"]
     staged, gated = stage(fresh_db, "e1", "staging"), stage(fresh_db, "e1", "gate")
     assert staged["views"].startswith("kept") and staged["success"] == 1 and staged["lines"]["parsed"] == 4
+    # the file's other lines were carried by their numbers (no hashing), to the same rows as a full parse
+    assert staged["lines"]["by_line_number_from"] == ingest["workers"]["file_snapshot_id"]
+    assert staged_as_parsed(fresh_db, "e1") == 0
     assert gated["org_units"]["kept"] and gated["org_units"]["rows"] == stage(fresh_db, "d1", "gate")["org_units"]["rows"]
 
     # the same event again: landed once, nothing to send
@@ -136,6 +153,19 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
         quarantined = c.execute("select q.record_key, q.field from dq.quarantine q where q.snapshot_id = %s",
                                 (stage(fresh_db, "e4", "ingest")["workers"]["snapshot_id"],)).fetchall()
     assert ("P0000007", "hire_date") in [(k, f) for k, f in quarantined]
+    # carried from e3's snapshot, its event lines by content: only P0000007's line is new (P0000006's older
+    # title changed nothing)
+    lines = stage(fresh_db, "e4", "staging")["lines"]
+    assert lines["by_line_number_from"] == stage(fresh_db, "e3", "ingest")["workers"]["snapshot_id"]
+    assert lines["parsed"] == 1 and staged_as_parsed(fresh_db, "e4") == 0
+    # the raw lines of event snapshots no build refers to are deleted once a later run has applied (its report)
+    sids = {k: stage(fresh_db, k, "ingest")["workers"]["snapshot_id"] for k in ("e1", "e4")}
+    with db.connect(fresh_db) as c:
+        kept = dict(c.execute("""select s.snapshot_id, s.pruned_at is null and exists (
+                                     select 1 from raw_hris.workers w where w._snapshot_id = s.snapshot_id)
+                                 from raw_hris.snapshots s where s.snapshot_id = any(%s)""", (list(sids.values()),)))
+    assert kept == {sids["e1"]: False, sids["e4"]: True}
+    assert stage(fresh_db, "e4", "ingest")["events"]["pruned_snapshots"] >= 1
     pending = stage(fresh_db, "e4", "ingest")["events"]["pending"]
     assert [p["person_id"] for p in pending] == ["P0000077"] and "not hired yet" in pending[0]["why"]
     report = json.loads(next((landing.parent / "reports").glob("run_*_e4.json")).read_text())

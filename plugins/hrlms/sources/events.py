@@ -273,6 +273,7 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
         if row is not None:        # built before, its lines pruned since: write them again under its id
             sid = int(row[0])
             conn.execute("update raw_hris.snapshots set pruned_at = null where snapshot_id = %s", (sid,))
+            conn.execute("delete from raw_hris.hr_event_lines where snapshot_id = %s", (sid,))   # written again below
         else:
             sid = _insert_snapshot(conn, SnapshotMeta(
                 "workers", "event", f"{ASSET_URI} (events after snapshot {base})", derived_sum, mapping_name, hints,

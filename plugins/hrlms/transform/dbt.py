@@ -64,14 +64,15 @@ def _env(extra: dict[str, str]):
 
 def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_date: date | datetime,
             target_path: str | None = None, tracked: bool = False, change_set_id: int | None = None,
-            staging_carry: bool = False) -> DbtResult:
+            staging_carry: bool = False, staging_delta: int | None = None) -> DbtResult:
     """`logical_date` is the run's logical moment (a bare date = 00:00 UTC): models get its UTC date
     (`logical_date`) and the instant itself (`logical_ts`) to derive each worker's local date.
     `tracked`: the caller is a pipeline stage that keeps the build ledger itself; any other command that
     changes relations makes the ledger forget what it knew (hrlms.warehouse.builds).
     `change_set_id`: the change set of an incremental build (macros/changed_people.sql); None = every row.
     `staging_carry`: stg_hris__snapshot_workers may copy the lines of the snapshot it holds instead of parsing
-    them again (only when this project parsed them: macros/hris_workers.sql)."""
+    them again (only when this project parsed them: macros/hris_workers.sql); `staging_delta` (with it): the
+    snapshot the table holds, when staging_delta() found the run's snapshot to be built from its file by events."""
     from dbt.cli.main import dbtRunner
 
     if not tracked and args and args[0] in MUTATING:
@@ -87,7 +88,8 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
     run_params = {"HRLMS_RUN_SNAPSHOT_ID": str(snapshot_id), "HRLMS_RUN_ORG_SNAPSHOT_ID": str(org_snapshot_id),
                   "HRLMS_RUN_LOGICAL_DATE": ts.date().isoformat(), "HRLMS_RUN_LOGICAL_TS": ts.isoformat(),
                   "HRLMS_RUN_CHANGE_SET_ID": str(change_set_id or -1),
-                  "HRLMS_RUN_STAGING_CARRY": "1" if staging_carry else "0"}
+                  "HRLMS_RUN_STAGING_CARRY": "1" if staging_carry else "0",
+                  "HRLMS_RUN_STAGING_DELTA": str(staging_delta if staging_carry and staging_delta else -1)}
     # dbt writes its manifest, partial-parse state and run results there: one folder per concurrent process.
     target = target_path or os.environ.get("HRLMS_DBT_TARGET_PATH") or str(PROJECT_DIR / "target")
     cli = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
@@ -235,6 +237,26 @@ def staged_lines(conn, snapshot_id: int) -> dict[str, Any]:
     if not parsed and not carried:          # nothing could be carried: every line was parsed
         parsed = conn.execute(f"select count(*) from {SNAPSHOT_TABLE}").fetchone()[0]
     return {"parsed": parsed, "carried": carried, "carried_from_snapshot": source}
+
+
+def staging_delta(conn, snapshot_id: int) -> int | None:
+    """The snapshot `SNAPSHOT_TABLE` holds, when `snapshot_id` differs from it only by the lines of people HR
+    events changed: an event-built snapshot (hrlms.sources.events.overlay) of the same HR file as the held one
+    (the held one is that file, or built from it by events whose people are all among this one's). The staging
+    carry then follows the line numbers instead of hashing every line (macros/hris_workers.sql). None otherwise."""
+    held = staged_snapshot(conn)
+    if held is None or held == snapshot_id:
+        return None
+    ok = conn.execute(
+        """select e.base_snapshot_id is not null and coalesce(h.base_snapshot_id, h.snapshot_id) = e.base_snapshot_id
+                  and h.entity = e.entity and h.hints is not distinct from e.hints
+                  and exists (select 1 from raw_hris.hr_event_lines where snapshot_id = e.snapshot_id)
+                  and not exists (select 1 from raw_hris.hr_event_lines hl where hl.snapshot_id = h.snapshot_id
+                                  and hl.person_id not in (select person_id from raw_hris.hr_event_lines
+                                                           where snapshot_id = e.snapshot_id))
+           from raw_hris.snapshots e, raw_hris.snapshots h
+           where e.snapshot_id = %s and h.snapshot_id = %s""", (snapshot_id, held)).fetchone()
+    return held if ok and ok[0] else None
 
 
 def is_staged(conn, snapshot_id: int) -> bool:
