@@ -2,10 +2,10 @@
 events change.
 
 An HR system (or a relay) posts an asset event on `hrlms://hr/worker-changes` to Airflow's REST API
-(`POST /api/v2/assets/events`, the worker records in `extra`; docs/events.md). Each run lands the events it
-was triggered by (and any an earlier run left unlanded), then in one task builds the snapshot = the last HR file
+(`POST /api/v2/assets/events`, the worker records in `extra`; docs/events.md). Each run, in one task, lands the
+events it was triggered by (and any an earlier run left unlanded), builds the snapshot = the last HR file
 + the events HR made after it and stages, gates, builds (incrementally: the events' people and whom they
-affect) and plans it, and applies it under the same breaker as the daily run. Events that arrive while a run is busy are taken by
+affect) and plans it; then it applies it under the same breaker as the daily run. Events that arrive while a run is busy are taken by
 the next run; the daily hrlms_provision run and these runs take turns on the warehouse (a lease).
 
 Thin on purpose: every task calls a stage in hrlms.pipeline. XCom carries ids and counts only (never the
@@ -34,10 +34,14 @@ HR_CHANGES = Asset(uri="hrlms://hr/worker-changes", name="hr_worker_changes")
     doc_md=__doc__,
 )
 def hrlms_hr_events():
-    @task(inlets=[HR_CHANGES], multiple_outputs=True, queue=WAREHOUSE_QUEUE)
-    def land() -> dict:
-        """The run's events, and those of the last hour that no run landed (a run that died before this task):
-        landed once per event id."""
+    @task.short_circuit(inlets=[HR_CHANGES], ignore_downstream_trigger_rules=False, queue=WAREHOUSE_QUEUE)
+    def build() -> list[dict]:
+        """Lands the run's events and those of the last hour that no run landed (a run that died before landing
+        them), once per event id; takes the warehouse lease, builds the snapshot (the last HR file + the events
+        after it), stages, gates, transforms and plans it — one task, so an event waits for one task start and
+        the run imports dbt and GX once. Short-circuits the apply before the first HR file is built (the report
+        still runs). A retry lands nothing twice and skips the stages already built. Returns the apply's
+        arguments, one per shard (Airflow maps only over a task's whole return value)."""
         from hrlms import pipeline
         from hrlms.sources.events import from_airflow
 
@@ -45,22 +49,8 @@ def hrlms_hr_events():
         triggering = list((ctx.get("triggering_asset_events") or {}).get(HR_CHANGES, []))
         since = pendulum.instance(ctx["dag_run"].run_after).subtract(hours=1)
         recent = list(ctx["inlet_events"][HR_CHANGES].after(since.isoformat()))
-        return pipeline.receive_events(*current_run(), from_airflow(triggering + recent))
-
-    @task.short_circuit(multiple_outputs=True, ignore_downstream_trigger_rules=False, queue=WAREHOUSE_QUEUE)
-    def build(landed: dict) -> dict:
-        """Takes the warehouse lease, builds the snapshot (the last HR file + the events after it), stages, gates,
-        transforms and plans it — one task, so the run imports dbt and GX once. Short-circuits the apply before
-        the first HR file is built (the report still runs). A retry skips the stages already built."""
-        from hrlms import pipeline
-
-        return pipeline.event_build(*current_run())
-
-    @task
-    def shards(planned: dict) -> list[int]:
-        from hrlms import pipeline
-
-        return pipeline.apply_shards(planned["plan_id"])
+        planned = pipeline.event_build(*current_run(), from_airflow(triggering + recent))
+        return [{"planned": planned, "shard": shard, "of": planned["shards"]} for shard in planned.get("shards", [])]
 
     @task(multiple_outputs=True, pool="hrlms_lms", queue=LMS_QUEUE, retries=APPLY_RETRIES,
           retry_delay=APPLY_RETRY_DELAY, map_index_template="shard {{ task.op_kwargs['shard'] }}")
@@ -85,10 +75,8 @@ def hrlms_hr_events():
 
         return pipeline.report(*current_run())
 
-    planned = build(land())
-    parts = shards(planned)
     done = report()
-    apply.partial(planned=planned, of=parts).expand(shard=parts) >> marts() >> done
+    apply.expand_kwargs(build()) >> marts() >> done
 
 
 hrlms_hr_events()

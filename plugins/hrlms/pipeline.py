@@ -156,16 +156,21 @@ def event_snapshot(run_key: str, logical_date: date | datetime) -> dict[str, Any
     return snaps
 
 
-def event_build(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
-    """An event run's warehouse work in one process (hrlms_hr_events' build task): event_snapshot, staging,
-    gate, transform, plan. Returns the plan ({} when no HR file was built yet: nothing to apply)."""
+def event_build(run_key: str, logical_date: date | datetime, received: list | None = None) -> dict[str, Any]:
+    """An event run's warehouse work in one process (hrlms_hr_events' build task: one task start between an
+    event and its plan): receive_events (when given the run's `received` events), event_snapshot, staging,
+    gate, transform, plan. Returns the plan and the apply's shards (apply_shards), {} when no HR file was built
+    yet (nothing to apply)."""
+    if received is not None:
+        receive_events(run_key, logical_date, received)
     snaps = event_snapshot(run_key, logical_date)
     if not snaps:
         return {}
     stage_models(run_key, logical_date, snaps, workers_only=True)
     gate(run_key, logical_date, snaps)
     transform(run_key, logical_date, snaps, defer_reporting=True)
-    return plan(run_key, logical_date, snaps)
+    planned = plan(run_key, logical_date, snaps)
+    return planned | {"shards": apply_shards(planned["plan_id"])}
 
 
 def _ingest_learning(conn, settings: Settings, mapping, day: date, detail: dict[str, Any]) -> None:

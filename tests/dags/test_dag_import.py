@@ -75,8 +75,7 @@ def test_task_placement_queues_and_apply_retries(local_stack):
                                                                    "transform", "plan", "marts"}
     assert queues["apply"] == "lms" and len(set(queues.values())) == 3     # the rest on [operators] default_queue
     assert {t.task_id: t.queue for t in events.tasks} == {
-        "land": "warehouse", "build": "warehouse", "marts": "warehouse", "apply": "lms", "shards": queues["route"],
-        "report": queues["route"]}
+        "build": "warehouse", "marts": "warehouse", "apply": "lms", "report": queues["route"]}
     for dag in (provision, events):
         apply = dag.get_task("apply")
         assert isinstance(apply, MappedOperator)
