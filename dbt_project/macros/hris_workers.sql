@@ -177,19 +177,7 @@ truncate {{ carry }};
 -- with them sorted all the lines (1M) by line number
 set local enable_mergejoin = off;
 insert into {{ carry }} (snapshot_id, line_no, row_hash, copy_no, from_snapshot_id, from_line_no)
-with lines as materialized (
-    -- (sources unaliased: `dbt build --empty` turns them into subqueries with an alias of their own)
-    select _line_no as line_no, {{ hris_worker_row_hash() }} as row_hash
-    from {{ source('hris', 'workers') }}
-    where _snapshot_id = {{ sid }}
-),
-
-copies as (
-    -- exact copies of a line (same content, so the same person): numbered in file order
-    select line_no, row_number() over (partition by row_hash order by line_no) as copy_no
-    from lines
-    where row_hash in (select row_hash from lines group by row_hash having count(*) > 1)
-),
+with {{ hris_line_hashes(sid) }},
 
 held as (
     -- the first copy of each line the table holds, when its snapshot has the same parsing hints
@@ -216,6 +204,24 @@ set local hash_mem_multiplier = 1
 {%- endif %}
 {%- endmacro %}
 
+{% macro hris_line_hashes(sid, line_filter='') -%}
+    {#- CTEs `lines` (line_no, row_hash: the snapshot's lines, `line_filter` appended to their where clause) and
+        `copies` (line_no, copy_no of the lines that are exact copies of another), for the line carries. -#}
+lines as materialized (
+    -- (sources unaliased: `dbt build --empty` turns them into subqueries with an alias of their own)
+    select _line_no as line_no, {{ hris_worker_row_hash() }} as row_hash
+    from {{ source('hris', 'workers') }}
+    where _snapshot_id = {{ sid }}{{ line_filter }}
+),
+
+copies as (
+    -- exact copies of a line (same content, so the same person): numbered in file order
+    select line_no, row_number() over (partition by row_hash order by line_no) as copy_no
+    from lines
+    where row_hash in (select row_hash from lines group by row_hash having count(*) > 1)
+)
+{%- endmacro %}
+
 {% macro hris_line_carry_delta(sid, held_sid) -%}
     {#- hris_line_carry for an event-built snapshot whose file is the file of the snapshot the table holds
         (hrlms.transform.dbt.staging_delta checked it: the run parameter staging_delta names the held snapshot).
@@ -230,17 +236,7 @@ with event_lines as materialized (
     select line_no, person_id from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}
 ),
 
-lines as materialized (
-    select _line_no as line_no, {{ hris_worker_row_hash() }} as row_hash
-    from {{ source('hris', 'workers') }}
-    where _snapshot_id = {{ sid }} and _line_no >= (select min(line_no) from event_lines)
-),
-
-copies as (
-    select line_no, row_number() over (partition by row_hash order by line_no) as copy_no
-    from lines
-    where row_hash in (select row_hash from lines group by row_hash having count(*) > 1)
-),
+{{ hris_line_hashes(sid, ' and _line_no >= (select min(line_no) from event_lines)') }},
 
 held as (
     -- the first copy of each held line of those people (event lines, or file lines an event now repeats)
