@@ -156,6 +156,7 @@ def test_unchanged_lines_are_copied_from_the_day_before_and_keep_its_row_verdict
         carried = c.execute("select line_no, rule, record_key, field, value, reason, related_key from dq.quarantine "
                             "where snapshot_id = %s order by 1, 2", (sid,)).fetchall()
     assert lines["verdicts_carried_from"] == snaps1["workers"] and lines["carried_verdicts"] == 2
+    assert lines["shared_values"]["lines"] == "values"    # P41's e-mail looked up: P30's line found
     assert lines["checked"] < len(day2) / 2
     line_of = {r["Employee_ID"]: n for n, r in enumerate(day2, start=2)}
     assert {(r[0], r[1]) for r in carried} == {
@@ -168,3 +169,61 @@ def test_unchanged_lines_are_copied_from_the_day_before_and_keep_its_row_verdict
         checked = c.execute("select line_no, rule, record_key, field, value, reason, related_key from dq.quarantine "
                             "where snapshot_id = %s order by 1, 2", (sid,)).fetchall()
     assert checked == carried
+
+
+def _verdicts(c, sid):
+    return c.execute("select line_no, rule, record_key, field, value, reason, related_key from dq.quarantine "
+                     "where snapshot_id = %s order by 1, 2", (sid,)).fetchall()
+
+
+def _gate_lines(c, day):
+    return c.execute("select detail -> 'workers' -> 'lines' from audit.stage_runs where run_key = %s "
+                     "and stage = 'gate'", (f"test-{day}",)).fetchone()[0]
+
+
+def test_a_later_gate_reads_only_the_lines_whose_values_may_be_shared_anew(fresh_db, landing):
+    """The gate after another (its lines carried by staging) looks up only the values that may be shared anew —
+    the new lines', those of accounts written since, those shared before — and checks person-id uniqueness only
+    where a duplicate can be: the same verdicts as reading every line. An account deleted since: every line."""
+    from hrlms.quality.gate import run_gate
+
+    day1 = [worker(i) for i in range(1, 41)]
+    day1[19] = worker(20, Work_Email="user21@example.com")      # P21's e-mail, on a line no day changes
+    land(landing, D1, day1)
+    snaps1, _ = gate_day(D1)
+    with db.connect(fresh_db) as c:    # after day 1's check P30's account takes P10's e-mail and P11's number
+        c.execute("insert into sync.applied_users (person_id, lms_id, user_name, email, employee_number, is_active)"
+                  " values ('P0000030', 'lms-30', 'user30', 'USER10@example.com', '100011', true)")
+
+    day2 = list(day1)
+    day2[4] = worker(5, First_Name="Renamed")
+    day2.append(worker(41))
+    land(landing, D2, day2)
+    snaps2, _ = gate_day(D2)
+    with db.connect(fresh_db) as c:
+        shared = _gate_lines(c, D2)["shared_values"]
+        delta = _verdicts(c, snaps2["workers"])
+        run_gate(c, snaps2["workers"], docs=False)       # no carry: every line read
+        assert _verdicts(c, snaps2["workers"]) == delta
+    assert shared["lines"] == "values" and shared["values_from_snapshot"] == snaps1["workers"]
+    assert shared["person_ids_checked_on"] == 2                    # the two new lines (P5's, P41's)
+    assert {(r[0], r[1], r[6]) for r in delta} == {
+        (11, "duplicate_email", "P0000030"), (12, "duplicate_employee_number", "P0000030"),   # accounts written since
+        (22, "duplicate_email", "P0000020")}                                        # shared before
+
+    with db.connect(fresh_db) as c:    # P10's line keeps its e-mail once the account no longer holds it
+        c.execute("delete from sync.applied_users where person_id = 'P0000030'")
+    day3 = list(day2)
+    day3[5] = worker(6, Job_Title="Lead")
+    land(landing, D3, day3)
+    snaps3, _ = gate_day(D3)
+    with db.connect(fresh_db) as c:
+        shared = _gate_lines(c, D3)["shared_values"]
+        assert {(r[0], r[1]) for r in _verdicts(c, snaps3["workers"])} == {(22, "duplicate_email")}
+    assert shared["lines"] == "all" and "deleted" in shared["why"]
+
+    D4 = date(2026, 1, 8)
+    land(landing, D4, day3 + [worker(7, First_Name="Other")])     # a carried line's person on a new line
+    with pytest.raises(GateFailed) as err:
+        gate_day(D4)
+    assert f"line(s) 8, {len(day3) + 2}" in str(err.value) and "Employee_ID (person_id)" in str(err.value)

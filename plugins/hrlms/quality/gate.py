@@ -76,19 +76,37 @@ def previous_row_count(conn: psycopg.Connection, entity: str, snapshot_id: int) 
     return row[0] if row else None
 
 
-def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, carry_from: int | None = None) -> None:
+def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, carry_from: int | None = None,
+                       as_of: Any = None) -> dict[str, Any]:
     """The relations GX reads. Workers come from the run's snapshot as the staging stage parsed it into a
     table (a view over the staging view would re-parse the snapshot for each of GX's ~10 queries). With
     `carry_from`, the row checks (dq.gate_workers) see only the lines whose verdicts cannot be carried from
-    that snapshot (carried_verdicts); the batch checks always see every line."""
+    that snapshot (carried_verdicts), and when that snapshot passed the batch checks, its person-id uniqueness
+    check (dq.gate_workers_distinct) only the lines a duplicate could be on: those not carried and the lines of
+    their people (two carried lines are two distinct lines of that snapshot). Returns how the shared values
+    were checked (_find_key_conflicts; {} for org units)."""
     from hrlms.transform.dbt import LINE_CARRY_TABLE, SNAPSHOT_TABLE, check_staged
 
     if entity == "workers":
         check_staged(conn, snapshot_id)
     lit = sql.Literal(snapshot_id)
-    if entity == "workers":
-        _find_key_conflicts(conn, snapshot_id)
-    rows_from = sql.SQL(SNAPSHOT_TABLE)
+    keys = _find_key_conflicts(conn, snapshot_id, carry_from, as_of) if entity == "workers" else {}
+    rows_from = distinct_from = sql.SQL(SNAPSHOT_TABLE)
+    if entity == "workers" and carry_from is not None and conn.execute(
+            "select exists (select 1 from dq.gate_runs where snapshot_id = %s and suite = 'workers_batch'"
+            " and success)", (carry_from,)).fetchone()[0]:
+        conn.execute(sql.SQL(
+            "drop table if exists dq.gate_checked_distinct cascade; "
+            "create unlogged table dq.gate_checked_distinct as "
+            "with new as (select w.line_no, w.person_id from {snap} w where w.snapshot_id = {sid}"
+            " and w.line_no in ({new})) "
+            "select w.* from {snap} w where w.snapshot_id = {sid} and w.copy_no = 1"
+            " and (w.line_no in (select line_no from new) or w.person_id in (select person_id from new))").format(
+            snap=sql.SQL(SNAPSHOT_TABLE), sid=lit, new=_new_lines_sql(snapshot_id, carry_from)))
+        n = conn.execute("select count(*) from dq.gate_checked_distinct").fetchone()[0]
+        if n:     # none: every line carried, and the row-count check needs rows — it reads them all
+            distinct_from = sql.SQL("dq.gate_checked_distinct")
+            keys["person_ids_checked_on"] = n
     if entity == "workers" and carry_from is not None:
         # the lines to check, written once (GX sends each check as its own query)
         conn.execute(sql.SQL(
@@ -112,9 +130,10 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
         " from dq.gate_key_conflicts where snapshot_id = {} group by line_no) c on c.line_no = w.line_no "
         "where w.snapshot_id = {}").format(rows_from, lit, lit))
     conn.execute(sql.SQL("create or replace view dq.gate_workers_distinct as select * from {} "
-                         "where snapshot_id = {} and copy_no = 1").format(sql.SQL(SNAPSHOT_TABLE), lit))
+                         "where snapshot_id = {} and copy_no = 1").format(distinct_from, lit))
     conn.execute(sql.SQL("create or replace view dq.gate_org_units as select * from "
                          "staging.stg_hris__org_units where snapshot_id = {}").format(lit))
+    return keys
 
 
 # The checks on values one person's line shares with another person: {kind: check name}. kind is the key:
@@ -141,7 +160,7 @@ with lines as (
     select line_no, person_id, employment_status, hire_date, start_date, employee_number, username,
         case when work_email ~ %(email_regex)s then work_email end as work_email
     from {snapshot_table}
-    where snapshot_id = %(sid)s and copy_no = 1 and person_id is not null
+    where snapshot_id = %(sid)s and copy_no = 1 and person_id is not null{line_filter}
 ),
 fresh as (
     -- the values of a line that its person's own LMS account does not hold (all of a new person's): only
@@ -191,6 +210,13 @@ shared as (
         where f.employee_number is not null
     ) found
 ),
+kept as (
+    -- for a later gate's delta (_key_check_delta): this snapshot's shared values, and when the accounts were read
+    insert into dq.gate_key_checks (snapshot_id, accounts_as_of, shared)
+    select %(sid)s, %(as_of)s, coalesce(jsonb_agg(jsonb_build_array(kind, v) order by kind, v), '[]') from shared
+    having cast(%(as_of)s as timestamptz) is not null
+    returning 1
+),
 claims as (
     -- with what contenders and the final select read of the line: joining lines again for it hashed or
     -- sorted every line for a few claims
@@ -220,8 +246,10 @@ decided as not materialized (
     {decided}
 ),
 present as (
-    select person_id, bool_and(employment_status = 'terminated') as is_terminated from lines
-    where person_id in (select person_id from claims union select account from lms_claims)
+    -- every line of these people (`lines` may hold only the lines with the values looked up)
+    select person_id, bool_and(employment_status = 'terminated') as is_terminated from {snapshot_table}
+    where snapshot_id = %(sid)s and copy_no = 1
+      and person_id in (select person_id from claims union select account from lms_claims)
     group by person_id
 ),
 own_known as (
@@ -349,8 +377,88 @@ def analyze_accounts_if_unplanned(conn: psycopg.Connection) -> bool:
     return True
 
 
-def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
-    """Fill dq.gate_key_conflicts for the snapshot (KEY_CONFLICTS_SQL); returns the lines' conflicts."""
+#: the most values a delta key check looks up among the lines (beyond, reading every line costs no more)
+KEY_DELTA_MAX_VALUES = 50_000
+# the lines a delta key check reads: those with a value looked up, under any of the three keys (the login falls
+# back to the e-mail)
+_KEY_DELTA_LINES = (" and (work_email = any(%(c_email)s) or work_email = any(%(c_user)s)"
+                    " or username = any(%(c_user)s) or employee_number = any(%(c_number)s))")
+
+
+def accounts_settled(conn: psycopg.Connection) -> Any:
+    """A moment by which every account write begun earlier has committed: a SHARE lock on sync.applied_users waits
+    for the writers in flight and is let go at once (writes after it are stamped later: applied_at is the write's
+    clock). None when that takes over 10 s: then no later gate builds on this one's key check."""
+    try:
+        with conn.transaction():
+            conn.execute("set local lock_timeout = '10s'")
+            conn.execute("lock table sync.applied_users in share mode")
+            return conn.execute("select clock_timestamp()").fetchone()[0]
+    except psycopg.errors.LockNotAvailable:
+        return None
+
+
+def _new_lines_sql(sid: int, held: int) -> sql.Composed:
+    """The line numbers of snapshot `sid` that the staging stage did not carry from snapshot `held`."""
+    from hrlms.transform.dbt import LINE_CARRY_TABLE
+
+    return sql.SQL("select line_no from {} where snapshot_id = {} and from_snapshot_id is distinct from {}").format(
+        sql.SQL(LINE_CARRY_TABLE), sql.Literal(sid), sql.Literal(held))
+
+
+def _key_check_delta(conn: psycopg.Connection, snapshot_id: int, held: int) -> tuple[dict[str, Any] | None, str]:
+    """The values whose claimants may differ from snapshot `held`'s key check: (params for _KEY_DELTA_LINES, how
+    many), or (None, why every line must be read).
+
+    A value is shared when two people's lines claim it, or a line claims it that its person's account does not
+    hold while another account does (KEY_CONFLICTS_SQL). Every line the staging stage carried from `held` is a
+    line of `held`, same text, same parse; lines that are gone only take claimants away. So a value shared now
+    and not in `held` is on a line not carried, or involves an account written since `held`'s check: the line
+    of its person, or its own values. Looking up those values, and the ones `held` found shared, finds every
+    shared value — unless an account was deleted since (a line's value its account held may now be free)."""
+    from hrlms.transform.dbt import SNAPSHOT_TABLE
+
+    row = conn.execute("select k.accounts_as_of, k.shared, (select last_at from sync.account_deletes) "
+                       "from dq.gate_key_checks k where k.snapshot_id = %s", (held,)).fetchone()
+    if row is None:
+        return None, f"no key check of snapshot {held} kept"
+    as_of, shared, deleted = row
+    if deleted is not None and deleted >= as_of:
+        return None, "an account was deleted since the last key check"
+    changed = conn.execute("select count(*) from sync.applied_users where applied_at >= %s", (as_of,)).fetchone()[0]
+    if changed > KEY_DELTA_MAX_VALUES:
+        return None, f"{changed} accounts written since the last key check"
+    values: dict[str, set[str]] = {k: set() for k in KEY_CONFLICT_RULES}
+    for kind, v in shared:
+        values[kind].add(v)
+    rows = conn.execute(sql.SQL(
+        "with changed as materialized ("
+        " select person_id, lower(email) as email, lower(user_name) as user_name, employee_number"
+        " from sync.applied_users where applied_at >= %(as_of)s) "
+        "select w.work_email, w.username, w.employee_number from {snap} w "
+        "where w.snapshot_id = %(sid)s and w.copy_no = 1 and w.person_id is not null"
+        " and (w.line_no in ({new}) or w.person_id in (select person_id from changed)) "
+        "union all select email, user_name, employee_number from changed").format(
+            snap=sql.SQL(SNAPSHOT_TABLE), new=_new_lines_sql(snapshot_id, held)),
+        {"as_of": as_of, "sid": snapshot_id}).fetchall()
+    for email, user_name, number in rows:
+        for kind, v in (("work_email", email), ("user_name", email), ("user_name", user_name),
+                        ("employee_number", number)):
+            if v is not None:
+                values[kind].add(v)
+    n = sum(map(len, values.values()))
+    if n > KEY_DELTA_MAX_VALUES:
+        return None, f"{n} values to look up"
+    return {"c_email": sorted(values["work_email"]), "c_user": sorted(values["user_name"]),
+            "c_number": sorted(values["employee_number"]), "values": n}, ""
+
+
+def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int, held: int | None = None,
+                        as_of: Any = None) -> dict[str, Any]:
+    """Fill dq.gate_key_conflicts for the snapshot (KEY_CONFLICTS_SQL) and keep its shared values (dq.gate_key_checks,
+    with `as_of`: accounts_settled() before). With `held` (a snapshot the staging stage carried lines from), only
+    the lines with a value _key_check_delta names are read, when it can. Returns how it checked: lines
+    ("all" or "values"), the conflicts found, and with values: from which snapshot, how many values."""
     from hrlms.quality.suites import EMAIL_REGEX
     from hrlms.transform.dbt import SNAPSHOT_TABLE
 
@@ -375,13 +483,21 @@ def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int) -> int:
     day = conn.execute("select logical_date from raw_hris.snapshots where snapshot_id = %s",
                        (snapshot_id,)).fetchone()[0]
     conn.execute("delete from dq.gate_key_conflicts where snapshot_id = %s", (snapshot_id,))
+    delta, why = _key_check_delta(conn, snapshot_id, held) if held is not None and as_of is not None else \
+        (None, "nothing carried" if held is None else "the accounts were not settled")
+    # only the held snapshot's check may be needed again (this gate run again)
+    conn.execute("delete from dq.gate_key_checks where snapshot_id is distinct from %s", (held,))
     analyze_accounts_if_unplanned(conn)
     cur = conn.execute(
         KEY_CONFLICTS_SQL.format(snapshot_table=SNAPSHOT_TABLE, decided=decided, gap=gap, had_it=had_it,
+                                 line_filter=_KEY_DELTA_LINES if delta else "",
                                  rule_names=" ".join(f"when '{k}' then '{r}'" for k, r in KEY_CONFLICT_RULES.items())),
         {"sid": snapshot_id, "day": day, "gap": ident["rehire_min_gap_days"], "email_regex": EMAIL_REGEX,
-         "rules": ident["identity_match_rules"]})
-    return cur.rowcount
+         "rules": ident["identity_match_rules"], "as_of": as_of, **(delta or {})})
+    if delta:
+        return {"lines": "values", "values_from_snapshot": held, "values": delta["values"],
+                "conflicts": cur.rowcount}
+    return {"lines": "all", "why": why, "conflicts": cur.rowcount}
 
 
 @contextmanager
@@ -614,9 +730,10 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
             " and exists (select 1 from " + LINE_CARRY_TABLE + " where snapshot_id = %s and from_snapshot_id = %s)",
             (carry_from, snapshot_id, carry_from)).fetchone()[0]:
         carry_from = None
+    as_of = accounts_settled(conn) if entity == "workers" else None
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('hrlms.gate'))")
-        _create_gate_views(conn, snapshot_id, entity, carry_from)
+        keys = _create_gate_views(conn, snapshot_id, entity, carry_from, as_of)
     # An empty snapshot is a batch defect (GX row_count, min 1 row). A snapshot much smaller than the
     # last good one is not rejected here: it flows, and the breaker holds its plan until a person
     # approves or rejects it (hrlms.sync.breaker) — a divestiture is real, a truncated export is not.
@@ -672,6 +789,8 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
             quarantine.setdefault((row[2], row[3]), row)
         result.lines = {"checked": conn.execute("select count(*) from dq.gate_workers").fetchone()[0],
                         "verdicts_carried_from": carry_from, "carried_verdicts": len(carried)}
+    if keys:
+        result.lines["shared_values"] = keys
 
     if entity == "workers":   # a shared value: the value itself, and the person who keeps it
         for line_no, rule, value, held_by in conn.execute(

@@ -189,6 +189,32 @@ create index if not exists applied_users_lower_email_idx on sync.applied_users (
 create index if not exists applied_users_lower_user_name_idx on sync.applied_users (lower(user_name));
 create index if not exists applied_users_employee_number_idx on sync.applied_users (employee_number);
 
+-- What a later gate may take from an earlier one (hrlms.quality.gate._key_check_delta): per workers snapshot
+-- gated, the values two people claimed (shared) and the moment the accounts were read (accounts_as_of: no
+-- account write was in flight). A later snapshot whose lines all repeat that one's, but a few, looks up only
+-- those values, the few lines' and the values of accounts written since — not every line (seconds at 1M).
+create table if not exists dq.gate_key_checks (
+    snapshot_id     bigint      primary key,
+    accounts_as_of  timestamptz not null,
+    shared          jsonb       not null      -- [[kind, value], ...]: kind work_email | user_name | employee_number
+);
+-- Accounts written since a moment: their values may be claimed anew (every write of a key sets applied_at).
+create index if not exists applied_users_applied_at_idx on sync.applied_users (applied_at);
+-- A deleted account can free a value its person's line kept (not a conflict while the account held it):
+-- the last delete's moment, so that a gate after it checks every line again.
+create table if not exists sync.account_deletes (
+    one      boolean     primary key default true check (one),
+    last_at  timestamptz not null
+);
+create or replace function sync.note_account_delete() returns trigger language plpgsql as $$
+begin
+    insert into sync.account_deletes (last_at) values (clock_timestamp())
+    on conflict (one) do update set last_at = excluded.last_at;
+    return null;
+end $$;
+create or replace trigger applied_users_delete_noted after delete or truncate on sync.applied_users
+    for each statement execute function sync.note_account_delete();
+
 create table if not exists sync.applied_groups (
     group_key      text primary key,     -- = the group's externalId in the LMS
     lms_id         text not null,
