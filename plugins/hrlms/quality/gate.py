@@ -215,6 +215,7 @@ kept as (
     insert into dq.gate_key_checks (snapshot_id, accounts_as_of, shared)
     select %(sid)s, %(as_of)s, coalesce(jsonb_agg(jsonb_build_array(kind, v) order by kind, v), '[]') from shared
     having cast(%(as_of)s as timestamptz) is not null
+    on conflict (snapshot_id) do update set accounts_as_of = excluded.accounts_as_of, shared = excluded.shared
     returning 1
 ),
 claims as (
@@ -485,7 +486,8 @@ def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int, held: int | 
     conn.execute("delete from dq.gate_key_conflicts where snapshot_id = %s", (snapshot_id,))
     delta, why = _key_check_delta(conn, snapshot_id, held) if held is not None and as_of is not None else \
         (None, "nothing carried" if held is None else "the accounts were not settled")
-    # only the held snapshot's check may be needed again (this gate run again)
+    # only the held snapshot's check may be needed again (this gate run again; held is this snapshot when its
+    # staging was run again)
     conn.execute("delete from dq.gate_key_checks where snapshot_id is distinct from %s", (held,))
     analyze_accounts_if_unplanned(conn)
     cur = conn.execute(
