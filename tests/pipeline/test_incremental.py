@@ -258,7 +258,9 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
         led_by_person = {r[0] for r in inc.q(
             "select c.relname from pg_index i join pg_class c on c.oid = i.indrelid "
             "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0] where a.attname = 'person_id'")}
-        indexed = {*dbt.project_vars()["person_indexed_models"], "int_learning_worker_attributes"}
+        # (views: their person_id is such a table's, the look-up reaching its index: docs/benchmarks.md, section g)
+        views = {r[0] for r in inc.q("select table_name from information_schema.views")}
+        indexed = {*dbt.project_vars()["person_indexed_models"], "int_learning_worker_attributes"} - views
         assert indexed <= led_by_person, f"no index led by person_id: {sorted(indexed - led_by_person)}"
         m_inc, m_full = marts(inc), marts(full)
         assert set(m_inc) == set(m_full)

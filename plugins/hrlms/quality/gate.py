@@ -85,7 +85,7 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
     check (dq.gate_workers_distinct) only the lines a duplicate could be on: those not carried and the lines of
     their people (two carried lines are two distinct lines of that snapshot). Returns how the shared values
     were checked (_find_key_conflicts; {} for org units)."""
-    from hrlms.transform.dbt import LINE_CARRY_TABLE, SNAPSHOT_TABLE, check_staged
+    from hrlms.transform.dbt import SNAPSHOT_TABLE, check_staged
 
     if entity == "workers":
         check_staged(conn, snapshot_id)
@@ -109,14 +109,14 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
             keys["person_ids_checked_on"] = n
     if entity == "workers" and carry_from is not None:
         # the lines to check, written once (GX sends each check as its own query)
+        # (the carry has a row per line: a line not carried is one of the few whose carry names another source;
+        # hashed look-ups of those few, not an anti-join of every line with the carry's 1M rows)
         conn.execute(sql.SQL(
             "drop table if exists dq.gate_checked_workers cascade; "
             "create unlogged table dq.gate_checked_workers as select w.* from {snap} w "
-            "where w.snapshot_id = {sid} and not (w.copy_no = 1 and exists ("
-            " select 1 from {carry} lc where lc.snapshot_id = {sid} and lc.line_no = w.line_no"
-            " and lc.from_snapshot_id = {src}) and not exists ("
-            " select 1 from dq.gate_key_conflicts k where k.snapshot_id = {sid} and k.line_no = w.line_no))").format(
-            snap=sql.SQL(SNAPSHOT_TABLE), sid=lit, carry=sql.SQL(LINE_CARRY_TABLE), src=sql.Literal(carry_from)))
+            "where w.snapshot_id = {sid} and (w.copy_no <> 1 or w.line_no in ({new}) or w.line_no in ("
+            " select k.line_no from dq.gate_key_conflicts k where k.snapshot_id = {sid}))").format(
+            snap=sql.SQL(SNAPSHOT_TABLE), sid=lit, new=_new_lines_sql(snapshot_id, carry_from)))
         rows_from = sql.SQL("dq.gate_checked_workers")
     # All three on every call (GX's assets need them to exist); recreated on every run as dbt's rebuild
     # of the table drops the views on it.
@@ -330,18 +330,17 @@ def carried_verdicts(conn: psycopg.Connection, snapshot_id: int, carry_from: int
     same text as a line of snapshot `carry_from` (the staging stage's line carry), parsed with the same hints
     and gated by the same checks (the caller's condition), gets that line's verdicts — a row check reads only
     its own line — except the cross-line ones, checked afresh on every line that could fail them."""
-    from hrlms.transform.dbt import LINE_CARRY_TABLE, SNAPSHOT_TABLE
+    from hrlms.transform.dbt import LINE_CARRY_TABLE
 
+    # (the carry's copy number is the parsed row's: stg_hris__snapshot_workers takes it from there)
     return conn.execute(sql.SQL(
         "select %(sid)s, q.entity, lc.line_no, q.rule, q.record_key, q.field, q.value, q.reason, q.related_key "
         "from {carry} lc "
-        "join {snap} w on w.snapshot_id = lc.snapshot_id and w.line_no = lc.line_no and w.copy_no = 1 "
         "join dq.quarantine q on q.snapshot_id = lc.from_snapshot_id and q.entity = 'workers' "
         " and q.line_no = lc.from_line_no and q.rule <> all(%(cross)s) "
-        "where lc.snapshot_id = %(sid)s and lc.from_snapshot_id = %(src)s "
+        "where lc.snapshot_id = %(sid)s and lc.from_snapshot_id = %(src)s and lc.copy_no = 1 "
         " and not exists (select 1 from dq.gate_key_conflicts k where k.snapshot_id = %(sid)s "
-        "                 and k.line_no = lc.line_no)").format(carry=sql.SQL(LINE_CARRY_TABLE),
-                                                             snap=sql.SQL(SNAPSHOT_TABLE)),
+        "                 and k.line_no = lc.line_no)").format(carry=sql.SQL(LINE_CARRY_TABLE)),
         {"sid": snapshot_id, "src": carry_from, "cross": list(CROSS_LINE_RULES)}).fetchall()
 
 

@@ -610,14 +610,17 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     # The reporting chain below them (primary and temporary managers, any depth). The edges first, as a
     # table: a join on "primary or temporary manager" in the recursion is a nested loop over everyone.
     has_seeds = x("select exists (select 1 from cs_seeds)").fetchone()[0]
-    if has_seeds:
+    # (the edges only when a seed manages someone: most changed people manage nobody, and the walk from them
+    # finds no one — one scan of the rows instead of writing and indexing every edge, ~1 s at 1M workers)
+    if has_seeds and x("""select exists (select 1 from cs_rows where manager_person_id in (select person_id from cs_seeds)
+                                        or temporary_manager_person_id in (select person_id from cs_seeds))""").fetchone()[0]:
         x("""create temp table cs_edges on commit drop as
              select manager_person_id as manager_id, person_id from cs_rows where manager_person_id is not null
              union all   -- duplicates are harmless: the walk below is a union
              select temporary_manager_person_id, person_id from cs_rows where temporary_manager_person_id is not null""")
         x("create index on cs_edges (manager_id)")
         x("analyze cs_edges")
-    else:   # nobody's own state changed (an hourly run): no chain to walk
+    else:   # nobody's own state changed (an hourly run), or no one reports to them: no chain to walk
         x("create temp table cs_edges (manager_id text, person_id text) on commit drop")
     mark("edges")
     _by_index(x, f"""insert into cs_found
