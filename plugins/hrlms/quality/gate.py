@@ -92,22 +92,8 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
     lit = sql.Literal(snapshot_id)
     keys = _find_key_conflicts(conn, snapshot_id, carry_from, as_of) if entity == "workers" else {}
     rows_from = distinct_from = sql.SQL(SNAPSHOT_TABLE)
-    if entity == "workers" and carry_from is not None and conn.execute(
-            "select exists (select 1 from dq.gate_runs where snapshot_id = %s and suite = 'workers_batch'"
-            " and success)", (carry_from,)).fetchone()[0]:
-        conn.execute(sql.SQL(
-            "drop table if exists dq.gate_checked_distinct cascade; "
-            "create unlogged table dq.gate_checked_distinct as "
-            "with new as (select w.line_no, w.person_id from {snap} w where w.snapshot_id = {sid}"
-            " and w.line_no in ({new})) "
-            "select w.* from {snap} w where w.snapshot_id = {sid} and w.copy_no = 1"
-            " and (w.line_no in (select line_no from new) or w.person_id in (select person_id from new))").format(
-            snap=sql.SQL(SNAPSHOT_TABLE), sid=lit, new=_new_lines_sql(snapshot_id, carry_from)))
-        n = conn.execute("select count(*) from dq.gate_checked_distinct").fetchone()[0]
-        if n:     # none: every line carried, and the row-count check needs rows — it reads them all
-            distinct_from = sql.SQL("dq.gate_checked_distinct")
-            keys["person_ids_checked_on"] = n
     if entity == "workers" and carry_from is not None:
+        fmt = {"snap": sql.SQL(SNAPSHOT_TABLE), "sid": lit, "new": _new_lines_sql(snapshot_id, carry_from)}
         # the lines to check, written once (GX sends each check as its own query)
         # (the carry has a row per line: a line not carried is one of the few whose carry names another source;
         # hashed look-ups of those few, not an anti-join of every line with the carry's 1M rows)
@@ -115,9 +101,22 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
             "drop table if exists dq.gate_checked_workers cascade; "
             "create unlogged table dq.gate_checked_workers as select w.* from {snap} w "
             "where w.snapshot_id = {sid} and (w.copy_no <> 1 or w.line_no in ({new}) or w.line_no in ("
-            " select k.line_no from dq.gate_key_conflicts k where k.snapshot_id = {sid}))").format(
-            snap=sql.SQL(SNAPSHOT_TABLE), sid=lit, new=_new_lines_sql(snapshot_id, carry_from)))
+            " select k.line_no from dq.gate_key_conflicts k where k.snapshot_id = {sid}))").format(**fmt))
         rows_from = sql.SQL("dq.gate_checked_workers")
+        if conn.execute("select exists (select 1 from dq.gate_runs where snapshot_id = %s"
+                        " and suite = 'workers_batch' and success)", (carry_from,)).fetchone()[0]:
+            conn.execute(sql.SQL(
+                "drop table if exists dq.gate_checked_distinct cascade; "
+                "create unlogged table dq.gate_checked_distinct as "
+                "with new as (select w.line_no, w.person_id from {snap} w where w.snapshot_id = {sid}"
+                " and w.line_no in ({new})) "
+                "select w.* from {snap} w where w.snapshot_id = {sid} and w.copy_no = 1"
+                " and (w.line_no in (select line_no from new) or w.person_id in (select person_id from new))"
+            ).format(**fmt))
+            n = conn.execute("select count(*) from dq.gate_checked_distinct").fetchone()[0]
+            if n:     # none: every line carried, and the row-count check needs rows — it reads them all
+                distinct_from = sql.SQL("dq.gate_checked_distinct")
+                keys["person_ids_checked_on"] = n
     # All three on every call (GX's assets need them to exist); recreated on every run as dbt's rebuild
     # of the table drops the views on it.
     conn.execute(sql.SQL(
