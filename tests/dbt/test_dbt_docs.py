@@ -54,3 +54,13 @@ def test_the_reporting_tables_are_nothing_the_plan_reads(fresh_db, tmp_path):
     planned = {"lms_desired_users", "lms_desired_groups", "lms_desired_group_members", "int_identity_decisions",
                "access_events", "learning_compliance_status"}
     assert not planned & {nodes[u]["name"] for u in reporting}
+    # a data test tagged reporting waits for the marts too: it may judge nothing the plan reads
+    upstream, todo = set(), [u for u, n in nodes.items() if n["name"].startswith("lms_desired_")]
+    while todo:
+        u = todo.pop()
+        if u not in upstream:
+            upstream.add(u)
+            todo += manifest["nodes"].get(u, {}).get("depends_on", {}).get("nodes", [])
+    late = {uid: t for uid, t in manifest["nodes"].items() if t["resource_type"] == "test" and "reporting" in t["tags"]}
+    assert any(t["attached_node"] == "model.hrlms.learning_history" for t in late.values())
+    assert not [uid for uid, t in late.items() if set(t["depends_on"]["nodes"]) & upstream]
