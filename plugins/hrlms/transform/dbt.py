@@ -166,15 +166,11 @@ _PROJECT_PARTS = ("dbt_project.yml", "profiles.yml", "packages.yml", "models", "
                   "seeds", "analyses")
 
 
-def _project_files() -> list[Path]:
-    return [p for part in _PROJECT_PARTS for p in ((PROJECT_DIR / part).rglob("*") if (PROJECT_DIR / part).is_dir()
-                                                  else [PROJECT_DIR / part]) if p.is_file()]
-
-
 def project_digest() -> dict[str, Any]:
     """What the dbt project builds from, for the build ledger: a digest of its files and the values of
     the environment variables they read (env_var('HRLMS_...'); the run parameters excepted)."""
-    files = _project_files()
+    files = [p for part in _PROJECT_PARTS for p in ((PROJECT_DIR / part).rglob("*") if (PROJECT_DIR / part).is_dir()
+                                                   else [PROJECT_DIR / part]) if p.is_file()]
     names = set()
     for p in files:
         if p.suffix in (".sql", ".yml", ".yaml"):
