@@ -75,6 +75,16 @@ def staged_as_parsed(url: str, key: str) -> int:
                   except all select * from staging.stg_hris__snapshot_workers)) d""", {"sid": sid}).fetchone()[0]
 
 
+def edited(url: str, key: str) -> dict[str, list[str]]:
+    """The people the run's change set found edited, new or gone ({reason: people}), and how it found them."""
+    changes = stage(url, key, "transform")["changes"]
+    with db.connect(url) as c:
+        rows = c.execute("select r, array_agg(person_id order by person_id) from audit.change_set_people, unnest(reasons) r "
+                         "where change_set_id = %s and r in ('new', 'gone', 'hr_edit') group by r",
+                         (changes["change_set_id"],)).fetchall()
+    return dict(rows) | {"found_by": [k for k in changes["timings"] if k.startswith("hr_edits")]}
+
+
 def writes(url: str, key: str) -> int:
     return int((stage(url, key, "apply") or {}).get("writes") or 0)
 
@@ -123,6 +133,9 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     # the file's other lines were carried by their numbers (no hashing), to the same rows as a full parse
     assert staged["lines"]["by_line_number_from"] == ingest["workers"]["file_snapshot_id"]
     assert staged_as_parsed(fresh_db, "e1") == 0
+    # the change set read the people of the event lines only, not the million lines of either snapshot
+    assert edited(fresh_db, "e1") == {"new": ["P0000009"], "hr_edit": ["P0000002", "P0000003", "P0000004"],
+                                      "found_by": ["hr_edits_event_lines"]}
     assert gated["org_units"]["kept"] and gated["org_units"]["rows"] == stage(fresh_db, "d1", "gate")["org_units"]["rows"]
 
     # the same event again: landed once, nothing to send
@@ -158,6 +171,7 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     lines = stage(fresh_db, "e4", "staging")["lines"]
     assert lines["by_line_number_from"] == stage(fresh_db, "e3", "ingest")["workers"]["snapshot_id"]
     assert lines["parsed"] == 1 and staged_as_parsed(fresh_db, "e4") == 0
+    assert edited(fresh_db, "e4") == {"hr_edit": ["P0000007"], "found_by": ["hr_edits_event_lines"]}
     # the raw lines of event snapshots no build refers to are deleted once a later run has applied (its report)
     sids = {k: stage(fresh_db, k, "ingest")["workers"]["snapshot_id"] for k in ("e1", "e4")}
     with db.connect(fresh_db) as c:

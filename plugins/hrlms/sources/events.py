@@ -217,12 +217,13 @@ def _folded(conn: psycopg.Connection, after: datetime, until: datetime | None = 
 
 
 def _base_lines(conn: psycopg.Connection, snapshot_id: int, people: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """person → their lines in the snapshot (the columns, and _line_no), in line order."""
     out: dict[str, list[dict[str, Any]]] = {}
-    cur = conn.execute(f"select {', '.join(_COLS)} from raw_hris.workers "
+    cur = conn.execute(f"select {', '.join(_COLS)}, _line_no from raw_hris.workers "
                        f"where _snapshot_id = %s and nullif(btrim(person_id), '') = any(%s) order by _line_no",
                        (snapshot_id, people))
     for row in cur:
-        line = dict(zip(_COLS, row, strict=True))
+        line = dict(zip((*_COLS, "_line_no"), row, strict=True))
         out.setdefault((line["person_id"] or "").strip(), []).append(line)
     return out
 
@@ -242,25 +243,26 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
     if not folded:
         return res
     on_file = _base_lines(conn, base, sorted(folded))
-    lines: list[tuple[str, dict[str, Any], list[str]]] = []     # (person, line, event ids)
+    # (person, line, event ids, the file line it replaces: 0 when the person has none)
+    lines: list[tuple[str, dict[str, Any], list[str], int]] = []
     for person in sorted(folded):
         fields, ids, _ = folded[person]
         if person in on_file:
             for line in on_file[person]:
-                lines.append((person, {c: line[c] for c in _COLS} | fields, ids))
+                lines.append((person, {c: line[c] for c in _COLS} | fields, ids, line["_line_no"]))
         else:
             missing = [em.columns[c] for c in em.required if not (fields.get(c) or "").strip()]
             if missing:
                 res.pending.append({"person_id": person, "event_ids": ids,
                                     "why": f"not hired yet: no HR file or event has given {', '.join(missing)}"})
                 continue
-            lines.append((person, {c: fields.get(c) for c in _COLS}, ids))
+            lines.append((person, {c: fields.get(c) for c in _COLS}, ids, 0))
     if not lines:
         return res
-    res.events = len({i for _, _, ids in lines for i in ids})
-    res.people = len({p for p, _, _ in lines})
+    res.events = len({i for _, _, ids, _ in lines for i in ids})
+    res.people = len({p for p, _, _, _ in lines})
     digest = hashlib.sha256(checksum.encode())
-    for person, line, _ in lines:
+    for person, line, _, _ in lines:
         digest.update(json.dumps([person, [line[c] for c in _COLS]]).encode())
     derived_sum = "events:" + digest.hexdigest()
     with conn.transaction():
@@ -277,23 +279,24 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
         else:
             sid = _insert_snapshot(conn, SnapshotMeta(
                 "workers", "event", f"{ASSET_URI} (events after snapshot {base})", derived_sum, mapping_name, hints,
-                source_columns, logical_date, max(folded[p][2] for p, _, _ in lines)))
+                source_columns, logical_date, max(folded[p][2] for p, _, _, _ in lines)))
             conn.execute("update raw_hris.snapshots set base_snapshot_id = %s where snapshot_id = %s", (base, sid))
         cols = ", ".join(_COLS)
         copied = conn.execute(
             f"""insert into raw_hris.workers (_snapshot_id, _line_no, {cols})
                 select %s, _line_no, {cols} from raw_hris.workers
                 where _snapshot_id = %s and coalesce(nullif(btrim(person_id), ''), '') <> all(%s)""",
-            (sid, base, [p for p, _, _ in lines])).rowcount
+            (sid, base, [p for p, _, _, _ in lines])).rowcount
         first = conn.execute("select coalesce(max(_line_no), 1) + 1 from raw_hris.workers where _snapshot_id = %s",
                              (base,)).fetchone()[0]
         with conn.cursor() as cur:
             with cur.copy(f"copy raw_hris.workers (_snapshot_id, _line_no, {cols}) from stdin") as cp:
-                for i, (_, line, _) in enumerate(lines):
+                for i, (_, line, _, _) in enumerate(lines):
                     cp.write_row((sid, first + i, *(line[c] for c in _COLS)))
-            with cur.copy("copy raw_hris.hr_event_lines (snapshot_id, line_no, person_id, event_ids) from stdin") as cp:
-                for i, (person, _, ids) in enumerate(lines):
-                    cp.write_row((sid, first + i, person, ids))
+            with cur.copy("copy raw_hris.hr_event_lines (snapshot_id, line_no, person_id, event_ids, file_line_no) "
+                          "from stdin") as cp:
+                for i, (person, _, ids, file_line) in enumerate(lines):
+                    cp.write_row((sid, first + i, person, ids, file_line))
         _finish(conn, RAW_TABLES["workers"], sid, copied + len(lines))
     res.snapshot_id = sid
     return res

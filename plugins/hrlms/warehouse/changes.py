@@ -131,6 +131,61 @@ _EDITS_FROM_CARRIED_LINES = """
     where t.person_id is not null
 """
 
+# _EDITS_FROM_CARRIED_LINES when the staging stage carried the base snapshot's lines by their numbers (an event
+# run: both snapshots are the same HR file with the lines of people events changed after it; every file line of
+# a person no event changed is carried to the same number). Only the events' people can be touched, and their
+# lines are known without reading a snapshot: the current snapshot's event lines (raw_hris.hr_event_lines), and
+# in the base its own event lines or else the file lines the current events replaced (file_line_no). The same
+# people as the general query, by index and one scan of the carry's line numbers (1M workers: 1.6 s → ms).
+_EDITS_FROM_EVENT_LINES = """
+    insert into cs_found
+    with cur_lines as materialized (
+        select line_no, person_id, file_line_no from raw_hris.hr_event_lines where snapshot_id = %(cur)s
+    ),
+    base_events as materialized (
+        select line_no, person_id from raw_hris.hr_event_lines where snapshot_id = %(base)s
+    ),
+    base_lines as materialized (
+        -- the base's lines of those people: its event lines, else their file lines
+        select line_no, person_id from base_events
+        union all
+        select file_line_no, person_id from cur_lines
+        where file_line_no > 0 and person_id not in (select person_id from base_events)
+    ),
+    carry as materialized (
+        -- the carry of the current event lines (by content; the file lines before them were carried by number)
+        select line_no, from_line_no from {carry}
+        where snapshot_id = %(cur)s and line_no >= (select min(line_no) from cur_lines)
+    ),
+    touched as (
+        select c.person_id from cur_lines c join carry lc on lc.line_no = c.line_no where lc.from_line_no is null
+        union
+        select b.person_id from base_lines b
+        where b.line_no not in (select from_line_no from carry where from_line_no is not null)
+    )
+    select t.person_id,
+           case when not exists (select 1 from base_lines b where b.person_id = t.person_id) then 'new'
+                when not exists (select 1 from cur_lines c where c.person_id = t.person_id) then 'gone'
+                else 'hr_edit' end
+    from touched t
+"""
+
+
+def _carried_by_line_number(conn: psycopg.Connection, cur: int, base: int) -> bool:
+    """The staging stage built snapshot `cur` from `base` by line numbers (macros/hris_workers.sql
+    hris_line_carry_delta, as its ledger row records), and both snapshots' event lines name the file lines they
+    replace (_EDITS_FROM_EVENT_LINES holds)."""
+    staged = builds.recorded(conn, "staging")
+    if not (staged and staged["state"] == "built"
+            and ((staged["inputs"].get("snapshots") or {}).get("workers") or [None])[0] == cur
+            and ((staged["detail"] or {}).get("lines") or {}).get("by_line_number_from") == base):
+        return False
+    return conn.execute(
+        """select exists (select 1 from raw_hris.hr_event_lines where snapshot_id = %(cur)s)
+                  and not exists (select 1 from raw_hris.hr_event_lines
+                                  where snapshot_id in (%(cur)s, %(base)s) and file_line_no is null)""",
+        {"cur": cur, "base": base}).fetchone()[0]
+
 
 def _lines_carried_from(conn: psycopg.Connection, cur: int, base: int) -> bool:
     """The staging stage carried lines of snapshot `cur` from snapshot `base` and from no other, and its line
@@ -419,8 +474,11 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     x("create temp table cs_found (person_id text, reason text) on commit drop")
     x("insert into cs_found select person_id, reason from cs_unfinished")   # builds that did not finish
     carried = cur != base_snap and _lines_carried_from(conn, cur, base_snap)
+    by_number = carried and _carried_by_line_number(conn, cur, base_snap)
     if cur == base_snap:
         pass                                   # the same file again (ingest keeps one snapshot per content)
+    elif by_number:
+        x(_EDITS_FROM_EVENT_LINES.format(carry=LINE_CARRY_TABLE), p)
     elif carried:
         x(_EDITS_FROM_CARRIED_LINES.format(carry=LINE_CARRY_TABLE), p)
     else:
@@ -439,7 +497,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
              where c.h is distinct from b.h""", p)
     # only the base of the next build is needed
     x("delete from audit.person_hashes where snapshot_id not in (%(cur)s, %(base)s)", p)
-    mark("hr_edits_carried" if carried else "hr_edits")
+    mark("hr_edits_event_lines" if by_number else "hr_edits_carried" if carried else "hr_edits")
     # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
     x("""create temp table cs_rows on commit drop as
          select person_id, manager_person_id, temporary_manager_person_id, org_unit_code, time_zone,

@@ -46,6 +46,10 @@ create table if not exists raw_hris.hr_event_lines (
     event_ids    text[]  not null,
     primary key (snapshot_id, line_no)
 );
+-- The file line an event line replaces (the person's line of that number in the HR file the snapshot is built
+-- from), 0 when the person has no line in the file: the change set finds the lines an event run changed by it
+-- (hrlms.warehouse.changes). Null on lines written before it was kept.
+alter table raw_hris.hr_event_lines add column if not exists file_line_no bigint;
 
 -- One pipeline at a time on the warehouse: the daily/hourly run (hrlms_provision) and the event runs
 -- (hrlms_hr_events) both rebuild the staging table, the models and the plan. The run holding the lease
