@@ -85,6 +85,13 @@ def edited(url: str, key: str) -> dict[str, list[str]]:
     return dict(rows) | {"found_by": [k for k in changes["timings"] if k.startswith("hr_edits")]}
 
 
+def written_for(url: str) -> dict[int, int]:
+    """The parsed snapshot's rows by the snapshot they were written for (kept in place since)."""
+    with db.connect(url) as c:
+        return dict(c.execute("select parsed_for_snapshot_id, count(*) from staging.stg_hris__snapshot_workers_rows "
+                              "group by 1").fetchall())
+
+
 def writes(url: str, key: str) -> int:
     return int((stage(url, key, "apply") or {}).get("writes") or 0)
 
@@ -133,6 +140,8 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     # the file's other lines were carried by their numbers (no hashing), to the same rows as a full parse
     assert staged["lines"]["by_line_number_from"] == ingest["workers"]["file_snapshot_id"]
     assert staged_as_parsed(fresh_db, "e1") == 0
+    # in place: the rows of the lines carried by number are the file's rows as the daily run wrote them
+    assert written_for(fresh_db) == {ingest["workers"]["file_snapshot_id"]: 5, ingest["workers"]["snapshot_id"]: 4}
     # the change set read the people of the event lines only, not the million lines of either snapshot
     assert edited(fresh_db, "e1") == {"new": ["P0000009"], "hr_edit": ["P0000002", "P0000003", "P0000004"],
                                       "found_by": ["hr_edits_event_lines"]}

@@ -62,9 +62,9 @@ def test_a_rerun_with_no_change_skips_the_warehouse_stages_and_changes_nothing(f
             key)[0][0]
     assert marts(fresh_db) == before
 
-    # the parsed snapshot table is unlogged: a database crash empties it, and staging parses it again
+    # the parsed snapshot's rows are unlogged: a database crash empties them, and staging parses them again
     with db.connect(fresh_db) as c:
-        c.execute("truncate staging.stg_hris__snapshot_workers")
+        c.execute("truncate staging.stg_hris__snapshot_workers_rows")
         c.commit()
     run("r2b", D1)
     assert skipped(fresh_db, "r2b") == {"gate", "transform"}

@@ -1,13 +1,14 @@
 {{ config(
-    materialized='table',
-    unlogged=true,
+    materialized='hris_parsed_snapshot',
     pre_hook="{{ hris_line_carry() }}",
-    post_hook=["reset work_mem", "reset hash_mem_multiplier", "analyze {{ this }}"]
+    post_hook=["reset work_mem", "reset hash_mem_multiplier"]
 ) }}
 -- The typed rows of this run's workers snapshot, parsed once per run by the staging stage. The quality
 -- gate and the intermediate models read this table: at 1M workers each query over the staging view
 -- re-parses the snapshot (~40 s), and the gate alone sends about ten. Unlogged: it is rebuilt from
 -- raw_hris on every run, so nothing is lost if a crash empties it (the next staging stage refills it).
+-- Materialized as a view naming the snapshot over the rows table stg_hris__snapshot_workers_rows
+-- (macros/parsed_snapshot.sql): an event run's snapshot changes the few rows of its events' people in place.
 -- hrlms.transform.dbt.check_staged refuses a gate or transform whose snapshot is not the one in here.
 --
 -- A day's snapshot repeats most of the day before's lines: a line with the same content as one of the
@@ -24,6 +25,10 @@ with carry as not materialized (
     select line_no, copy_no, from_snapshot_id, from_line_no
     from {{ hris_line_carry_relation() }}
     where snapshot_id = {{ sid }}
+    {%- if hris_parsed_in_place() %}
+      -- in place: the event lines only (every line before them stays where it is)
+      and line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+    {%- endif %}
 ),
 
 snapshot_lines as (

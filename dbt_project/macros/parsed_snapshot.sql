@@ -1,0 +1,83 @@
+{#- stg_hris__snapshot_workers: the run's workers snapshot, parsed. The rows live in an unlogged table
+    (stg_hris__snapshot_workers_rows); the model is a view over it that names the snapshot they are, so a run
+    whose snapshot differs from the held one by a few lines changes those lines in place instead of writing a
+    million rows again. The snapshot id is in the view, not on the rows: rows kept from the held snapshot need
+    no update (their column parsed_for_snapshot_id says which snapshot they were written for). -#}
+
+{% macro hris_parsed_rows_relation() -%}
+    {{- return(api.Relation.create(database=this.database, schema=this.schema,
+                                   identifier=this.identifier ~ '_rows', type='table')) -}}
+{%- endmacro %}
+
+{% macro hris_parsed_in_place() -%}
+    {#- True when the run changes the held rows in place: the staging stage allows carrying and found the
+        run's snapshot to be built from the held one's file by events (run parameter staging_delta,
+        hrlms.transform.dbt.staging_delta), and the held rows are this materialization's. The model's SQL then
+        selects the event lines only (the pre-hook macros/hris_workers.sql#hris_line_carry_delta carried every
+        other line by its number). -#}
+    {%- set held = adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) -%}
+    {%- set rows = adapter.get_relation(database=this.database, schema=this.schema,
+                                        identifier=this.identifier ~ '_rows') -%}
+    {{- return(run_param('staging_carry') | int == 1 and run_param('staging_delta') | int > 0
+               and held is not none and held.is_view and rows is not none) -}}
+{%- endmacro %}
+
+{% macro hris_parsed_view_sql(view, rows) -%}
+create or replace view {{ view }} as
+select cast({{ run_param('snapshot_id') | int }} as bigint) as snapshot_id
+{%- for c in hris_worker_columns() if c != 'snapshot_id' %}, r.{{ c }}{% endfor %}
+from {{ rows }} as r
+{%- endmacro %}
+
+{% materialization hris_parsed_snapshot, adapter='postgres' %}
+    {#- In place (hris_parsed_in_place): the held rows of people events changed and the held event lines are
+        deleted, the model's rows (the run's event lines, parsed or carried by content) inserted, and the view
+        names the run's snapshot. Otherwise the model's rows (every line, parsed or carried) are written to a
+        new table that replaces the rows table, and the view is made again over it (a table of that name from
+        before this materialization is dropped). One transaction either way, the pre-hook's line carry
+        included: a crash leaves the held snapshot as it was. -#}
+    {%- set target_relation = this.incorporate(type='view') -%}
+    {%- set rows_relation = hris_parsed_rows_relation() -%}
+    {%- set in_place = hris_parsed_in_place() -%}
+    {%- set new_rows = make_intermediate_relation(rows_relation) -%}
+    {%- set sid = run_param('snapshot_id') | int -%}
+
+    {{ drop_relation_if_exists(adapter.get_relation(database=new_rows.database, schema=new_rows.schema,
+                                                    identifier=new_rows.identifier)) }}
+    {{ run_hooks(pre_hooks, inside_transaction=False) }}
+    {{ run_hooks(pre_hooks, inside_transaction=True) }}
+
+    {%- if in_place %}
+    {% call statement('main') -%}
+        create temporary table hris_parsed_lines on commit drop as
+        {{ sql }};
+        -- what the carry did not keep by number: the held event lines and every held line of the events' people
+        delete from {{ rows_relation }}
+        where line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+           or person_id in (select person_id from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }});
+        insert into {{ rows_relation }} select * from hris_parsed_lines;
+        {{ hris_parsed_view_sql(target_relation, rows_relation) }}
+    {%- endcall %}
+    {%- else %}
+    {% call statement('main') -%}
+        create unlogged table {{ new_rows }} as
+        {{ sql }};
+        alter table {{ new_rows }} rename column snapshot_id to parsed_for_snapshot_id
+    {%- endcall %}
+    {#- the held relation: this view (over the old rows), or a table of the model's name from before -#}
+    {{ drop_relation_if_exists(adapter.get_relation(database=this.database, schema=this.schema,
+                                                    identifier=this.identifier)) }}
+    {{ drop_relation_if_exists(adapter.get_relation(database=rows_relation.database, schema=rows_relation.schema,
+                                                    identifier=rows_relation.identifier)) }}
+    {{ adapter.rename_relation(new_rows, rows_relation) }}
+    {% call statement('view') -%}
+        {{ hris_parsed_view_sql(target_relation, rows_relation) }};
+        analyze {{ rows_relation }}
+    {%- endcall %}
+    {%- endif %}
+
+    {{ run_hooks(post_hooks, inside_transaction=True) }}
+    {{ adapter.commit() }}
+    {{ run_hooks(post_hooks, inside_transaction=False) }}
+    {{ return({'relations': [target_relation]}) }}
+{% endmaterialization %}
