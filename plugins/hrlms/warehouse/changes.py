@@ -173,8 +173,9 @@ _EDITS_FROM_EVENT_LINES = """
 
 def _carried_by_line_number(conn: psycopg.Connection, cur: int, base: int) -> bool:
     """The staging stage built snapshot `cur` from `base` by line numbers (macros/hris_workers.sql
-    hris_line_carry_delta, as its ledger row records), and both snapshots' event lines name the file lines they
-    replace (_EDITS_FROM_EVENT_LINES holds)."""
+    hris_line_carry_delta, as its ledger row records: that pre-hook refuses a carry that does not cover every line
+    once, so _lines_carried_from holds too), and both snapshots' event lines name the file lines they replace
+    (_EDITS_FROM_EVENT_LINES holds)."""
     staged = builds.recorded(conn, "staging")
     if not (staged and staged["state"] == "built"
             and ((staged["inputs"].get("snapshots") or {}).get("workers") or [None])[0] == cur
@@ -473,8 +474,9 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
 
     x("create temp table cs_found (person_id text, reason text) on commit drop")
     x("insert into cs_found select person_id, reason from cs_unfinished")   # builds that did not finish
-    carried = cur != base_snap and _lines_carried_from(conn, cur, base_snap)
-    by_number = carried and _carried_by_line_number(conn, cur, base_snap)
+    # (carried by number: the staging's pre-hook checked that the carry covers every line once, all from the base)
+    by_number = cur != base_snap and _carried_by_line_number(conn, cur, base_snap)
+    carried = by_number or (cur != base_snap and _lines_carried_from(conn, cur, base_snap))
     if cur == base_snap:
         pass                                   # the same file again (ingest keeps one snapshot per content)
     elif by_number:
