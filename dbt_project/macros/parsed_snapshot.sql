@@ -18,8 +18,15 @@
     {%- set held = adapter.get_relation(database=this.database, schema=this.schema, identifier=this.identifier) -%}
     {%- set rows = adapter.get_relation(database=this.database, schema=this.schema,
                                         identifier=this.identifier ~ '_rows') -%}
-    {{- return(run_param('staging_carry') | int == 1 and run_param('staging_delta') | int > 0
-               and held is not none and held.is_view and rows is not none) -}}
+    {%- if not (run_param('staging_carry') | int == 1 and run_param('staging_delta') | int > 0
+                and held is not none and held.is_view and rows is not none) -%}
+        {{- return(false) -}}
+    {%- endif -%}
+    {#- the rows of the events' people are found by the file lines their event lines replace (kept since
+        hr_event_lines.file_line_no exists) -#}
+    {%- set unknown = run_query("select count(*) from " ~ source('hris', 'hr_event_lines') ~ " where snapshot_id = "
+                                ~ (run_param('snapshot_id') | int) ~ " and file_line_no is null").columns[0].values()[0] -%}
+    {{- return(unknown == 0) -}}
 {%- endmacro %}
 
 {% macro hris_parsed_view_sql(view, rows) -%}
@@ -51,10 +58,14 @@ from {{ rows }} as r
     {% call statement('main') -%}
         create temporary table hris_parsed_lines on commit drop as
         {{ sql }};
-        -- what the carry did not keep by number: the held event lines and every held line of the events' people
+        -- what the carry did not keep by number: the held event lines, and the file lines of the events' people
+        -- (by the line index: the numbers the event lines replace)
         delete from {{ rows_relation }}
-        where line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
-           or person_id in (select person_id from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }});
+        where line_no in (
+            select line_no from {{ rows_relation }}
+            where line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+            union
+            select file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }});
         insert into {{ rows_relation }} select * from hris_parsed_lines;
         {{ hris_parsed_view_sql(target_relation, rows_relation) }}
     {%- endcall %}
@@ -62,7 +73,12 @@ from {{ rows }} as r
     {% call statement('main') -%}
         create unlogged table {{ new_rows }} as
         {{ sql }};
-        alter table {{ new_rows }} rename column snapshot_id to parsed_for_snapshot_id
+        alter table {{ new_rows }} rename column snapshot_id to parsed_for_snapshot_id;
+        -- the few lines a run changes or checks are looked up by number or person (the gate, the change set, in
+        -- place); the copies are rare
+        create index on {{ new_rows }} (line_no);
+        create index on {{ new_rows }} (person_id);
+        create index on {{ new_rows }} (line_no) where copy_no <> 1
     {%- endcall %}
     {#- the held relation: this view (over the old rows), or a table of the model's name from before -#}
     {{ drop_relation_if_exists(adapter.get_relation(database=this.database, schema=this.schema,

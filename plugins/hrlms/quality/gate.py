@@ -97,21 +97,24 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
         # the lines to check, written once (GX sends each check as its own query)
         # (the carry has a row per line: a line not carried is one of the few whose carry names another source;
         # hashed look-ups of those few, not an anti-join of every line with the carry's 1M rows)
+        # (one set of line numbers, each part found by an index of the parsed rows, not a filter on its 1M rows)
         conn.execute(sql.SQL(
             "drop table if exists dq.gate_checked_workers cascade; "
             "create unlogged table dq.gate_checked_workers as select w.* from {snap} w "
-            "where w.snapshot_id = {sid} and (w.copy_no <> 1 or w.line_no in ({new}) or w.line_no in ("
-            " select k.line_no from dq.gate_key_conflicts k where k.snapshot_id = {sid}))").format(**fmt))
+            "where w.snapshot_id = {sid} and w.line_no in ("
+            " select c.line_no from {snap} c where c.copy_no <> 1 union {new} union"
+            " select k.line_no from dq.gate_key_conflicts k where k.snapshot_id = {sid})").format(**fmt))
         rows_from = sql.SQL("dq.gate_checked_workers")
         if conn.execute("select exists (select 1 from dq.gate_runs where snapshot_id = %s"
                         " and suite = 'workers_batch' and success)", (carry_from,)).fetchone()[0]:
             conn.execute(sql.SQL(
                 "drop table if exists dq.gate_checked_distinct cascade; "
                 "create unlogged table dq.gate_checked_distinct as "
-                "with new as (select w.line_no, w.person_id from {snap} w where w.snapshot_id = {sid}"
+                "with new as materialized (select w.line_no, w.person_id from {snap} w where w.snapshot_id = {sid}"
                 " and w.line_no in ({new})) "
-                "select w.* from {snap} w where w.snapshot_id = {sid} and w.copy_no = 1"
-                " and (w.line_no in (select line_no from new) or w.person_id in (select person_id from new))"
+                "select w.* from {snap} w where w.snapshot_id = {sid} and w.copy_no = 1 and w.line_no in ("
+                " select line_no from new union"
+                " select p.line_no from {snap} p where p.person_id in (select person_id from new))"
             ).format(**fmt))
             n = conn.execute("select count(*) from dq.gate_checked_distinct").fetchone()[0]
             if n:     # none: every line carried, and the row-count check needs rows — it reads them all
@@ -435,8 +438,8 @@ def _key_check_delta(conn: psycopg.Connection, snapshot_id: int, held: int) -> t
         " select person_id, lower(email) as email, lower(user_name) as user_name, employee_number"
         " from sync.applied_users where applied_at >= %(as_of)s) "
         "select w.work_email, w.username, w.employee_number from {snap} w "
-        "where w.snapshot_id = %(sid)s and w.copy_no = 1 and w.person_id is not null"
-        " and (w.line_no in ({new}) or w.person_id in (select person_id from changed)) "
+        "where w.snapshot_id = %(sid)s and w.copy_no = 1 and w.person_id is not null and w.line_no in ("
+        " {new} union select p.line_no from {snap} p where p.person_id in (select person_id from changed)) "
         "union all select email, user_name, employee_number from changed").format(
             snap=sql.SQL(SNAPSHOT_TABLE), new=_new_lines_sql(snapshot_id, held)),
         {"as_of": as_of, "sid": snapshot_id}).fetchall()
