@@ -233,7 +233,7 @@ copies as (
 insert into {{ hris_line_carry_relation() }} (snapshot_id, line_no, row_hash, copy_no, from_snapshot_id, from_line_no)
 -- this snapshot's event lines follow the file's last line; their people are every person an event changed
 with event_lines as materialized (
-    select line_no, person_id from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}
+    select line_no, person_id, file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}
 ),
 
 {{ hris_line_hashes(sid, ' and _line_no >= (select min(line_no) from event_lines)') }},
@@ -243,7 +243,15 @@ held as (
     select h.snapshot_id, h.line_no, h.row_hash
     from {{ this }} as h
     where h.copy_no = 1
+    {%- if hris_parsed_in_place() %}
+      -- by number (the rows' line index): the held event lines, and the file lines the event lines replace
+      and h.line_no = any(array(select r.line_no from {{ hris_parsed_rows_relation() }} as r
+                                where r.line_no >= (select min(line_no) from event_lines)
+                                union all
+                                select file_line_no from event_lines))
+    {%- else %}
       and (h.line_no >= (select min(line_no) from event_lines) or h.person_id in (select person_id from event_lines))
+    {%- endif %}
 )
 
 -- (`not in` with a subquery: a hashed lookup per row; `<> all(array)` compared every row with every person)

@@ -59,13 +59,14 @@ from {{ rows }} as r
         create temporary table hris_parsed_lines on commit drop as
         {{ sql }};
         -- what the carry did not keep by number: the held event lines, and the file lines of the events' people
-        -- (by the line index: the numbers the event lines replace)
+        -- (by the line index: the numbers the event lines replace; an array, which the planner looks up by index
+        -- where it would hash-join a subquery with all the rows)
         delete from {{ rows_relation }}
-        where line_no in (
+        where line_no = any(array(
             select line_no from {{ rows_relation }}
             where line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
-            union
-            select file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }});
+            union all
+            select file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}));
         insert into {{ rows_relation }} select * from hris_parsed_lines;
         {{ hris_parsed_view_sql(target_relation, rows_relation) }}
     {%- endcall %}

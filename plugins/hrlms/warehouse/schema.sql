@@ -47,7 +47,9 @@ create table if not exists raw_hris.workers (
     country           text,
     time_zone         text
 );
-create index if not exists workers_snapshot_idx on raw_hris.workers (_snapshot_id);
+-- a snapshot's lines, and a few of them by number (an event run's lines: staging, hrlms.sources.events)
+create index if not exists workers_snapshot_line_idx on raw_hris.workers (_snapshot_id, _line_no);
+drop index if exists raw_hris.workers_snapshot_idx;
 alter table raw_hris.workers
     add column if not exists secondary_manager_person_ids text,
     add column if not exists temporary_manager_person_id text,

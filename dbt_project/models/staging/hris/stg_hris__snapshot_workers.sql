@@ -33,6 +33,10 @@ with carry as not materialized (
 
 snapshot_lines as (
     select * from {{ source('hris', 'workers') }} where _snapshot_id = {{ sid }}
+    {%- if hris_parsed_in_place() %}
+      -- the event lines (by the raw lines' index)
+      and _line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+    {%- endif %}
 ),
 
 source as (
