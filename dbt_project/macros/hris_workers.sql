@@ -146,6 +146,25 @@ flagged as (
 )
 {%- endmacro %}
 
+{% macro hris_worker_parse(snapshot_id=none) -%}
+    {#- The parse of raw_hris.workers lines as a query (stg_hris__workers: every snapshot's; with `snapshot_id`,
+        that snapshot's lines only — a filter on the view does not reach its source past the parse's fence),
+        copy_no numbering the exact copies of a line in file order. -#}
+with source as (
+    select * from {{ source('hris', 'workers') }}{% if snapshot_id is not none %} where _snapshot_id = {{ snapshot_id }}{% endif %}
+),
+
+{{ hris_worker_parse_ctes('' if snapshot_id is none else ' and snapshot_id = ' ~ snapshot_id) }}
+
+select
+{%- for c in hris_worker_columns() %}
+    {% if c == 'copy_no' -%}
+    row_number() over (partition by snapshot_id, person_id, row_hash order by line_no) as copy_no
+    {%- else %}{{ c }}{% endif %}{{ ',' if not loop.last }}
+{%- endfor %}
+from flagged
+{%- endmacro %}
+
 {% macro hris_line_carry_relation() -%}
     {#- hrlms.transform.dbt.LINE_CARRY_TABLE -#}
     {{- this.schema }}.stg_hris__snapshot_line_carry

@@ -71,17 +71,5 @@ select * from carried
 -- view's rows of the snapshot, by the view's own parse of this snapshot's lines only (the fence in the parse
 -- keeps a filter on the view from reaching its source: it would parse the lines of every snapshot landed)
 -- depends_on: {{ ref('stg_hris__workers') }}
-with source as (
-    select * from {{ source('hris', 'workers') }} where _snapshot_id = {{ sid }}
-),
-
-{{ hris_worker_parse_ctes(' and snapshot_id = ' ~ sid) }}
-
-select
-{%- for c in hris_worker_columns() %}
-    {% if c == 'copy_no' -%}
-    row_number() over (partition by snapshot_id, person_id, row_hash order by line_no) as copy_no
-    {%- else %}{{ c }}{% endif %}{{ ',' if not loop.last }}
-{%- endfor %}
-from flagged
+{{ hris_worker_parse(sid) }}
 {%- endif %}
