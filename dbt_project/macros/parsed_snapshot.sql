@@ -29,6 +29,11 @@
     {{- return(unknown == 0) -}}
 {%- endmacro %}
 
+{% macro hris_first_event_line(sid) -%}
+    {#- The first event line of an event-built snapshot: every line before it is a file line (hrlms.sources.events). -#}
+(select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+{%- endmacro %}
+
 {% macro hris_parsed_view_sql(view, rows) -%}
 create or replace view {{ view }} as
 select cast({{ run_param('snapshot_id') | int }} as bigint) as snapshot_id
@@ -64,7 +69,7 @@ from {{ rows }} as r
         delete from {{ rows_relation }}
         where line_no = any(array(
             select line_no from {{ rows_relation }}
-            where line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+            where line_no >= {{ hris_first_event_line(sid) }}
             union all
             select file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}));
         insert into {{ rows_relation }} select * from hris_parsed_lines;

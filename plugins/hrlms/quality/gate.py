@@ -95,9 +95,8 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
     if entity == "workers" and carry_from is not None:
         fmt = {"snap": sql.SQL(SNAPSHOT_TABLE), "sid": lit, "new": _new_lines_sql(snapshot_id, carry_from)}
         # the lines to check, written once (GX sends each check as its own query)
-        # (the carry has a row per line: a line not carried is one of the few whose carry names another source;
-        # hashed look-ups of those few, not an anti-join of every line with the carry's 1M rows)
-        # (one set of line numbers, each part found by an index of the parsed rows, not a filter on its 1M rows)
+        # (one set of line numbers: the copies and the key conflicts by an index of the parsed rows, the lines not
+        # carried as the few whose carry names another source — not a filter on the parsed rows' 1M lines)
         conn.execute(sql.SQL(
             "drop table if exists dq.gate_checked_workers cascade; "
             "create unlogged table dq.gate_checked_workers as select w.* from {snap} w "

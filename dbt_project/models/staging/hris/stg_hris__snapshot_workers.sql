@@ -27,7 +27,7 @@ with carry as not materialized (
     where snapshot_id = {{ sid }}
     {%- if hris_parsed_in_place() %}
       -- in place: the event lines only (every line before them stays where it is)
-      and line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+      and line_no >= {{ hris_first_event_line(sid) }}
     {%- endif %}
 ),
 
@@ -35,7 +35,7 @@ snapshot_lines as (
     select * from {{ source('hris', 'workers') }} where _snapshot_id = {{ sid }}
     {%- if hris_parsed_in_place() %}
       -- the event lines (by the raw lines' index)
-      and _line_no >= (select min(line_no) from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }})
+      and _line_no >= {{ hris_first_event_line(sid) }}
     {%- endif %}
 ),
 
