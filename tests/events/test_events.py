@@ -142,6 +142,15 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert staged_as_parsed(fresh_db, "e1") == 0
     # in place: the rows of the lines carried by number are the file's rows as the daily run wrote them
     assert written_for(fresh_db) == {ingest["workers"]["file_snapshot_id"]: 5, ingest["workers"]["snapshot_id"]: 4}
+    # its raw lines are its 4 event lines; raw_hris.worker_lines adds the file's lines they do not replace (8 - 3)
+    with db.connect(fresh_db) as c:
+        own, seen, counted, people = c.execute(
+            """select (select count(*) from raw_hris.workers where _snapshot_id = %(s)s),
+                      (select count(*) from raw_hris.worker_lines where _snapshot_id = %(s)s),
+                      (select row_count from raw_hris.snapshots where snapshot_id = %(s)s),
+                      (select count(distinct btrim(person_id)) from raw_hris.worker_lines where _snapshot_id = %(s)s)""",
+            {"s": ingest["workers"]["snapshot_id"]}).fetchone()
+    assert (own, seen, counted, people) == (4, 9, 9, 9)
     # the change set read the people of the event lines only, not the million lines of either snapshot
     assert edited(fresh_db, "e1") == {"new": ["P0000009"], "hr_edit": ["P0000002", "P0000003", "P0000004"],
                                       "found_by": ["hr_edits_event_lines"]}

@@ -30,7 +30,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from hrlms.sources.mapping import WORKER_FIELDS, EntityMapping
-from hrlms.warehouse.load import RAW_TABLES, SnapshotMeta, _finish, _insert_snapshot
+from hrlms.warehouse.load import SnapshotMeta, _insert_snapshot
 
 #: The asset the HR system posts events on (the DAG's schedule).
 ASSET_URI = "hrlms://hr/worker-changes"
@@ -280,15 +280,14 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
             sid = _insert_snapshot(conn, SnapshotMeta(
                 "workers", "event", f"{ASSET_URI} (events after snapshot {base})", derived_sum, mapping_name, hints,
                 source_columns, logical_date, max(folded[p][2] for p, _, _, _ in lines)))
-            conn.execute("update raw_hris.snapshots set base_snapshot_id = %s where snapshot_id = %s", (base, sid))
+        # its raw lines are the event lines; the file's other lines are read through raw_hris.worker_lines
+        conn.execute("update raw_hris.snapshots set base_snapshot_id = %s, lines_over_base = true where snapshot_id = %s",
+                     (base, sid))
         cols = ", ".join(_COLS)
-        copied = conn.execute(
-            f"""insert into raw_hris.workers (_snapshot_id, _line_no, {cols})
-                select %s, _line_no, {cols} from raw_hris.workers
-                where _snapshot_id = %s and coalesce(nullif(btrim(person_id), ''), '') <> all(%s)""",
-            (sid, base, [p for p, _, _, _ in lines])).rowcount
-        first = conn.execute("select coalesce(max(_line_no), 1) + 1 from raw_hris.workers where _snapshot_id = %s",
-                             (base,)).fetchone()[0]
+        base_rows, last = conn.execute(
+            "select row_count, (select max(_line_no) from raw_hris.workers where _snapshot_id = %s) "
+            "from raw_hris.snapshots where snapshot_id = %s", (base, base)).fetchone()
+        first = (last or 1) + 1
         with conn.cursor() as cur:
             with cur.copy(f"copy raw_hris.workers (_snapshot_id, _line_no, {cols}) from stdin") as cp:
                 for i, (_, line, _, _) in enumerate(lines):
@@ -297,7 +296,10 @@ def overlay(conn: psycopg.Connection, base_snapshot_id: int, em: EntityMapping, 
                           "from stdin") as cp:
                 for i, (person, _, ids, file_line) in enumerate(lines):
                     cp.write_row((sid, first + i, person, ids, file_line))
-        _finish(conn, RAW_TABLES["workers"], sid, copied + len(lines))
+        # (no analyze: a few lines added to the table change none of its statistics)
+        replaced = sum(1 for _, _, _, file_line in lines if file_line > 0)
+        conn.execute("update raw_hris.snapshots set row_count = %s where snapshot_id = %s",
+                     (base_rows - replaced + len(lines), sid))
     res.snapshot_id = sid
     return res
 

@@ -89,7 +89,7 @@ _RAW_COLUMNS = ("person_id, employee_number, first_name, last_name, preferred_na
 _PERSON_HASHES = f"""
     with lines as materialized (
         select nullif(btrim(person_id), '') as person_id, md5(row({_RAW_COLUMNS})::text) as lh
-        from raw_hris.workers where _snapshot_id = %s and nullif(btrim(person_id), '') is not null
+        from raw_hris.worker_lines where _snapshot_id = %s and nullif(btrim(person_id), '') is not null
     ), people as (
         select person_id, min(lh) as lh, count(*) as lines from lines group by 1
     )
@@ -110,11 +110,11 @@ _EDITS_FROM_CARRIED_LINES = """
         -- the people of the current lines that were parsed, not carried
         select nullif(btrim(w.person_id), '') as person_id
         from {carry} lc
-        join raw_hris.workers w on w._snapshot_id = %(cur)s and w._line_no = lc.line_no
+        join raw_hris.worker_lines w on w._snapshot_id = %(cur)s and w._line_no = lc.line_no
         where lc.snapshot_id = %(cur)s and lc.from_line_no is null
         union
         -- and of the base lines no current line was carried from
-        select nullif(btrim(b.person_id), '') from raw_hris.workers b
+        select nullif(btrim(b.person_id), '') from raw_hris.worker_lines b
         where b._snapshot_id = %(base)s
           and not exists (select 1 from {carry} lc where lc.snapshot_id = %(cur)s and lc.from_line_no = b._line_no)
     )
@@ -122,10 +122,10 @@ _EDITS_FROM_CARRIED_LINES = """
     select t.person_id,
            case when b.person_id is null then 'new' when c.person_id is null then 'gone' else 'hr_edit' end
     from touched t
-    left join (select distinct nullif(btrim(person_id), '') as person_id from raw_hris.workers
+    left join (select distinct nullif(btrim(person_id), '') as person_id from raw_hris.worker_lines
                where _snapshot_id = %(base)s and nullif(btrim(person_id), '') in (select person_id from touched)) b
         on b.person_id = t.person_id
-    left join (select distinct nullif(btrim(person_id), '') as person_id from raw_hris.workers
+    left join (select distinct nullif(btrim(person_id), '') as person_id from raw_hris.worker_lines
                where _snapshot_id = %(cur)s and nullif(btrim(person_id), '') in (select person_id from touched)) c
         on c.person_id = t.person_id
     where t.person_id is not null
@@ -729,7 +729,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
                       union
                       select p.org_unit_code from intermediate.int_workers_placed p where p.person_id in ({seeds})
                       union
-                      select nullif(upper(btrim(w.org_unit_code)), '') from raw_hris.workers w
+                      select nullif(upper(btrim(w.org_unit_code)), '') from raw_hris.worker_lines w
                       where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in ({seeds})
                         and nullif(upper(btrim(w.org_unit_code)), '') in (select code from cs_fallback_up)
                   )
@@ -745,7 +745,7 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
           join cs_rows r using (person_id), unnest(array[r.manager_person_id, r.temporary_manager_person_id]) m
           where m is not null
           union
-          select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.workers w
+          select nullif(btrim(w.manager_person_id), ''), 'manager' from raw_hris.worker_lines w
           where w._snapshot_id = %(base)s and nullif(btrim(w.person_id), '') in ({seeds})""", p)
     if has_decisions:   # the accounts of everyone found (the LMS knows people by account)
         x("""insert into cs_found

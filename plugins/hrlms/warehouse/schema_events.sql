@@ -51,6 +51,28 @@ create table if not exists raw_hris.hr_event_lines (
 -- (hrlms.warehouse.changes). Null on lines written before it was kept.
 alter table raw_hris.hr_event_lines add column if not exists file_line_no bigint;
 
+-- An event-built snapshot written since lines_over_base was kept holds only its event lines in raw_hris.workers;
+-- its other lines are its file's, at the same numbers, except those its event lines replace (file_line_no). Its
+-- lines were a copy of the file's before (1M workers: 2.6 s to write and 0.6 s to analyze per event run, and as
+-- long again for the delete that pruned them).
+alter table raw_hris.snapshots add column if not exists lines_over_base boolean not null default false;
+-- Every snapshot's lines as the snapshot has them: what reads a snapshot's raw lines reads this view (dbt's
+-- source hris.workers, hrlms.warehouse.changes, the quarantined keys). A filter on _snapshot_id reaches both
+-- branches: a landed file or an older event snapshot is read by the lines index; an event snapshot over its
+-- file is its event lines plus the file's lines by the same index, less the lines its event lines replace.
+create or replace view raw_hris.worker_lines as
+select w.* from raw_hris.workers w
+union all
+select s.snapshot_id, f._line_no, f.person_id, f.employee_number, f.first_name, f.last_name, f.preferred_name,
+       f.work_email, f.username, f.employment_status, f.employment_type, f.hire_date, f.start_date,
+       f.termination_date, f.last_day_of_work, f.job_code, f.job_title, f.job_family, f.org_unit_code,
+       f.manager_person_id, f.location_code, f.country, f.time_zone, f.secondary_manager_person_ids,
+       f.temporary_manager_person_id, f.temporary_manager_from, f.temporary_manager_until
+from raw_hris.snapshots s
+join raw_hris.workers f on f._snapshot_id = s.base_snapshot_id
+where s.lines_over_base and s.pruned_at is null
+  and not exists (select 1 from raw_hris.hr_event_lines l where l.snapshot_id = s.snapshot_id and l.file_line_no = f._line_no);
+
 -- One pipeline at a time on the warehouse: the daily/hourly run (hrlms_provision) and the event runs
 -- (hrlms_hr_events) both rebuild the staging table, the models and the plan. The run holding the lease
 -- builds; another waits (hrlms.warehouse.lease).

@@ -26,7 +26,7 @@ returns table (employee_number text, work_email text)
 language sql stable as $$
     select nullif(btrim(w.employee_number), ''), nullif(lower(btrim(w.work_email)), '')
     from dq.quarantine q
-    join raw_hris.workers w on w._snapshot_id = q.snapshot_id and w._line_no = q.line_no
+    join raw_hris.worker_lines w on w._snapshot_id = q.snapshot_id and w._line_no = q.line_no
     where q.snapshot_id = p_snapshot_id and q.entity = 'workers' and w._snapshot_id = p_snapshot_id
       and (nullif(btrim(w.employee_number), '') is not null or nullif(btrim(w.work_email), '') is not null)
     group by q.line_no, 1, 2
