@@ -316,6 +316,7 @@ def compute(conn: psycopg.Connection, run_key: str, snapshots: dict[str, int], l
         if not why:
             cs.timings = StepTimes()
             why = _collect(conn, base, snapshots, logical_ts, cs.timings)
+            conn.execute("drop view if exists cs_rows")
         if why:
             cs.full_build, cs.built_because = True, why
         else:
@@ -503,12 +504,13 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
         x("delete from audit.person_hashes where snapshot_id not in (%(cur)s, %(base)s)", p)
     mark("hr_edits_event_lines" if by_number else "hr_edits_carried" if carried else "hr_edits")
     # The run's parsed rows (staging.stg_hris__snapshot_workers holds this snapshot) for relations and dates.
-    x("""create temp table cs_rows on commit drop as
+    # (a view, not a copy: most steps look a few people up by the rows' person_id index, and a copy of every
+    # worker's row with its analyze cost ~1 s at 1M workers per event run; compute drops it)
+    x("""create temp view cs_rows as
          select person_id, manager_person_id, temporary_manager_person_id, org_unit_code, time_zone,
                 coalesce(start_date, hire_date) as start_on, coalesce(last_day_of_work, termination_date) as last_on,
                 temporary_manager_from, temporary_manager_until, employee_number, work_email
          from staging.stg_hris__snapshot_workers where person_id is not null""")
-    x("analyze cs_rows")
     mark("rows")
     # Quarantine: the verdict on a person's lines, and the keys on blocking quarantined lines.
     x("""insert into cs_found
@@ -537,28 +539,36 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
          select a.person_id, 'quarantine' from sync.applied_users a join cs_qkeys k on k.work_email = lower(a.email)""")
     mark("quarantine")
     # Dates crossing their boundary in the person's own zone between the base build and this one.
-    # (the local dates of each time zone written once: pg_timezone_names reads the zone database per call)
-    x("""create temp table cs_zones on commit drop as
-         select r.time_zone, (%(t0)s::timestamptz at time zone z.name)::date as d0,
-                (%(t)s::timestamptz at time zone z.name)::date as d1,
-                ((%(t0)s::timestamptz + %(lead)s) at time zone z.name)::date as s0,
-                ((%(t)s::timestamptz + %(lead)s) at time zone z.name)::date as s1
-         from (select distinct time_zone from cs_rows) r
-         left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone
-         cross join lateral (select coalesce(tz.name, %(default_tz)s) as name) z""", p)
-    x("""insert into cs_found
-         with rows as (
-             select r.*, zones.d0, zones.d1, zones.s0, zones.s1
-             from cs_rows r
-             join cs_zones zones on zones.time_zone is not distinct from r.time_zone
-             where zones.d1 > zones.d0 or zones.s1 > zones.s0
-         )
-         select person_id, 'dates' from rows
-         where start_on - %(provision)s > s0 and start_on - %(provision)s <= s1
-            or last_on - %(lookahead)s + 1 > d0 and last_on - %(lookahead)s + 1 <= d1
-            or temporary_manager_from > d0 and temporary_manager_from <= d1
-            or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
-            or exists (select 1 from unnest(%(tenure)s::int[]) n where n > d0 - start_on and n <= d1 - start_on)""", p)
+    # Only if a local date changes at some UTC offset (every zone's offset is a multiple of 15 minutes within
+    # UTC-12 … UTC+14): builds minutes apart (event runs) mostly find none, and read no one's row for it.
+    crossing = x("""select exists (
+        select 1 from generate_series(-720, 840, 15) m, lateral (select interval '1 minute' * m as o) z
+        where (%(t0)s::timestamptz at time zone 'UTC' + z.o)::date <> (%(t)s::timestamptz at time zone 'UTC' + z.o)::date
+           or ((%(t0)s::timestamptz + %(lead)s) at time zone 'UTC' + z.o)::date
+              <> ((%(t)s::timestamptz + %(lead)s) at time zone 'UTC' + z.o)::date)""", p).fetchone()[0]
+    if crossing:
+        # (the local dates of each time zone written once: pg_timezone_names reads the zone database per call)
+        x("""create temp table cs_zones on commit drop as
+             select r.time_zone, (%(t0)s::timestamptz at time zone z.name)::date as d0,
+                    (%(t)s::timestamptz at time zone z.name)::date as d1,
+                    ((%(t0)s::timestamptz + %(lead)s) at time zone z.name)::date as s0,
+                    ((%(t)s::timestamptz + %(lead)s) at time zone z.name)::date as s1
+             from (select distinct time_zone from cs_rows) r
+             left join pg_catalog.pg_timezone_names tz on tz.name = r.time_zone
+             cross join lateral (select coalesce(tz.name, %(default_tz)s) as name) z""", p)
+        x("""insert into cs_found
+             with rows as (
+                 select r.*, zones.d0, zones.d1, zones.s0, zones.s1
+                 from cs_rows r
+                 join cs_zones zones on zones.time_zone is not distinct from r.time_zone
+                 where zones.d1 > zones.d0 or zones.s1 > zones.s0
+             )
+             select person_id, 'dates' from rows
+             where start_on - %(provision)s > s0 and start_on - %(provision)s <= s1
+                or last_on - %(lookahead)s + 1 > d0 and last_on - %(lookahead)s + 1 <= d1
+                or temporary_manager_from > d0 and temporary_manager_from <= d1
+                or temporary_manager_until + 1 > d0 and temporary_manager_until + 1 <= d1
+                or exists (select 1 from unnest(%(tenure)s::int[]) n where n > d0 - start_on and n <= d1 - start_on)""", p)
     mark("dates")
     # Learning dates (due, expiry, renewal, exemptions) reached in the span in the person's own zone: the
     # candidates in the span of any zone (UTC-12 … UTC+14), then judged in their zone (cs_zones); a person
@@ -568,6 +578,9 @@ def _collect(conn: psycopg.Connection, base, snapshots: dict[str, int], logical_
     in_zone = f"""left join cs_rows r on r.person_id = c.person_id
                   left join cs_zones z on r.person_id is not null and z.time_zone is not distinct from r.time_zone
                   where case when z.d0 is null then c.d > {lo} and c.d <= {hi} else c.d > z.d0 and c.d <= z.d1 end"""
+    if not crossing:   # no local date changed in any zone: only people without a row keep the broad test
+        in_zone = f"""left join cs_rows r on r.person_id = c.person_id
+                      where r.person_id is null and c.d > {lo} and c.d <= {hi}"""
     status = next((t for t in ("intermediate.int_learning_status", "marts.learning_compliance_status")
                    if x("select to_regclass(%s) is not null", (t,)).fetchone()[0]), None)
     if status:   # one range per date column: int_learning_status indexes each (due_on + 1 > lo: due_on >= lo)
