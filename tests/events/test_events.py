@@ -85,6 +85,31 @@ def edited(url: str, key: str) -> dict[str, list[str]]:
     return dict(rows) | {"found_by": [k for k in changes["timings"] if k.startswith("hr_edits")]}
 
 
+def _base_lines(url: str, key: str, base_key: str, by_number: bool) -> list[tuple]:
+    """Every person's lines in the base snapshot (run `base_key`'s) as the change set of run `key` finds its
+    seeds' (hrlms.warehouse.changes: by line number, or by reading the base's lines)."""
+    from hrlms.warehouse import changes
+
+    p = {"cur": stage(url, key, "ingest")["workers"]["snapshot_id"],
+         "base": stage(url, base_key, "ingest")["workers"]["snapshot_id"]}
+    sql = changes._SEED_BASE_LINES.format(
+        numbers=changes._SEED_BASE_LINE_NUMBERS if by_number else "",
+        line_filter="and w._line_no = any(array(select line_no from numbers))" if by_number else "")
+    with db.connect(url) as c, c.transaction():
+        c.execute("create temp table cs_seeds on commit drop as select distinct person_id "
+                  "from staging.stg_hris__snapshot_workers where person_id is not null")
+        c.execute(sql, p)
+        return c.execute("select * from cs_seed_base order by 1, 2, 3").fetchall()
+
+
+def base_lines_by_number(url: str, key: str, base_key: str) -> list[tuple]:
+    return _base_lines(url, key, base_key, True)
+
+
+def base_lines_read(url: str, key: str, base_key: str) -> list[tuple]:
+    return _base_lines(url, key, base_key, False)
+
+
 def written_for(url: str) -> dict[int, int]:
     """The parsed snapshot's rows by the snapshot they were written for (kept in place since)."""
     with db.connect(url) as c:
@@ -190,6 +215,8 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert lines["by_line_number_from"] == stage(fresh_db, "e3", "ingest")["workers"]["snapshot_id"]
     assert lines["parsed"] == 1 and staged_as_parsed(fresh_db, "e4") == 0
     assert edited(fresh_db, "e4") == {"hr_edit": ["P0000007"], "found_by": ["hr_edits_event_lines"]}
+    # on such a run the change set finds its people's base lines by number: the same lines as reading the base
+    assert base_lines_by_number(fresh_db, "e4", "e3") == base_lines_read(fresh_db, "e4", "e3") != []
     # the raw lines of event snapshots no build refers to are deleted once a later run has applied (its report)
     sids = {k: stage(fresh_db, k, "ingest")["workers"]["snapshot_id"] for k in ("e1", "e4")}
     with db.connect(fresh_db) as c:
