@@ -59,3 +59,14 @@
     {%- if not org_units_headed_every_unit() %} where org_unit_code in ({{ org_units_headed_touched() }}){% endif %}
     {%- endif -%}
 {%- endmacro %}
+
+{% macro org_unit_tree_prune() -%}
+    {#- org_unit_tree's pre-hook: the units the run's resolved tree no longer has (another org file). -#}
+    {%- if is_incremental() -%}
+        delete from {{ this }} as built
+        where not exists (select 1 from {{ ref('int_org_units_resolved') }} as units
+                          where units.org_unit_code = built.org_unit_code)
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
