@@ -1,4 +1,5 @@
 """Every DAG file imports without errors, quickly, and without heavy imports at parse time."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,22 @@ def test_dag_file_parses_fast_and_light(local_stack, path):
     seconds, heavy = float(out[0]), out[1]
     assert seconds < 1.0, f"{path.name} took {seconds:.2f}s to parse"
     assert heavy == "", f"{path.name} imports {heavy} at parse time"
+
+
+@pytest.mark.parametrize("command, forks_tasks", [("scheduler", True), ("celery worker", True),
+                                                   ("api-server", False), ("dag-processor", False)])
+def test_task_modules_are_imported_once_where_task_processes_are_forked(local_stack, command, forks_tasks):
+    """Airflow imports plugins/airflow_local_settings.py in each of its processes: the scheduler (its LocalExecutor
+    forks the tasks) and Celery workers import dbt, GX and the pipeline once (hrlms.preload); a task forked from
+    them starts with them. The API server and the DAG processor do not."""
+    code = (f"import sys; sys.argv = ['airflow', *{command.split()!r}]\n"
+            "import airflow  # noqa: F401  (initializes Airflow's settings, as the command does)\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert (set(heavy.split(",")) >= {"great_expectations", "dbt", "hrlms.pipeline"}) if forks_tasks else heavy == ""
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=os.environ | {"HRLMS_PRELOAD_TASK_MODULES": "false"}).stdout.strip()
+    assert off == ""
 
 
 def test_task_placement_queues_and_apply_retries(local_stack):
