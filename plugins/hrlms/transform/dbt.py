@@ -7,6 +7,7 @@ dbt scrubs it from its logs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from hrlms.warehouse import builds
 from hrlms.warehouse.db import warehouse_url
 
 PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt_project"
+log = logging.getLogger(__name__)
 
 
 class DbtError(RuntimeError):
@@ -120,23 +122,65 @@ SLOWEST = 12
 #: the project parsed once per process, target folder, project and warehouse (a pipeline process runs dbt twice:
 #: an event run's staging and transform): dbt then neither parses again nor writes manifest.json (~0.5 s at 1M)
 _PARSED: tuple[tuple[str, str], Any] | None = None
+#: the parsed project kept in the target folder for the next process with the same key (each task is a process):
+#: unpickling it takes ~0.2 s where dbt's partial parse took ~1 s per task
+MANIFEST_CACHE = "hrlms_manifest.pickle"
 
 
 def _parsed(target: str, common: list[str]):
     """The parsed project for the pipeline's own invocations (None: dbt parses it itself). The run parameters
-    are read when nodes run, not when parsing (macros/run_param.sql), so one parse serves every run."""
+    are read when nodes run, not when parsing (macros/run_param.sql), so one parse serves every run: in this
+    process, and in the next ones through MANIFEST_CACHE while the project, its settings, the warehouse and
+    dbt's version are the same (the key)."""
     global _PARSED
     from dbt.cli.main import dbtRunner
 
     # the nodes name their database (the profile's): a process may run dbt on several warehouses (tests)
     where = {k: v for k, v in os.environ.items() if k.startswith("DBT_") and "SECRET" not in k}
-    key = (target, json.dumps([project_digest(), where], sort_keys=True))
+    key = (target, json.dumps([project_digest(), where, _dbt_versions()], sort_keys=True))
     if _PARSED is None or _PARSED[0] != key:
-        res = dbtRunner().invoke(["parse", *common])
-        if not res.success or res.result is None:
-            return None
-        _PARSED = (key, res.result)
+        manifest = _cached_manifest(Path(target) / MANIFEST_CACHE, key[1])
+        if manifest is None:
+            res = dbtRunner().invoke(["parse", *common])
+            if not res.success or res.result is None:
+                return None
+            manifest = res.result
+            _keep_manifest(Path(target) / MANIFEST_CACHE, key[1], manifest)
+        _PARSED = (key, manifest)
     return _PARSED[1]
+
+
+def _dbt_versions() -> list[str]:
+    from importlib.metadata import version
+
+    return [version("dbt-core"), version("dbt-postgres"), version("dbt-adapters")]
+
+
+def _cached_manifest(path: Path, key: str):
+    """The manifest kept under `key`, or None (none kept, another key, unreadable: dbt parses)."""
+    import pickle
+
+    try:
+        with path.open("rb") as f:
+            kept_key, manifest = pickle.load(f)
+    except Exception:   # noqa: BLE001 - missing, partial or from another dbt: parse instead
+        return None
+    return manifest if kept_key == key else None
+
+
+def _keep_manifest(path: Path, key: str, manifest) -> None:
+    """Write the manifest under `key` (a temporary file renamed over the old one: a reader sees one or the other)."""
+    import pickle
+
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as f:
+            pickle.dump((key, manifest), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except Exception as exc:   # noqa: BLE001 - the next process parses again
+        tmp.unlink(missing_ok=True)
+        log.warning("dbt manifest not kept for the next process: %s", exc)
 
 
 def project_vars() -> dict[str, Any]:
