@@ -156,16 +156,26 @@ def _dbt_versions() -> list[str]:
     return [version("dbt-core"), version("dbt-postgres"), version("dbt-adapters")]
 
 
+def _manifest_state(manifest) -> dict[str, Any]:
+    """The manifest's data fields (its lookups and caches are rebuilt on use): dbt's own pickling of a Manifest
+    (`__reduce_ex__`, dbt-core 1.11) passes its fields by position, one of them missing, which shifts the rest."""
+    from dataclasses import fields
+
+    return {f.name: getattr(manifest, f.name) for f in fields(manifest) if not f.name.startswith("_")}
+
+
 def _cached_manifest(path: Path, key: str):
     """The manifest kept under `key`, or None (none kept, another key, unreadable: dbt parses)."""
     import pickle
 
+    from dbt.contracts.graph.manifest import Manifest
+
     try:
         with path.open("rb") as f:
-            kept_key, manifest = pickle.load(f)
+            kept_key, state = pickle.load(f)
+        return Manifest(**state) if kept_key == key else None
     except Exception:   # noqa: BLE001 - missing, partial or from another dbt: parse instead
         return None
-    return manifest if kept_key == key else None
 
 
 def _keep_manifest(path: Path, key: str, manifest) -> None:
@@ -176,7 +186,7 @@ def _keep_manifest(path: Path, key: str, manifest) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open("wb") as f:
-            pickle.dump((key, manifest), f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump((key, _manifest_state(manifest)), f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except Exception as exc:   # noqa: BLE001 - the next process parses again
         tmp.unlink(missing_ok=True)
