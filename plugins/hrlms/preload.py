@@ -24,9 +24,8 @@ log = logging.getLogger(__name__)
 
 #: what the warehouse tasks (dbt, GX, the stages) and the apply import
 TASK_MODULES = ("dbt.cli.main", "dbt.adapters.postgres", "great_expectations", "great_expectations.expectations",
-                "hrlms.pipeline",
-                "hrlms.sources.events", "hrlms.transform.dbt", "hrlms.quality.gate", "hrlms.warehouse.changes",
-                "hrlms.sync.plan", "hrlms.sync.apply")
+                "hrlms.pipeline", "hrlms.sources.events", "hrlms.transform.dbt", "hrlms.quality.gate",
+                "hrlms.warehouse.changes", "hrlms.sync.plan", "hrlms.sync.apply")
 
 
 def enabled() -> bool:

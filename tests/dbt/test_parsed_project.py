@@ -11,10 +11,8 @@ from hrlms.warehouse import db
 
 def _parse(target, monkeypatch, env: dict[str, str]):
     monkeypatch.setattr(dbt, "_PARSED", None)      # as in a new process
-    cli = ["--project-dir", str(dbt.PROJECT_DIR), "--profiles-dir", str(dbt.PROJECT_DIR), "--target-path",
-           str(target), "--log-path", str(target / "logs"), "--quiet", "--no-use-colors"]
     with dbt._env(dbt.dbt_env() | env):
-        return dbt._parsed(str(target), cli)
+        return dbt._parsed(str(target), dbt.cli_options(str(target)))
 
 
 def test_the_parsed_project_is_kept_for_the_next_process(fresh_db, tmp_path, monkeypatch):

@@ -95,10 +95,9 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
                   "HRLMS_RUN_STAGING_DELTA": str(staging_delta if staging_carry and staging_delta else -1)}
     # dbt writes its manifest, partial-parse state and run results there: one folder per concurrent process.
     target = target_path or os.environ.get("HRLMS_DBT_TARGET_PATH") or str(PROJECT_DIR / "target")
-    cli = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR),
-           "--target-path", target, "--log-path", str(Path(target) / "logs"), "--quiet", "--no-use-colors"]
+    cli = [*args, *cli_options(target)]
     with _env(dbt_env() | run_params):
-        manifest = _parsed(target, cli[len(args):]) if tracked and args and args[0] in MUTATING else None
+        manifest = _parsed(target, cli_options(target)) if tracked and args and args[0] in MUTATING else None
         res = dbtRunner(manifest=manifest).invoke(cli)
     if res.exception is not None:
         raise DbtError(f"dbt {' '.join(args)} could not run: {res.exception}")
@@ -114,6 +113,12 @@ def run_dbt(args: list[str], *, snapshot_id: int, org_snapshot_id: int, logical_
             times[r.node.name] = round(float(r.execution_time), 2)
     slowest = dict(sorted(times.items(), key=lambda kv: -kv[1])[:SLOWEST])
     return DbtResult(bool(res.success), counts, failures, slowest)
+
+
+def cli_options(target: str) -> list[str]:
+    """The options of every invocation: this project, its profile, and where dbt writes (`target`)."""
+    return ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR), "--target-path", target,
+            "--log-path", str(Path(target) / "logs"), "--quiet", "--no-use-colors"]
 
 
 #: how many of the slowest dbt nodes a stage keeps in its detail
