@@ -262,6 +262,12 @@ def test_incremental_history_equals_full_rebuild(history_env, local_stack, tmp_p
         views = {r[0] for r in inc.q("select table_name from information_schema.views")}
         indexed = {*dbt.project_vars()["person_indexed_models"], "int_learning_worker_attributes"} - views
         assert indexed <= led_by_person, f"no index led by person_id: {sorted(indexed - led_by_person)}"
+        # lms_desired_groups looks a group it may drop or add up in the memberships by this index (macros/lms_groups.sql),
+        # and emptied the groups the memberships' builds said they left
+        assert inc.q("select count(*) from pg_index i join pg_attribute a on a.attrelid = i.indrelid "
+                     "and a.attnum = i.indkey[0] where i.indrelid = 'marts.lms_desired_group_members'::regclass "
+                     "and a.attname = 'group_key'") == [(1,)]
+        assert inc.q("select count(*) from audit.group_members_left") == [(0,)]
         m_inc, m_full = marts(inc), marts(full)
         assert set(m_inc) == set(m_full)
         for t in m_inc:

@@ -4,16 +4,18 @@
 -- every active worker in the unit's subtree, via the hierarchy bridge.
 -- 'req:<requirement_id>' = the audience of a learning requirement: people with an open assignment who
 -- are not exempt (learning_compliance_status); LMSs map such groups to enrolment rules.
--- Indexed by person: a restricted plan (hrlms.sync.plan) looks up only the accounts that may have changed.
+-- Indexed by person: a restricted plan (hrlms.sync.plan) looks up only the accounts that may have changed; and by
+-- group: lms_desired_groups looks up whether a group it may drop or add has a member (macros/lms_groups.sql).
 -- Incremental (macros/changed_people.sql): a build with a change set recomputes the memberships of its
--- people's accounts (as lms_desired_users).
+-- people's accounts (as lms_desired_users); its pre-hook keeps the groups they leave for lms_desired_groups.
 -- depends_on: {{ ref('int_identity_decisions') }}
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
     on_schema_change='fail',
-    indexes=[{'columns': ['person_id']}],
-    pre_hook=["{{ lookups_without_nested_loops() }}", "{{ delete_changed_people('person_id', 'person_id') }}"]
+    indexes=[{'columns': ['person_id']}, {'columns': ['group_key']}],
+    pre_hook=["{{ lookups_without_nested_loops() }}", "{{ group_members_left() }}",
+              "{{ delete_changed_people('person_id', 'person_id') }}"]
 ) }}
 
 {#- An incremental build starts from the account holders whose accounts the change set touches (`wanted`, macro

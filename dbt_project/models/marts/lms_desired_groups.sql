@@ -2,12 +2,13 @@
 -- included) with at least one active direct member; with var org_rollup_groups, also 'rollup:<code>'
 -- for every unit with at least one active worker anywhere in its subtree; 'req:<id>' (an audience)
 -- for every live learning requirement with at least one member.
+-- Kept by difference (macros/lms_groups.sql): a group the table holds that lost no member is kept without looking
+-- at the memberships; the other candidates are looked up in them by group_key.
+-- depends_on: {{ ref('lms_desired_group_members') }}
+{{ config(post_hook="delete from {{ audit_table('group_members_left') }}") }}
+{%- set carried = lms_groups_carried() %}
 with units as (
     select org_unit_code, org_unit_name from {{ ref('org_unit_tree') }}
-),
-
-members as (
-    select group_key from {{ ref('lms_desired_group_members') }}
 ),
 
 org_groups as (
@@ -20,12 +21,21 @@ org_groups as (
 ),
 
 rollup_groups as (
+    {%- if var('org_rollup_groups') in (true, 'true', 'True', 1, '1') %}
     select
         'rollup:' || units.org_unit_code as group_key,
         units.org_unit_name || ' (all)' as display_name,
         'rollup' as group_kind,
         units.org_unit_code
     from units
+    {%- else %}
+    select
+        cast(null as text) as group_key,
+        cast(null as text) as display_name,
+        cast(null as text) as group_kind,
+        cast(null as text) as org_unit_code
+    where false
+    {%- endif %}
 ),
 
 audience_groups as (
@@ -38,16 +48,48 @@ audience_groups as (
     where ruleset = 'live'
 ),
 
+candidates as (
+    select * from org_groups
+    union all
+    select * from rollup_groups
+    union all
+    select * from audience_groups
+),
+
+{%- if carried %}
+
+judged as (
+    -- held: the table has the group and no member left it since; the others are looked up
+    select
+        candidates.*,
+        (built.group_key is not null
+         and not exists (select 1 from {{ audit_table('group_members_left') }} as gone
+                         where gone.group_key = candidates.group_key)) as held
+    from candidates
+    left join {{ this }} as built on candidates.group_key = built.group_key
+),
+
+final as (
+    select judged.group_key, judged.display_name, judged.group_kind, judged.org_unit_code
+    from judged
+    -- one index lookup per group not held (a lateral join with a limit: an exists here would hash every
+    -- membership)
+    left join lateral (
+        select true as found
+        from {{ ref('lms_desired_group_members') }} as members
+        where not judged.held and members.group_key = judged.group_key
+        limit 1
+    ) as probe on true
+    where judged.held or probe.found
+)
+{%- else %}
+
 final as (
     select candidates.*
-    from (
-        select * from org_groups
-        union all
-        select * from rollup_groups
-        union all
-        select * from audience_groups
-    ) as candidates
-    where exists (select 1 from members where members.group_key = candidates.group_key)
+    from candidates
+    where exists (select 1 from {{ ref('lms_desired_group_members') }} as members
+                  where members.group_key = candidates.group_key)
 )
+{%- endif %}
 
 select * from final

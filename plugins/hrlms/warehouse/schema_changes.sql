@@ -102,3 +102,12 @@ create table if not exists audit.placed_units_before (
     change_set_id bigint,
     org_unit_code text not null
 );
+
+-- The LMS groups whose members a build of marts.lms_desired_group_members deleted (its pre-hook, macro
+-- group_members_left: the change set's accounts' memberships it writes again), or one row with a null group_key
+-- when it rebuilt every membership; until marts.lms_desired_groups judged those groups again and empties the
+-- table in its own transaction (a crash in between leaves them for the next build: appended to, never replaced).
+create table if not exists audit.group_members_left (
+    change_set_id bigint,
+    group_key text
+);
