@@ -401,7 +401,7 @@ def transform(run_key: str, logical_date: date | datetime, snapshots: dict[str, 
         # an incremental build recomputes the change set's people in the incremental person models
         exclude, org_kept = f"staging {dbt.AUDIT_TESTS}", not cs.full_build and _org_models_current(previous, inputs)
         if org_kept:   # an event or hourly run: the org file of the last build (its models and their own tests kept)
-            exclude += f" {dbt.ORG_SNAPSHOT_MODELS}"
+            exclude += f" {dbt.ORG_SNAPSHOT_MODELS} {dbt.ORG_STRUCTURE_TESTS}"
             detail["org_models"] = "kept: the org snapshot and the dbt project of the last build"
         defer_reporting = defer_reporting and not cs.full_build   # a full build makes them too (the first one)
         if defer_reporting:

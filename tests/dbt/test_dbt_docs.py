@@ -65,3 +65,11 @@ def test_the_reporting_tables_are_nothing_the_plan_reads(fresh_db, tmp_path):
     assert {t["attached_node"] for t in late.values()} >= {
         "model.hrlms.learning_history", "model.hrlms.int_data_issues_org", "model.hrlms.int_managers_all"}
     assert not [uid for uid, t in late.items() if set(t["depends_on"]["nodes"]) & upstream]
+    # the tests left out of a build on the last build's org file (tag org_structure) judge only what that file
+    # decides: org_unit_tree's units and parents, and the hierarchy bridge (tag org_snapshot) against them
+    structure = [t for t in manifest["nodes"].values() if t["resource_type"] == "test" and "org_structure" in t["tags"]]
+    assert len(structure) == 5
+    org_file_models = {u for u, n in nodes.items() if "org_snapshot" in n["tags"]} | {"model.hrlms.org_unit_tree"}
+    assert not [t["name"] for t in structure if not set(t["depends_on"]["nodes"]) <= org_file_models]
+    assert {t["column_name"] for t in structure} == {"org_unit_code", "parent_org_unit_code", "ancestor_org_unit_code",
+                                                     "descendant_org_unit_code"}

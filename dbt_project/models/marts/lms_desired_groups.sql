@@ -4,11 +4,15 @@
 -- for every live learning requirement with at least one member.
 -- Kept by difference (macros/lms_groups.sql): a group the table holds that lost no member is kept without looking
 -- at the memberships; the other candidates are looked up in them by group_key.
--- depends_on: {{ ref('lms_desired_group_members') }}
 {{ config(post_hook="delete from {{ audit_table('group_members_left') }}") }}
 {%- set carried = lms_groups_carried() %}
 with units as (
     select org_unit_code, org_unit_name from {{ ref('org_unit_tree') }}
+),
+
+memberships as (
+    -- (unaliased: `dbt build --empty` turns a ref into a subquery with an alias of its own; used once, inlined)
+    select group_key from {{ ref('lms_desired_group_members') }}
 ),
 
 org_groups as (
@@ -58,27 +62,31 @@ candidates as (
 
 {%- if carried %}
 
-judged as (
-    -- held: the table has the group and no member left it since; the others are looked up
+left_groups as (
+    select distinct group_key from {{ audit_table('group_members_left') }} where group_key is not null
+),
+
+judged as materialized (
+    -- held: the table has the group and no member left it since; the others are looked up (materialized: each
+    -- row's verdict computed once, by hash joins, not again inside the lookup below)
     select
         candidates.*,
-        (built.group_key is not null
-         and not exists (select 1 from {{ audit_table('group_members_left') }} as gone
-                         where gone.group_key = candidates.group_key)) as held
+        (built.group_key is not null and left_groups.group_key is null) as held
     from candidates
     left join {{ this }} as built on candidates.group_key = built.group_key
+    left join left_groups on candidates.group_key = left_groups.group_key
 ),
 
 final as (
     select judged.group_key, judged.display_name, judged.group_kind, judged.org_unit_code
     from judged
-    -- one index lookup per group not held (a lateral join with a limit: an exists here would hash every
-    -- membership)
+    -- one index lookup per group not held, any one member will do (a lateral join with a limit: an exists
+    -- here would hash every membership)
     left join lateral (
         select true as found
-        from {{ ref('lms_desired_group_members') }} as members
-        where not judged.held and members.group_key = judged.group_key
-        limit 1
+        from memberships
+        where not judged.held and memberships.group_key = judged.group_key
+        limit 1  -- noqa: AM09
     ) as probe on true
     where judged.held or probe.found
 )
@@ -87,8 +95,7 @@ final as (
 final as (
     select candidates.*
     from candidates
-    where exists (select 1 from {{ ref('lms_desired_group_members') }} as members
-                  where members.group_key = candidates.group_key)
+    where exists (select 1 from memberships where memberships.group_key = candidates.group_key)
 )
 {%- endif %}
 

@@ -212,6 +212,10 @@ AUDIT_TESTS = "tag:access_audit"
 #: the models that read the org snapshot and nothing else (dbt tag org_snapshot): a build on the org snapshot of the
 #: last completed build, with the same project, leaves them as they are (hrlms.pipeline.transform)
 ORG_SNAPSHOT_MODELS = "tag:org_snapshot"
+#: the data tests of org_unit_tree's units and parents and of the hierarchy bridge against them (dbt tag
+#: org_structure): on the org snapshot of the last completed build they judge what it judged (org_unit_tree takes its
+#: units from int_org_units_resolved, kept; only their heads change), and are left out (hrlms.pipeline.transform)
+ORG_STRUCTURE_TESTS = "tag:org_structure"
 #: what analysts and HR read and the LMS plan does not (dbt tag reporting): the DAGs build them after the apply
 #: (hrlms.pipeline.marts)
 REPORTING_MODELS = "tag:reporting"
