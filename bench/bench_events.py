@@ -84,7 +84,6 @@ def run_size(workers: int, args) -> dict:
     work = common.BENCH_DIR / "work" / f"events_{workers}"
     landing, moment1 = _landing(folder, work)
     moment2 = moment1 + timedelta(days=1)
-    day1 = landing / f"workers_{moment1.date().isoformat()}.csv"
     out: dict = {"workers": workers}
     with common.fresh_database("events") as url, LocalScimServer(work / "lms") as lms:
         os.environ.update({
@@ -123,17 +122,7 @@ def run_size(workers: int, args) -> dict:
             common.say(f"  burst of {len(burst)}: {out['burst']}")
 
         # the next daily file, extracted after the events, repeats them
-        day2 = landing / f"workers_{moment2.date().isoformat()}.csv"
-        with day1.open(newline="", encoding="utf-8-sig") as src, day2.open("w", newline="", encoding="utf-8") as dst:
-            reader = csv.DictReader(src)
-            writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
-            writer.writeheader()
-            for row in reader:
-                if row["Employee_ID"] in titles:
-                    row["Job_Title"] = titles[row["Employee_ID"]]
-                writer.writerow(row)
-        shutil.copy(landing / f"org_units_{moment1.date().isoformat()}.csv",
-                    landing / f"org_units_{moment2.date().isoformat()}.csv")
+        _write_next_file(landing, moment1.date(), moment2.date(), "Job_Title", titles)
         t = time.perf_counter()
         pipeline.run_all("day2", moment2)
         with psycopg.connect(url, autocommit=True) as c:
@@ -153,7 +142,9 @@ def run_size_warehouse(workers: int, args) -> dict:
     the same single events as run_size, each a rename (a new preferred name: it touches no group and no
     learning rule, so the seeded LMS holds all the event run may write). A first event, not counted, takes the
     run from day 1's moment to now (the dates that crossed in between); then `--events` single events and the
-    burst. No next daily run: it would touch accounts the seeded LMS does not hold (run_size measures it)."""
+    burst. The next daily run (day 2's file = day 1's with the events' names, extracted after them) is built up to
+    its plan, which is not applied (it may touch accounts the seeded LMS does not hold): its ops for the events'
+    people are the writes it would send them (expected 0)."""
     from bench import bench_churn
     from hrlms.devenv.airflow import hr_events_airflow
     from hrlms.devenv.scim import LocalScimServer
@@ -216,7 +207,46 @@ def run_size_warehouse(workers: int, args) -> dict:
                         {"post_retries": tally[0]}
                     common.say(f"  burst of {len(burst)}: {out['burst']}")
                 out["stages"] = _event_stages(url)
+        try:   # the figures above are kept if this fails
+            out["next_day"] = _next_day_planned(url, landing, moment1, names, work, workers)
+        except Exception as e:  # noqa: BLE001 (reported in the results)
+            out["next_day_error"] = f"{type(e).__name__}: {e}"
+        common.say(f"  next daily run: {out['next_day']}")
     return out
+
+
+def _next_day_planned(url: str, landing, moment1: datetime, names: dict[str, str], work, workers: int) -> dict:
+    """Day 2 in the warehouse: day 1's file with the events' preferred names, written after the events; its plan's ops
+    for the events' people."""
+    import psycopg
+
+    from bench import bench_churn
+
+    day2 = (moment1 + timedelta(days=1)).date()
+    _write_next_file(landing, moment1.date(), day2, "Preferred_Name", names)
+    t = time.perf_counter()
+    d2 = bench_churn.warehouse_day(db_url=url, folder=landing, on=day2, run_key="bench-events-d2", work=work,
+                                   log=f"events_wh_{workers}_day2")
+    with psycopg.connect(url, autocommit=True) as c:
+        ops = c.execute("select count(*) filter (where person_id = any(%s)), count(*) from sync.ops where plan_id = %s",
+                        (list(names), d2["plan"]["plan_id"])).fetchone()
+    return {"seconds": round(time.perf_counter() - t, 1), "writes_for_event_people": ops[0], "planned_ops": ops[1],
+            "event_people": len(names), "counted": "the ops of its plan (built, not applied)"}
+
+
+def _write_next_file(landing, day1, day2, column: str, values: dict[str, str]) -> None:
+    """The next daily export, written now (after the events): day 1's file with `column` set to the events' values,
+    and day 1's org file."""
+    src_path, dst_path = landing / f"workers_{day1.isoformat()}.csv", landing / f"workers_{day2.isoformat()}.csv"
+    with src_path.open(newline="", encoding="utf-8-sig") as src, dst_path.open("w", newline="", encoding="utf-8") as dst:
+        reader = csv.DictReader(src)
+        writer = csv.DictWriter(dst, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        for row in reader:
+            if row["Employee_ID"] in values:
+                row[column] = values[row["Employee_ID"]]
+            writer.writerow(row)
+    shutil.copy(landing / f"org_units_{day1.isoformat()}.csv", landing / f"org_units_{day2.isoformat()}.csv")
 
 
 def _post(af, token: str, asset_id: int, extra: dict, tally: list[int]) -> float:

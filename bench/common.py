@@ -339,6 +339,8 @@ def isolate_artifacts(work: Path, *, gx: bool = True) -> list[dict]:
         gate.GX_ROOT = work / "expectations"
     invocations: list[dict] = []
     original = dbt_mod.run_dbt
+    # the pipeline's own dbt builds write no run_results.json (hrlms.transform.dbt.run_dbt): the profile needs it
+    os.environ["HRLMS_DBT_WRITE_JSON"] = "true"
 
     def run_dbt(args, *, target_path=None, **kw):
         t = time.perf_counter()
