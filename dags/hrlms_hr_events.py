@@ -70,10 +70,11 @@ def hrlms_hr_events():
     @task(trigger_rule="all_done", on_failure_callback=[HrlmsAlertNotifier()])
     def report() -> str:
         """Runs whatever happened: gives the warehouse back, writes the run report, fails (and alerts) when
-        a stage failed or the plan is held by the breaker."""
+        a stage failed or the plan is held by the breaker. The day's compliance and access pages are the
+        scheduled runs' (hrlms_provision): the next event run waits for this task."""
         from hrlms import pipeline
 
-        return pipeline.report(*current_run())
+        return pipeline.report(*current_run(), pages=False)
 
     done = report()
     apply.expand_kwargs(build()) >> marts() >> done

@@ -689,8 +689,11 @@ def _prune_event_snapshots(conn, run_key: str) -> int:
     return events.prune(conn, keep)
 
 
-def report(run_key: str, logical_date: date | datetime) -> str:
-    """Write the run report (JSON + HTML) next to the Data Docs; returns its path.
+def report(run_key: str, logical_date: date | datetime, *, pages: bool = True) -> str:
+    """Write the run report (JSON + HTML) next to the Data Docs; returns its path. `pages`: also the day's
+    compliance and access-timeliness pages (the scheduled runs); an event run (hrlms_hr_events) writes its run
+    report only — the pages read every run's figures (1M workers: ~90 s while the initial load is among the
+    access page's last 30 runs), and the next event run waits for this task.
 
     Runs even when a stage failed, and then raises RunFailed after writing, so the run ends failed
     with the reason and the report's location in one message.
@@ -711,12 +714,12 @@ def report(run_key: str, logical_date: date | datetime) -> str:
                            (run_key,)).fetchone()
         plan_id = int(row[0]) if row and row[0] else None
         path = write_run_report(conn, settings.reports_dir, run_key, logical_instant(logical_date).date(), plan_id)
-        from hrlms.learning.report import write_compliance_report
+        if pages:
+            from hrlms.access.report import write_access_report
+            from hrlms.learning.report import write_compliance_report
 
-        write_compliance_report(conn, settings.reports_dir, logical_instant(logical_date).date())
-        from hrlms.access.report import write_access_report
-
-        write_access_report(conn, settings.reports_dir, logical_instant(logical_date).date(), run_key)
+            write_compliance_report(conn, settings.reports_dir, logical_instant(logical_date).date())
+            write_access_report(conn, settings.reports_dir, logical_instant(logical_date).date(), run_key)
         failed = conn.execute("select stage, detail ->> 'error' from audit.stage_runs "
                               "where run_key = %s and detail ? 'error' order by started_at", (run_key,)).fetchall()
     if failed:

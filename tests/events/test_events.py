@@ -54,7 +54,7 @@ def run_events(key: str, moment: datetime, *received: Received, before_report=No
         if before_report is not None:
             before_report()
     finally:
-        pipeline.report(key, moment)
+        pipeline.report(key, moment, pages=False)
     return landed
 
 
@@ -140,6 +140,9 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     pipeline.run_all("d1", at(D1, 6))
     before = lms()
     assert len(before) == 8 and all(u["active"] for u in before.values())
+    reports = landing.parent / "reports"
+    pages = {p: p.stat().st_mtime_ns for p in [*reports.glob("access/*.json"), *reports.glob("compliance/*.json")]}
+    assert len(pages) == 2      # the scheduled run's compliance and access pages
 
     # hire, transfer, rename and leaver, in two events (one of them carrying a record the mapping does not know)
     hire = worker(9, Manager_ID="P0000001", Job_Title="Designer")
@@ -158,6 +161,10 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert after["P0000002"]["title"] == "Controller" and dept(after["P0000002"]) != dept(before["P0000002"])
     assert after["P0000003"]["name"]["familyName"] == "Renamed"
     assert after["P0000004"]["active"] is False
+    # the event run wrote its run report, and left the day's pages to the scheduled runs
+    assert next(reports.glob("run_*_e1.json"))
+    assert {p: p.stat().st_mtime_ns for p in [*reports.glob("access/*.json"), *reports.glob("compliance/*.json")]} \
+        == pages
     assert after["P0000005"] == before["P0000005"] | {"meta": after["P0000005"]["meta"]}
     ingest = stage(fresh_db, "e1", "ingest")
     assert ingest["events"]["people"] == 4 and ingest["workers"]["file_snapshot_id"] != ingest["workers"]["snapshot_id"]
