@@ -131,7 +131,7 @@ def run_size(workers: int, args) -> dict:
                              "where plan_id = %s and status = 'applied'", (list(titles), plan_id)).fetchone()
         out["next_day"] = {"seconds": round(time.perf_counter() - t, 1), "writes_for_event_people": sent[0],
                            "writes": sent[1]}
-        common.say(f"  next daily run: {out['next_day']}")
+        common.say(f"  next daily run: {out.get('next_day') or out.get('next_day_error')}")
     return out
 
 
@@ -211,7 +211,7 @@ def run_size_warehouse(workers: int, args) -> dict:
             out["next_day"] = _next_day_planned(url, landing, moment1, names, work, workers)
         except Exception as e:  # noqa: BLE001 (reported in the results)
             out["next_day_error"] = f"{type(e).__name__}: {e}"
-        common.say(f"  next daily run: {out['next_day']}")
+        common.say(f"  next daily run: {out.get('next_day') or out.get('next_day_error')}")
     return out
 
 
