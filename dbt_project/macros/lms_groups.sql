@@ -35,3 +35,8 @@
                        where i.indrelid = to_regclass('" ~ members ~ "') and a.attname = 'group_key')") -%}
     {{- return(res.columns[0].values()[0]) -}}
 {%- endmacro %}
+
+{% macro org_rollup_groups_on() -%}
+    {#- var org_rollup_groups (env HRLMS_ORG_ROLLUP_GROUPS): also a 'rollup:<code>' group per unit. -#}
+    {{- return(var('org_rollup_groups') in (true, 'true', 'True', 1, '1')) -}}
+{%- endmacro %}

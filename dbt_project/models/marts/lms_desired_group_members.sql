@@ -50,7 +50,7 @@ org_members as (
 ),
 
 rollup_members as (
-    {% if var('org_rollup_groups') in (true, 'true', 'True', 1, '1') %}
+    {% if org_rollup_groups_on() %}
     select 'rollup:' || bridge.ancestor_org_unit_code as group_key, active_workers.person_id
     from active_workers
     inner join {{ ref('org_unit_hierarchy') }} as bridge

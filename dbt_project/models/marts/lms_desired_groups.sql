@@ -3,7 +3,7 @@
 -- for every unit with at least one active worker anywhere in its subtree; 'req:<id>' (an audience)
 -- for every live learning requirement with at least one member.
 -- Kept by difference (macros/lms_groups.sql): a group the table holds that lost no member is kept without looking
--- at the memberships; the other candidates are looked up in them by group_key.
+-- at the memberships; the other candidates are looked up in them by group_key. Rollups only with org_rollup_groups.
 {{ config(post_hook="delete from {{ audit_table('group_members_left') }}") }}
 {%- set carried = lms_groups_carried() %}
 with units as (
@@ -24,22 +24,13 @@ org_groups as (
     from units
 ),
 
-rollup_groups as (
-    {%- if var('org_rollup_groups') in (true, 'true', 'True', 1, '1') %}
+rollup_groups as (  -- noqa: ST03
     select
         'rollup:' || units.org_unit_code as group_key,
         units.org_unit_name || ' (all)' as display_name,
         'rollup' as group_kind,
         units.org_unit_code
     from units
-    {%- else %}
-    select
-        cast(null as text) as group_key,
-        cast(null as text) as display_name,
-        cast(null as text) as group_kind,
-        cast(null as text) as org_unit_code
-    where false
-    {%- endif %}
 ),
 
 audience_groups as (
@@ -54,8 +45,10 @@ audience_groups as (
 
 candidates as (
     select * from org_groups
+    {%- if org_rollup_groups_on() %}
     union all
     select * from rollup_groups
+    {%- endif %}
     union all
     select * from audience_groups
 ),
