@@ -167,7 +167,7 @@ def event_build(run_key: str, logical_date: date | datetime, received: list | No
     if not snaps:
         return {}
     stage_models(run_key, logical_date, snaps, workers_only=True)
-    gate(run_key, logical_date, snaps)
+    gate(run_key, logical_date, snaps, docs_after_apply=True)
     transform(run_key, logical_date, snaps, defer_reporting=True)
     planned = plan(run_key, logical_date, snaps)
     return planned | {"shards": apply_shards(planned["plan_id"])}
@@ -312,8 +312,11 @@ def stage_models(run_key: str, logical_date: date | datetime, snapshots: dict[st
         builds.finished(conn, "staging", run_key, detail)
 
 
-def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int]) -> dict[str, Any]:
-    """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise."""
+def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int], *,
+         docs_after_apply: bool = False) -> dict[str, Any]:
+    """GX on the snapshot: raises GateFailed on batch defects; quarantines rows otherwise. Renders the Data Docs
+    of its checks, or with `docs_after_apply` (an event run), leaves them to the run's report task (gate_docs)
+    unless the snapshot is rejected: HR reads a rejection at once, an event's row verdicts ~30 s later."""
     from hrlms.quality.gate import build_docs, gate_inputs, preload_gx, run_gate, run_name_for
 
     settings = Settings.from_env()
@@ -336,6 +339,7 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
             detail["org_units"] = previous["detail"]["org_units"] | {"kept": "the org snapshot and the checks "
                                                                              "of the last gate"}
         judged = [e for e in entities if not (org_kept and e == "org_units")]
+        run_names = [run_name_for(e, snapshots[e]) for e in judged]
         try:
             for entity in judged:
                 res = run_gate(conn, snapshots[entity], max_drop_share=settings.max_drop_share,
@@ -347,8 +351,13 @@ def gate(run_key: str, logical_date: date | datetime, snapshots: dict[str, int])
                     detail[entity]["lines"] = res.lines
                 if res.hold_reason:
                     detail[entity]["hold"] = res.hold_reason
-        finally:   # the report HR reads, also (especially) for a rejected snapshot
-            build_docs(None, [run_name_for(e, snapshots[e]) for e in judged])
+        except BaseException:   # the report HR reads, at once for a rejected snapshot
+            build_docs(None, run_names)
+            raise
+        if docs_after_apply:    # ~0.3 s that an event would wait for before it reaches the LMS
+            detail["data_docs_after_apply"] = run_names
+        else:
+            build_docs(None, run_names)
         builds.finished(conn, "gate", run_key, detail)
     return {"quarantined": detail["workers"]["quarantined"], "hold": detail["workers"].get("hold")}
 
@@ -689,14 +698,29 @@ def _prune_event_snapshots(conn, run_key: str) -> int:
     return events.prune(conn, keep)
 
 
+def gate_docs(conn, run_key: str) -> list[str]:
+    """The Data Docs of the run's gate when it left them for after the apply (gate(docs_after_apply=True)): the
+    validation results it stored under these run names, rendered now. Returns the run names rendered."""
+    from hrlms.quality.gate import build_docs
+
+    row = conn.execute("select detail -> 'data_docs_after_apply' from audit.stage_runs where run_key = %s "
+                       "and stage = 'gate' and detail ? 'data_docs_after_apply' order by started_at desc limit 1",
+                       (run_key,)).fetchone()
+    if not row:
+        return []
+    build_docs(None, list(row[0]))
+    return list(row[0])
+
+
 def report(run_key: str, logical_date: date | datetime, *, pages: bool = True) -> str:
     """Write the run report (JSON + HTML) next to the Data Docs; returns its path. `pages`: also the day's
     compliance and access-timeliness pages (the scheduled runs); an event run (hrlms_hr_events) writes its run
     report only — the pages read every run's figures (1M workers: ~90 s while the initial load is among the
     access page's last 30 runs), and the next event run waits for this task.
 
-    Runs even when a stage failed, and then raises RunFailed after writing, so the run ends failed
-    with the reason and the report's location in one message.
+    Renders the gate's Data Docs when the gate left them for after the apply (gate_docs). Runs even when a stage
+    failed, and then raises RunFailed after writing, so the run ends failed with the reason and the report's
+    location in one message.
     """
     from hrlms.report import write_run_report
     from hrlms.warehouse import lease
@@ -714,6 +738,7 @@ def report(run_key: str, logical_date: date | datetime, *, pages: bool = True) -
                            (run_key,)).fetchone()
         plan_id = int(row[0]) if row and row[0] else None
         path = write_run_report(conn, settings.reports_dir, run_key, logical_instant(logical_date).date(), plan_id)
+        gate_docs(conn, run_key)
         if pages:
             from hrlms.access.report import write_access_report
             from hrlms.learning.report import write_compliance_report
@@ -744,4 +769,4 @@ def run_all(run_key: str, logical_date: date | datetime, *, dry_run: bool = Fals
 
 
 __all__ = ["ingest", "receive_events", "event_snapshot", "event_build", "completions", "export_enrolments", "decide_plan",
-           "stage_models", "gate", "transform", "marts", "plan", "apply", "apply_shards", "report", "run_all"]
+           "stage_models", "gate", "gate_docs", "transform", "marts", "plan", "apply", "apply_shards", "report", "run_all"]

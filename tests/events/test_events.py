@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from hrlms import pipeline
+from hrlms.quality.gate import GX_ROOT
+from hrlms.quality.suites import SUITES
 from hrlms.sources.events import Received
 from hrlms.sync.scim import ENTERPRISE, ScimClient, lms_config_from_env
 from hrlms.warehouse import db
@@ -120,6 +123,14 @@ def written_for(url: str) -> dict[int, int]:
                               "group by 1").fetchall())
 
 
+def gate_pages(url: str, key: str) -> list[Path]:
+    """The Data Docs pages of the checks the run's gate ran (its run names: hrlms.quality.gate.run_name_for)."""
+    names = stage(url, key, "gate").get("data_docs_after_apply")
+    assert names, "the event run's gate left no Data Docs for after the apply"
+    site = GX_ROOT / "gx" / "uncommitted" / "data_docs" / "local_site" / "validations"
+    return sorted(p for name in names for p in site.glob(f"*/{name}/**/*.html"))
+
+
 def writes(url: str, key: str) -> int:
     return int((stage(url, key, "apply") or {}).get("writes") or 0)
 
@@ -146,13 +157,20 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
 
     # hire, transfer, rename and leaver, in two events (one of them carrying a record the mapping does not know)
     hire = worker(9, Manager_ID="P0000001", Job_Title="Designer")
+    docs_before_report: list[list[Path]] = []
     landed = run_events("e1", at(D1, 10), event("ev-1", 1, hire, {"Employee_ID": "P0000002", "Org_Unit": "ORG0002",
                                                                    "Job_Title": "Controller"}),
                         event("ev-2", 2, {"Employee_ID": "P0000003", "Last_Name": "Renamed"},
                               {"Employee_ID": "P0000004", "Worker_Status": "T", "Termination_Date": "01/02/2026",
                                "Last_Day_Of_Work": "01/02/2026"},
-                              {"Employee_ID": "P0000005", "Shoe_Size": "44"}))
+                              {"Employee_ID": "P0000005", "Shoe_Size": "44"}),
+                        before_report=lambda: docs_before_report.append(gate_pages(fresh_db, "e1")))
     assert landed == {"new": 2, "records": 4}
+    # the gate's Data Docs wait for the report task (after the apply), which renders one page per workers check
+    # (the org file's were kept); a run name may recur from an earlier warehouse: its pages are older results
+    rendered = set(gate_pages(fresh_db, "e1")) - set(docs_before_report[0])
+    assert sorted(p.relative_to(GX_ROOT).parts[5] for p in rendered) == \
+        sorted(s for s, (entity, *_) in SUITES.items() if entity == "workers")
     received = stage(fresh_db, "e1", "events")
     assert received["rejected"] == [{"event_id": "ev-2", "record": 3, "problem": received["rejected"][0]["problem"]}]
     assert "field Shoe_Size: not a column of the workers mapping" in received["rejected"][0]["problem"]
