@@ -85,7 +85,10 @@ def ingest(run_key: str, logical_date: date | datetime) -> dict[str, Any]:
             if entity == "workers":
                 _lay_events_over(conn, res.snapshot_id, em, day, detail)
         _ingest_learning(conn, settings, mapping, day, detail)
-    return {e: v["snapshot_id"] for e, v in detail.items() if "snapshot_id" in v} | {"rows": detail["workers"]["rows"]}
+    # (not detail["events"]: its snapshot_id is the workers' — the ledger keys snapshots by id, and an "events" entry
+    # took the workers' place, so the event runs after this one found no HR file built)
+    return {e: v["snapshot_id"] for e, v in detail.items() if e != "events" and "snapshot_id" in v} | \
+        {"rows": detail["workers"]["rows"]}
 
 
 def _last_built(conn) -> dict[str, int]:

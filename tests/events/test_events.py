@@ -288,6 +288,10 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert {p for (p,) in sent} <= {"P0000003", None}
     with db.connect(fresh_db) as c:
         assert c.execute("select run_key from audit.pipeline_lease").fetchone()[0] is None
+    # and an event after that daily run builds on its file
+    run_events("e5", at(D2, 10), event("ev-6", 3600, {"Employee_ID": "P0000003", "Last_Name": "Again"}))
+    assert stage(fresh_db, "e5", "ingest")["workers"]["file_snapshot_id"] == ingest["workers"]["snapshot_id"]
+    assert lms()["P0000003"]["name"]["familyName"] == "Again" and writes(fresh_db, "e5") == 1
 
 
 @pytest.mark.e2e
