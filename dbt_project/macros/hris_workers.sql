@@ -170,6 +170,14 @@ from flagged
     {{- this.schema }}.stg_hris__snapshot_line_carry
 {%- endmacro %}
 
+{% macro hris_line_carry_by_number_relation() -%}
+    {#- hrlms.transform.dbt.LINE_CARRY_BY_NUMBER_TABLE: when the parsed rows are changed in place
+        (hris_line_carry_delta), one row (snapshot_id, from_snapshot_id, below_line_no, lines) standing for the
+        carry's rows of the file lines: every line of the snapshot numbered below below_line_no (`lines` of them)
+        is the line of the same number of from_snapshot_id, kept where it is in the parsed rows. -#}
+    {{- this.schema }}.stg_hris__snapshot_line_carry_by_number
+{%- endmacro %}
+
 {% macro hris_line_carry() -%}
     {#- stg_hris__snapshot_workers' pre-hook: one row per line of the run's snapshot in
         stg_hris__snapshot_line_carry — its row hash, its copy number, and (from_snapshot_id, from_line_no) the
@@ -188,7 +196,10 @@ from flagged
 create unlogged table if not exists {{ carry }} (
     snapshot_id bigint not null, line_no bigint not null, row_hash text not null, copy_no bigint not null,
     from_snapshot_id bigint, from_line_no bigint);
-truncate {{ carry }};
+create unlogged table if not exists {{ hris_line_carry_by_number_relation() }} (
+    snapshot_id bigint not null, from_snapshot_id bigint not null, below_line_no bigint not null,
+    lines bigint not null);
+truncate {{ carry }}, {{ hris_line_carry_by_number_relation() }};
 {%- if held and delta > 0 %}
 {{ hris_line_carry_delta(sid, delta) }}
 {%- elif held %}
@@ -248,7 +259,12 @@ copies as (
         which come after the file's last line (hrlms.sources.events.overlay); the held snapshot's event people
         are among this one's. So every file line of a person no event changed is the held line of the same
         number — carried without hashing the million lines — and only the event lines are hashed and compared
-        with the held event lines. The same rows as the hashing carry. -#}
+        with the held event lines. The same rows as the hashing carry.
+        In place (hris_parsed_in_place), those file lines stay where they are in the parsed rows: the carry has
+        rows for the event lines only, and one row in hris_line_carry_by_number_relation() for the others (at 1M
+        workers, writing and counting a carry row per file line took ~1 s of each event run). The
+        materialization checks that the rows then hold every line once. -#}
+{%- set in_place = hris_parsed_in_place() %}
 insert into {{ hris_line_carry_relation() }} (snapshot_id, line_no, row_hash, copy_no, from_snapshot_id, from_line_no)
 -- this snapshot's event lines follow the file's last line; their people are every person an event changed
 with event_lines as materialized (
@@ -262,7 +278,7 @@ held as (
     select h.snapshot_id, h.line_no, h.row_hash
     from {{ this }} as h
     where h.copy_no = 1
-    {%- if hris_parsed_in_place() %}
+    {%- if in_place %}
       -- by number (the rows' line index): the held event lines, and the file lines the event lines replace
       and h.line_no = any(array(select r.line_no from {{ hris_parsed_rows_relation() }} as r
                                 where r.line_no >= (select min(line_no) from event_lines)
@@ -273,16 +289,24 @@ held as (
     {%- endif %}
 )
 
+{%- if not in_place %}
 -- (`not in` with a subquery: a hashed lookup per row; `<> all(array)` compared every row with every person)
 select {{ sid }}, h.line_no, h.row_hash, h.copy_no, h.snapshot_id, h.line_no
 from {{ this }} as h
 where h.line_no < (select min(line_no) from event_lines)
   and (h.person_id is null or h.person_id not in (select person_id from event_lines))
 union all
+{%- endif %}
 select {{ sid }}, lines.line_no, lines.row_hash, coalesce(copies.copy_no, 1), held.snapshot_id, held.line_no
 from lines
 left join copies on copies.line_no = lines.line_no
 left join held on held.row_hash = lines.row_hash;
+{%- if in_place %}
+insert into {{ hris_line_carry_by_number_relation() }} (snapshot_id, from_snapshot_id, below_line_no, lines)
+select {{ sid }}, {{ held_sid }}, {{ hris_first_event_line(sid) }},
+       (select row_count from {{ source('hris', 'snapshots') }} where snapshot_id = {{ sid }})
+       - (select count(*) from {{ hris_line_carry_relation() }});
+{%- else %}
 -- a line the carry missed or repeated would be lost or doubled in the parsed table: refuse instead
 do $$ begin
     if (select count(*) from {{ hris_line_carry_relation() }}) <> (select row_count from {{ source('hris', 'snapshots') }}
@@ -290,6 +314,7 @@ do $$ begin
         raise exception 'stg_hris__snapshot_line_carry: the delta carry of snapshot {{ sid }} from {{ held_sid }} does not cover its lines once each';
     end if;
 end $$;
+{%- endif %}
 analyze {{ hris_line_carry_relation() }};
 set local work_mem = '100MB';
 set local hash_mem_multiplier = 1

@@ -63,16 +63,35 @@ from {{ rows }} as r
     {% call statement('main') -%}
         create temporary table hris_parsed_lines on commit drop as
         {{ sql }};
-        -- what the carry did not keep by number: the held event lines, and the file lines of the events' people
-        -- (by the line index: the numbers the event lines replace; an array, which the planner looks up by index
-        -- where it would hash-join a subquery with all the rows)
-        delete from {{ rows_relation }}
-        where line_no = any(array(
-            select line_no from {{ rows_relation }}
-            where line_no >= {{ hris_first_event_line(sid) }}
-            union all
-            select file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}));
-        insert into {{ rows_relation }} select * from hris_parsed_lines;
+        create temporary table hris_parsed_counts on commit drop as
+        with gone as (
+            -- what the carry did not keep by number: the held event lines, and the file lines of the events'
+            -- people (by the line index: the numbers the event lines replace; an array, which the planner looks
+            -- up by index where it would hash-join a subquery with all the rows)
+            delete from {{ rows_relation }}
+            where line_no = any(array(
+                select line_no from {{ rows_relation }}
+                where line_no >= {{ hris_first_event_line(sid) }}
+                union all
+                select file_line_no from {{ source('hris', 'hr_event_lines') }} where snapshot_id = {{ sid }}))
+            returning 1
+        ),
+
+        added as (
+            insert into {{ rows_relation }} select * from hris_parsed_lines returning 1
+        )
+
+        select (select count(*) from gone) as gone, (select count(*) from added) as added;
+        -- a line the carry missed or repeated would be lost or doubled: the rows held the held snapshot's lines,
+        -- less the ones gone and with the ones added they must be this snapshot's lines, each once
+        do $hrlms$ begin
+            if (select h.row_count - c.gone + c.added from hris_parsed_counts c, {{ source('hris', 'snapshots') }} h
+                where h.snapshot_id = {{ run_param('staging_delta') | int }})
+               is distinct from (select row_count from {{ source('hris', 'snapshots') }} where snapshot_id = {{ sid }})
+            then
+                raise exception 'stg_hris__snapshot_workers: the rows changed in place for snapshot {{ sid }} from {{ run_param('staging_delta') | int }} do not hold its lines once each';
+            end if;
+        end $hrlms$;
         {{ hris_parsed_view_sql(target_relation, rows_relation) }}
     {%- endcall %}
     {%- else %}

@@ -147,7 +147,8 @@ def dept(user: dict) -> str | None:
 @pytest.mark.e2e
 def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_reference(fresh_db, fresh_lms, landing):
     rows = [worker(i, Manager_ID="P0000001" if i > 1 else "") for i in range(1, 9)]
-    land_file(landing, D1, rows, mtime=EPOCH)
+    bad_file_line = worker(10, Manager_ID="P0000001", Hire_Date="31/31/2020")   # quarantined: no account
+    land_file(landing, D1, [*rows, bad_file_line], mtime=EPOCH)
     pipeline.run_all("d1", at(D1, 6))
     before = lms()
     assert len(before) == 8 and all(u["active"] for u in before.values())
@@ -192,10 +193,19 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert staged["views"].startswith("kept") and staged["success"] == 1 and staged["lines"]["parsed"] == 4
     # the file's other lines were carried by their numbers (no hashing), to the same rows as a full parse
     assert staged["lines"]["by_line_number_from"] == ingest["workers"]["file_snapshot_id"]
+    assert staged["lines"]["carried"] == 6 and staged["lines"]["carried_from_snapshot"] == \
+        ingest["workers"]["file_snapshot_id"]
     assert staged_as_parsed(fresh_db, "e1") == 0
     # in place: the rows of the lines carried by number are the file's rows as the daily run wrote them
-    assert written_for(fresh_db) == {ingest["workers"]["file_snapshot_id"]: 5, ingest["workers"]["snapshot_id"]: 4}
-    # its raw lines are its 4 event lines; raw_hris.worker_lines adds the file's lines they do not replace (8 - 3)
+    assert written_for(fresh_db) == {ingest["workers"]["file_snapshot_id"]: 6, ingest["workers"]["snapshot_id"]: 4}
+    # the file line the daily run quarantined keeps its verdict (carried by number, not checked again): no account
+    assert gated["workers"]["lines"]["verdicts_carried_from"] == ingest["workers"]["file_snapshot_id"]
+    assert gated["workers"]["lines"]["carried_verdicts"] == 1 and gated["workers"]["lines"]["checked"] == 4
+    with db.connect(fresh_db) as c:
+        assert c.execute("select record_key, field from dq.quarantine where snapshot_id = %s",
+                         (ingest["workers"]["snapshot_id"],)).fetchall() == [("P0000010", "hire_date")]
+    assert "P0000010" not in after
+    # its raw lines are its 4 event lines; raw_hris.worker_lines adds the file's lines they do not replace (9 - 3)
     with db.connect(fresh_db) as c:
         own, seen, counted, people = c.execute(
             """select (select count(*) from raw_hris.workers where _snapshot_id = %(s)s),
@@ -203,7 +213,7 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
                       (select row_count from raw_hris.snapshots where snapshot_id = %(s)s),
                       (select count(distinct btrim(person_id)) from raw_hris.worker_lines where _snapshot_id = %(s)s)""",
             {"s": ingest["workers"]["snapshot_id"]}).fetchone()
-    assert (own, seen, counted, people) == (4, 9, 9, 9)
+    assert (own, seen, counted, people) == (4, 10, 10, 10)
     # the change set read the people of the event lines only, not the million lines of either snapshot
     assert edited(fresh_db, "e1") == {"new": ["P0000009"], "hr_edit": ["P0000002", "P0000003", "P0000004"],
                                       "found_by": ["hr_edits_event_lines"]}
@@ -251,7 +261,7 @@ def test_events_reach_the_lms_once_in_hr_order_and_the_next_file_stays_the_refer
     assert lines["parsed"] == 1 and staged_as_parsed(fresh_db, "e4") == 0
     assert edited(fresh_db, "e4") == {"hr_edit": ["P0000007"], "found_by": ["hr_edits_event_lines"]}
     # on such a run the change set finds its people's base lines by number: the same lines as reading the base
-    assert base_lines["by_number"] == base_lines["read"] and len(base_lines["read"]) == 9   # P0000001-9
+    assert base_lines["by_number"] == base_lines["read"] and len(base_lines["read"]) == 10   # P0000001-10
     # the raw lines of event snapshots no build refers to are deleted once a later run has applied (its report)
     sids = {k: stage(fresh_db, k, "ingest")["workers"]["snapshot_id"] for k in ("e1", "e4")}
     with db.connect(fresh_db) as c:

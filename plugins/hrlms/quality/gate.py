@@ -90,10 +90,11 @@ def _create_gate_views(conn: psycopg.Connection, snapshot_id: int, entity: str, 
     if entity == "workers":
         check_staged(conn, snapshot_id)
     lit = sql.Literal(snapshot_id)
-    keys = _find_key_conflicts(conn, snapshot_id, carry_from, as_of) if entity == "workers" else {}
+    new = _kept_new_lines(conn, snapshot_id, carry_from) if entity == "workers" and carry_from is not None else None
+    keys = _find_key_conflicts(conn, snapshot_id, carry_from, as_of, new) if entity == "workers" else {}
     rows_from = distinct_from = sql.SQL(SNAPSHOT_TABLE)
-    if entity == "workers" and carry_from is not None:
-        fmt = {"snap": sql.SQL(SNAPSHOT_TABLE), "sid": lit, "new": _new_lines_sql(snapshot_id, carry_from)}
+    if new is not None:
+        fmt = {"snap": sql.SQL(SNAPSHOT_TABLE), "sid": lit, "new": new}
         # the lines to check, written once (GX sends each check as its own query)
         # (one set of line numbers: the copies and the key conflicts by an index of the parsed rows, the lines not
         # carried as the few whose carry names another source — not a filter on the parsed rows' 1M lines)
@@ -331,9 +332,10 @@ def carried_verdicts(conn: psycopg.Connection, snapshot_id: int, carry_from: int
     same text as a line of snapshot `carry_from` (the staging stage's line carry), parsed with the same hints
     and gated by the same checks (the caller's condition), gets that line's verdicts — a row check reads only
     its own line — except the cross-line ones, checked afresh on every line that could fail them."""
-    from hrlms.transform.dbt import LINE_CARRY_TABLE
+    from hrlms.transform.dbt import LINE_CARRY_BY_NUMBER_TABLE, LINE_CARRY_TABLE, SNAPSHOT_TABLE
 
-    # (the carry's copy number is the parsed row's: stg_hris__snapshot_workers takes it from there)
+    # (the carry's copy number is the parsed row's: stg_hris__snapshot_workers takes it from there; a line kept
+    # by number is the parsed row of that number)
     return conn.execute(sql.SQL(
         "select %(sid)s, q.entity, lc.line_no, q.rule, q.record_key, q.field, q.value, q.reason, q.related_key "
         "from {carry} lc "
@@ -341,7 +343,18 @@ def carried_verdicts(conn: psycopg.Connection, snapshot_id: int, carry_from: int
         " and q.line_no = lc.from_line_no and q.rule <> all(%(cross)s) "
         "where lc.snapshot_id = %(sid)s and lc.from_snapshot_id = %(src)s and lc.copy_no = 1 "
         " and not exists (select 1 from dq.gate_key_conflicts k where k.snapshot_id = %(sid)s "
-        "                 and k.line_no = lc.line_no)").format(carry=sql.SQL(LINE_CARRY_TABLE)),
+        "                 and k.line_no = lc.line_no) "
+        "union all "
+        "select %(sid)s, q.entity, q.line_no, q.rule, q.record_key, q.field, q.value, q.reason, q.related_key "
+        "from {by_number} n "
+        "join dq.quarantine q on q.snapshot_id = n.from_snapshot_id and q.entity = 'workers' "
+        " and q.line_no < n.below_line_no and q.rule <> all(%(cross)s) "
+        "join {snap} w on w.line_no = q.line_no and w.copy_no = 1 "
+        "where n.snapshot_id = %(sid)s and n.from_snapshot_id = %(src)s "
+        " and not exists (select 1 from dq.gate_key_conflicts k where k.snapshot_id = %(sid)s "
+        "                 and k.line_no = q.line_no)").format(
+            carry=sql.SQL(LINE_CARRY_TABLE), by_number=sql.SQL(LINE_CARRY_BY_NUMBER_TABLE),
+            snap=sql.SQL(SNAPSHOT_TABLE)),
         {"sid": snapshot_id, "src": carry_from, "cross": list(CROSS_LINE_RULES)}).fetchall()
 
 
@@ -400,14 +413,31 @@ def accounts_settled(conn: psycopg.Connection) -> Any:
 
 
 def _new_lines_sql(sid: int, held: int) -> sql.Composed:
-    """The line numbers of snapshot `sid` that the staging stage did not carry from snapshot `held`."""
-    from hrlms.transform.dbt import LINE_CARRY_TABLE
+    """The line numbers of snapshot `sid` that the staging stage did not carry from snapshot `held` (the carry's
+    rows, and the lines it kept by number when it kept them from another snapshot)."""
+    from hrlms.transform.dbt import LINE_CARRY_BY_NUMBER_TABLE, LINE_CARRY_TABLE, SNAPSHOT_TABLE
 
-    return sql.SQL("select line_no from {} where snapshot_id = {} and from_snapshot_id is distinct from {}").format(
-        sql.SQL(LINE_CARRY_TABLE), sql.Literal(sid), sql.Literal(held))
+    return sql.SQL(
+        "select line_no from {carry} where snapshot_id = {sid} and from_snapshot_id is distinct from {held} "
+        "union all select w.line_no from {by_number} n join {snap} w on w.line_no < n.below_line_no "
+        "where n.snapshot_id = {sid} and n.from_snapshot_id <> {held}").format(
+            carry=sql.SQL(LINE_CARRY_TABLE), by_number=sql.SQL(LINE_CARRY_BY_NUMBER_TABLE),
+            snap=sql.SQL(SNAPSHOT_TABLE), sid=sql.Literal(sid), held=sql.Literal(held))
 
 
-def _key_check_delta(conn: psycopg.Connection, snapshot_id: int, held: int) -> tuple[dict[str, Any] | None, str]:
+def _kept_new_lines(conn: psycopg.Connection, sid: int, held: int) -> sql.Composed:
+    """_new_lines_sql's lines written to a temporary table of this transaction, with statistics; returns the query
+    of its line numbers. The gate's queries look them up in the parsed rows: planned over the carry's rows, their
+    count was a guess (a third of the lines, on an event run's carry by number), and each query hashed the 1M
+    parsed rows (~0.5 s each, three of them) to find a few."""
+    conn.execute(sql.SQL("drop table if exists pg_temp.gate_new_lines; "
+                         "create temporary table gate_new_lines on commit drop as {}; "
+                         "analyze gate_new_lines").format(_new_lines_sql(sid, held)))
+    return sql.SQL("select line_no from pg_temp.gate_new_lines")
+
+
+def _key_check_delta(conn: psycopg.Connection, snapshot_id: int, held: int,
+                     new: sql.Composable) -> tuple[dict[str, Any] | None, str]:
     """The values whose claimants may differ from snapshot `held`'s key check: (params for _KEY_DELTA_LINES, how
     many), or (None, why every line must be read).
 
@@ -440,7 +470,7 @@ def _key_check_delta(conn: psycopg.Connection, snapshot_id: int, held: int) -> t
         "where w.snapshot_id = %(sid)s and w.copy_no = 1 and w.person_id is not null and w.line_no in ("
         " {new} union select p.line_no from {snap} p where p.person_id in (select person_id from changed)) "
         "union all select email, user_name, employee_number from changed").format(
-            snap=sql.SQL(SNAPSHOT_TABLE), new=_new_lines_sql(snapshot_id, held)),
+            snap=sql.SQL(SNAPSHOT_TABLE), new=new),
         {"as_of": as_of, "sid": snapshot_id}).fetchall()
     for email, user_name, number in rows:
         for kind, v in (("work_email", email), ("user_name", email), ("user_name", user_name),
@@ -455,10 +485,11 @@ def _key_check_delta(conn: psycopg.Connection, snapshot_id: int, held: int) -> t
 
 
 def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int, held: int | None = None,
-                        as_of: Any = None) -> dict[str, Any]:
+                        as_of: Any = None, new_lines: sql.Composable | None = None) -> dict[str, Any]:
     """Fill dq.gate_key_conflicts for the snapshot (KEY_CONFLICTS_SQL) and keep its shared values (dq.gate_key_checks,
-    with `as_of`: accounts_settled() before). With `held` (a snapshot the staging stage carried lines from), only
-    the lines with a value _key_check_delta names are read, when it can. Returns how it checked: lines
+    with `as_of`: accounts_settled() before). With `held` (a snapshot the staging stage carried lines from) and
+    `new_lines` (the query of the lines it did not carry from it: _kept_new_lines), only the lines with a value
+    _key_check_delta names are read, when it can. Returns how it checked: lines
     ("all" or "values"), the conflicts found, and with values: from which snapshot, how many values."""
     from hrlms.quality.suites import EMAIL_REGEX
     from hrlms.transform.dbt import SNAPSHOT_TABLE
@@ -484,7 +515,8 @@ def _find_key_conflicts(conn: psycopg.Connection, snapshot_id: int, held: int | 
     day = conn.execute("select logical_date from raw_hris.snapshots where snapshot_id = %s",
                        (snapshot_id,)).fetchone()[0]
     conn.execute("delete from dq.gate_key_conflicts where snapshot_id = %s", (snapshot_id,))
-    delta, why = _key_check_delta(conn, snapshot_id, held) if held is not None and as_of is not None else \
+    delta, why = _key_check_delta(conn, snapshot_id, held, new_lines) \
+        if held is not None and as_of is not None and new_lines is not None else \
         (None, "nothing carried" if held is None else "the accounts were not settled")
     # only the held snapshot's check may be needed again (this gate run again; held is this snapshot when its
     # staging was run again)
@@ -723,14 +755,17 @@ def run_gate(conn: psycopg.Connection, snapshot_id: int, *, max_drop_share: floa
     these same checks gated completely (the caller knows: hrlms.pipeline.gate); lines the staging stage
     carried from it keep its row verdicts (carried_verdicts) instead of being checked again."""
     from hrlms.quality.suites import SUITES
-    from hrlms.transform.dbt import LINE_CARRY_TABLE
+    from hrlms.transform.dbt import LINE_CARRY_BY_NUMBER_TABLE, LINE_CARRY_TABLE
 
     snap = _snapshot(conn, snapshot_id)
     entity = snap["entity"]
     if entity != "workers" or carry_from is None or not conn.execute(
-            "select exists (select 1 from dq.gate_runs where snapshot_id = %s and suite = 'workers_rows')"
-            " and exists (select 1 from " + LINE_CARRY_TABLE + " where snapshot_id = %s and from_snapshot_id = %s)",
-            (carry_from, snapshot_id, carry_from)).fetchone()[0]:
+            "select exists (select 1 from dq.gate_runs where snapshot_id = %(cf)s and suite = 'workers_rows')"
+            " and (exists (select 1 from " + LINE_CARRY_TABLE + " where snapshot_id = %(sid)s"
+            "              and from_snapshot_id = %(cf)s)"
+            "      or exists (select 1 from " + LINE_CARRY_BY_NUMBER_TABLE + " where snapshot_id = %(sid)s"
+            "                 and from_snapshot_id = %(cf)s))",
+            {"cf": carry_from, "sid": snapshot_id}).fetchone()[0]:
         carry_from = None
     as_of = accounts_settled(conn) if entity == "workers" else None
     with conn.transaction():

@@ -317,14 +317,23 @@ def check_staged(conn, snapshot_id: int) -> None:
 
 
 LINE_CARRY_TABLE = "staging.stg_hris__snapshot_line_carry"
+#: the carry's file lines when the staging stage kept them in place (macros/hris_workers.sql, hris_line_carry_delta):
+#: (snapshot_id, from_snapshot_id, below_line_no, lines): every line numbered below below_line_no is
+#: from_snapshot_id's line of the same number, and has no row in LINE_CARRY_TABLE
+LINE_CARRY_BY_NUMBER_TABLE = "staging.stg_hris__snapshot_line_carry_by_number"
 
 
 def staged_lines(conn, snapshot_id: int) -> dict[str, Any]:
     """How the staging stage got the snapshot's rows: lines parsed, lines copied from an earlier snapshot's
-    identical lines (macros/hris_workers.sql) and which snapshot that was (None: every line was parsed)."""
+    identical lines or kept by number (macros/hris_workers.sql) and which snapshot that was (None: every line
+    was parsed)."""
     parsed, carried, source = conn.execute(
         f"select count(*) filter (where from_line_no is null), count(from_line_no), max(from_snapshot_id) "
         f"from {LINE_CARRY_TABLE} where snapshot_id = %s", (snapshot_id,)).fetchone()
+    if conn.execute("select to_regclass(%s) is not null", (LINE_CARRY_BY_NUMBER_TABLE,)).fetchone()[0]:
+        for from_id, lines in conn.execute(f"select from_snapshot_id, lines from {LINE_CARRY_BY_NUMBER_TABLE} "
+                                           f"where snapshot_id = %s", (snapshot_id,)):
+            carried, source = carried + lines, max(source or from_id, from_id)
     if not parsed and not carried:          # nothing could be carried: every line was parsed
         parsed = conn.execute(f"select count(*) from {SNAPSHOT_TABLE}").fetchone()[0]
     return {"parsed": parsed, "carried": carried, "carried_from_snapshot": source}
