@@ -179,7 +179,8 @@ from flagged
 {%- endmacro %}
 
 {% macro hris_line_carry() -%}
-    {#- stg_hris__snapshot_workers' pre-hook: one row per line of the run's snapshot in
+    {#- stg_hris__snapshot_workers' pre-hook: one row per line of the run's snapshot (on an event run that changes
+        the parsed rows in place, per event line, and one row for the file's lines: hris_line_carry_delta) in
         stg_hris__snapshot_line_carry — its row hash, its copy number, and (from_snapshot_id, from_line_no) the
         line of the snapshot the table still holds that has the same content, when that one was parsed with
         the same hints and the staging stage allows carrying (run parameter staging_carry: the dbt project is
